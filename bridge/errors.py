@@ -1,0 +1,112 @@
+"""The exceptions of fse-bridge, each knowing the ACK it leads to.
+
+    BridgeError                  ack_code, err_code (HL7 table 0357), location
+    ├── MessageError             AE: resending it unchanged fails again
+    │   ├── ParseError           102 bad format (also: undecodable charset)
+    │   ├── MissingField         101
+    │   ├── InvalidValue         102 (e.g. invalid codice fiscale)
+    │   ├── UnknownCode          103 (code not in a table, unknown practitioner)
+    │   ├── DuplicateControlId   205 same control id, different bytes
+    │   ├── ValidationFailed     207 local XSD / schematron failure
+    │   └── GatewayRejected      207 the gateway refused the content
+    ├── NotProcessable           AR: not here, or not now
+    │   ├── UnsupportedMessage   200 message type / 201 event / 203 version
+    │   ├── UnknownDocumentType  207
+    │   ├── FrameTooLarge        207
+    │   └── GatewayUnavailable   207 unreachable after retries, credentials, clock
+    └── ConfigError              start-up and CLI: names the file and the key
+
+`pipeline.process` is the one place that turns these into ACKs; anything that
+is not a BridgeError there becomes AR 207 with the traceback logged.
+Exception texts must never carry patient data: they reach logs and ACKs.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    ack_code = "AR"
+    err_code = "207"
+    severity = "E"
+
+    def __init__(self, message: str, *, location: str = "", code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        #: HL7 location of the problem, ``SEG^rep^field^component`` (e.g. ``PID^1^3``).
+        self.location = location
+        if code is not None:
+            self.err_code = code
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.location})" if self.location else self.message
+
+
+class MessageError(BridgeError):
+    ack_code = "AE"
+
+
+class ParseError(MessageError):
+    err_code = "102"
+
+
+class MissingField(MessageError):
+    err_code = "101"
+
+
+class InvalidValue(MessageError):
+    err_code = "102"
+
+
+class UnknownCode(MessageError):
+    err_code = "103"
+
+
+class DuplicateControlId(MessageError):
+    err_code = "205"
+
+
+class ValidationFailed(MessageError):
+    err_code = "207"
+
+
+class GatewayRejected(MessageError):
+    err_code = "207"
+
+
+class NotProcessable(BridgeError):
+    ack_code = "AR"
+
+
+class UnsupportedMessage(NotProcessable):
+    err_code = "200"
+
+
+class UnknownDocumentType(NotProcessable):
+    err_code = "207"
+
+
+class FrameTooLarge(NotProcessable):
+    err_code = "207"
+
+
+class GatewayUnavailable(NotProcessable):
+    err_code = "207"
+
+    def __init__(self, message: str, *, location: str = "", code: str | None = None,
+                 operator_alert: bool = False):
+        super().__init__(message, location=location, code=code)
+        #: True when the cause is our own configuration or clock (credentials, tokens).
+        self.operator_alert = operator_alert
+
+
+class ConfigError(BridgeError):
+    """A configuration problem: names the file and the key; the CLI exits 2."""
+
+    def __init__(self, message: str, *, file: str = "", key: str = ""):
+        super().__init__(message)
+        self.file = file
+        self.key = key
+
+    def __str__(self) -> str:
+        where = ", ".join(p for p in (self.file, f"key {self.key}" if self.key else "") if p)
+        return f"{where}: {self.message}" if where else self.message
