@@ -111,7 +111,7 @@ def charset_of(raw: bytes, default: str) -> str:
     MSH-18 may repeat (first repetition wins). An unknown name raises
     :class:`ParseError` at ``MSH^1^18``.
     """
-    head = raw[: raw.find(b"\r")] if b"\r" in raw else raw.split(b"\n", 1)[0]
+    head = re.split(rb"[\r\n]", raw, maxsplit=1)[0]
     if len(head) < 4 or not head.startswith(b"MSH"):
         return default
     sep = head[3:4]
