@@ -24,6 +24,7 @@ from pathlib import Path
 from lxml import etree
 
 from bridge import schematron
+from bridge.errors import NotProcessable
 from bridge.model import DocumentType
 
 CDA_NS = "urn:hl7-org:v3"
@@ -154,6 +155,13 @@ class Rules:
         self._xslt = None
         self._compiled: dict[DocumentType, object] = {}
 
+    def warm(self) -> None:
+        """Load the XSD and compile every schematron now (RulesError names a broken file)."""
+        with self._lock:
+            self._schema()
+            for doc_type in self.schematrons:
+                self._executable(doc_type)
+
     def schematron_for(self, doc_type: DocumentType) -> SchematronFile | None:
         return self.schematrons.get(doc_type)
 
@@ -211,8 +219,11 @@ class Rules:
         return compiled
 
 
-class RulesError(RuntimeError):
-    """The installed rules are unusable (a broken XSD or schematron file): names the file."""
+class RulesError(NotProcessable):
+    """The installed rules are unusable (a broken XSD or schematron file): names the file.
+
+    AR 207: the message is fine, this installation cannot check it now.
+    """
 
 
 def load_rules(rules_dir: Path) -> Rules | None:
