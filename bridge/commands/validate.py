@@ -1,0 +1,63 @@
+"""`fse-bridge validate FILE.xml`: the CDA XSD and the official schematron of its type.
+
+Exit codes: 0 no errors (warnings allowed), 1 XSD or schematron errors,
+2 usage or configuration error (unreadable file, bad configuration),
+3 no rules installed (local validation is off: nothing was checked).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bridge.commands._common import load_config
+from bridge.model import DocumentType
+from bridge.validate import load_rules, validate_cda
+
+HELP = "check a CDA against the CDA XSD and the official schematron of its type"
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+EXIT_NO_RULES = 3
+CATALOGUE_ARCHIVE = "https://github.com/ministero-salute/it-fse-catalogs/archive/refs/heads/main.zip"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", metavar="FILE.xml", help="the CDA document")
+    parser.add_argument("--type", metavar="T", type=str.upper, choices=[t.name for t in DocumentType],
+                        help="use this type's schematron (default: chosen by the first templateId, "
+                             "as the gateway does)")
+    parser.add_argument("--rules", metavar="DIR",
+                        help="rules folder holding schema/ and schematron/ (default: validation.rules_dir)")
+    parser.epilog = ("exit status: 0 valid, 1 XSD/schematron errors, 2 usage or configuration error, "
+                     "3 no rules installed")
+
+
+def run(args) -> int:
+    rules_dir = Path(args.rules) if args.rules else load_config(args).validation.rules_dir
+    try:
+        xml = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"fse-bridge validate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    rules = load_rules(rules_dir)
+    if rules is None:
+        print(no_rules_message(rules_dir), file=sys.stderr)
+        return EXIT_NO_RULES
+    report = validate_cda(xml, rules, DocumentType[args.type] if args.type else None)
+    print(f"{args.file}: {report.summary()}")
+    for issue in report.xsd_errors:
+        print(f"  XSD ERROR {issue.rule_id} at {issue.location}: {issue.message}")
+    for issue in report.schematron_errors:
+        print(f"  ERROR {issue.rule_id} at {issue.location}: {issue.message}")
+    for issue in report.warnings:
+        print(f"  WARNING {issue.rule_id} at {issue.location}: {issue.message}")
+    return 0 if report.ok else EXIT_INVALID
+
+
+def no_rules_message(rules_dir: Path) -> str:
+    """The loud notice for a rules folder with nothing installed (also for `render`)."""
+    return (f"LOCAL VALIDATION IS OFF: no validation rules in {rules_dir}\n"
+            f"  (needs schema/POCD_MT000040UV02/CDA.xsd and schematron/*.sch).\n"
+            f"  Install the official ones with:\n"
+            f"    fse-bridge rules install {CATALOGUE_ARCHIVE}\n"
+            f"  or from a local folder/archive laid out the same way: fse-bridge rules install SOURCE")
