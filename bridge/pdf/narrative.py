@@ -1,0 +1,260 @@
+"""CDA narrative blocks (``section/text``) as reportlab flowables.
+
+The narrative is the attested, human-readable content of a CDA (CDA R2,
+section 4.3.5; pdf.md section 6), so it is printed as the CDA holds it:
+paragraphs stay paragraphs, lists stay lists and tables stay tables (for
+LAB the results table with units, reference ranges and flags). Nothing is
+added that the narrative does not say.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+
+from lxml import etree
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
+
+from bridge.pdf.cda_view import NS
+from bridge.pdf.layout import Layout, Styles
+
+_INLINE_STYLE = {"bold": "b", "italics": "i", "underline": "u"}
+_WS = re.compile(r"\s+")
+
+
+def _local(el) -> str:
+    tag = el.tag
+    if not isinstance(tag, str):  # comments, processing instructions
+        return ""
+    return tag[len(NS) + 2:] if tag.startswith(f"{{{NS}}}") else tag.rsplit("}", 1)[-1]
+
+
+def _plain(text: str | None) -> str:
+    return escape(_WS.sub(" ", text)) if text else ""
+
+
+@dataclass
+class NarrativeRenderer:
+    """Turns one narrative element into flowables; one instance per report."""
+
+    layout: Layout
+    styles: Styles
+    _list_styles: dict = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- inline
+
+    def inline(self, el) -> str:
+        """Paragraph markup for the text and inline children of *el* (tails excluded)."""
+        out = [_plain(el.text)]
+        for child in el:
+            out.append(self._inline_child(child))
+            out.append(_plain(child.tail))
+        return "".join(out)
+
+    def _inline_child(self, child) -> str:
+        name = _local(child)
+        if name == "br":
+            return "<br/>"
+        inner = self.inline(child)
+        if name == "content":
+            for code in (child.get("styleCode") or "").split():
+                tag = _INLINE_STYLE.get(code.lower())
+                if tag:
+                    inner = f"<{tag}>{inner}</{tag}>"
+            return inner
+        if name == "sup":
+            return f"<super>{inner}</super>"
+        if name == "sub":
+            return f"<sub>{inner}</sub>"
+        if name in ("footnote", "footnoteRef"):
+            return f" [{inner or escape(child.get('IDREF') or '')}]"
+        if name == "renderMultiMedia":
+            return escape(self.layout.labels.multimedia)
+        # linkHtml and anything unknown: its text, never dropped
+        return inner
+
+    # ----------------------------------------------------------------- blocks
+
+    def blocks(self, el, width: float, style: ParagraphStyle | None = None,
+               bullet: str | None = None) -> list[Flowable]:
+        """Flowables for a container (``text``, ``td``, ``item``...); *bullet* marks the first paragraph."""
+        style = style or self.styles.body
+        flowables: list[Flowable] = []
+        pending = [_plain(el.text)]
+
+        def flush():
+            markup = "".join(pending).strip()
+            pending.clear()
+            if markup and markup != "<br/>":
+                first = bullet if not flowables else None
+                flowables.append(Paragraph(markup, style, bulletText=first))
+
+        for child in el:
+            name = _local(child)
+            if name in ("paragraph", "list", "table"):
+                flush()
+                flowables.extend(getattr(self, f"_{name}")(child, width, style))
+            elif name == "caption":
+                pass  # printed by its block
+            elif name:
+                pending.append(self._inline_child(child))
+            pending.append(_plain(child.tail))
+        flush()
+        return flowables
+
+    def _caption(self, el) -> list[Flowable]:
+        caption = el.find(f"{{{NS}}}caption")
+        if caption is None:
+            return []
+        markup = self.inline(caption).strip()
+        return [Paragraph(markup, self.styles.caption)] if markup else []
+
+    def _paragraph(self, el, width, style) -> list[Flowable]:
+        caption = el.find(f"{{{NS}}}caption")
+        markup = self.inline(el).strip()
+        if caption is not None:
+            # inline() included the caption's text: print it bold in front instead
+            cap = self.inline(caption).strip()
+            rest = _plain(caption.tail) + "".join(
+                self._inline_child(c) + _plain(c.tail) for c in el if c is not caption)
+            markup = f"<b>{cap}</b> {(_plain(el.text) + rest).strip()}".strip()
+        return [Paragraph(markup, style)] if markup else []
+
+    def _list_style(self, parent: ParagraphStyle) -> ParagraphStyle:
+        if parent.name not in self._list_styles:
+            indent = parent.leftIndent + 12
+            self._list_styles[parent.name] = ParagraphStyle(
+                f"{parent.name}-li", parent=parent, leftIndent=indent, bulletIndent=indent - 9,
+                bulletFontName=parent.fontName, spaceAfter=1)
+        return self._list_styles[parent.name]
+
+    def _list(self, el, width, style) -> list[Flowable]:
+        flowables = self._caption(el)
+        ordered = (el.get("listType") or "").lower() == "ordered"
+        item_style = self._list_style(style)
+        for n, item in enumerate(el.iterfind(f"{{{NS}}}item"), start=1):
+            bullet = f"{n}." if ordered else "\u2022"
+            flowables += self.blocks(item, width - item_style.leftIndent, item_style, bullet=bullet)
+        return flowables
+
+    @staticmethod
+    def _is_inline(el) -> bool:
+        return all(_local(c) not in ("paragraph", "list", "table") for c in el)
+
+    def _table(self, el, width, style) -> list[Flowable]:
+        flowables = self._caption(el)
+        header_rows = 0
+        rows = []
+        for part in el:
+            name = _local(part)
+            if name in ("thead", "tbody", "tfoot"):
+                part_rows = list(part.iterfind(f"{{{NS}}}tr"))
+                if name == "thead":
+                    header_rows += len(part_rows)
+                rows += [(r, name == "thead") for r in part_rows]
+            elif name == "tr":
+                rows.append((part, False))
+        if not rows:
+            return flowables
+        grid, spans, texts = self._grid(rows)
+        ncols = max(len(r) for r in grid)
+        widths = self._column_widths(texts, ncols, width)
+        data = []
+        for r, row in enumerate(grid):
+            cells = []
+            for c in range(ncols):
+                cell = row[c] if c < len(row) else None
+                if cell is None:
+                    cells.append("")
+                    continue
+                is_header = _local(cell) == "th" or rows[r][1]
+                cstyle = self.styles.header_cell if is_header else self.styles.cell
+                if self._is_inline(cell):
+                    markup = self.inline(cell).strip()
+                    cells.append(Paragraph(markup, cstyle) if markup else "")
+                else:
+                    cells.append(self.blocks(cell, widths[c] - 6, cstyle))
+            data.append(cells)
+        commands = [
+            ("FONT", (0, 0), (-1, -1), self.layout.font, self.layout.table_size),
+            ("GRID", (0, 0), (-1, -1), 0.4, self.layout.rule),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LEFTPADDING", (0, 0), (-1, -1), 3),
+            ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+            ("TOPPADDING", (0, 0), (-1, -1), 2),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+        ]
+        if header_rows:
+            commands.append(("BACKGROUND", (0, 0), (-1, header_rows - 1), self.layout.header_fill))
+        commands += [("SPAN", a, b) for a, b in spans]
+        table = Table(data, colWidths=widths, repeatRows=header_rows, hAlign="LEFT",
+                      style=TableStyle(commands))
+        return flowables + [table, Spacer(1, 4)]
+
+    @staticmethod
+    def _grid(rows):
+        """Cells placed on a grid honouring colspan/rowspan; also the plain text per column."""
+        grid: list[list] = []
+        spans = []
+        texts: dict[int, list[str]] = {}
+        taken: set[tuple[int, int]] = set()
+        for r, (tr, _) in enumerate(rows):
+            while len(grid) <= r:
+                grid.append([])
+            c = 0
+            for cell in tr:
+                if _local(cell) not in ("td", "th"):
+                    continue
+                while (r, c) in taken:
+                    c += 1
+                colspan = max(1, _int(cell.get("colspan")))
+                rowspan = max(1, _int(cell.get("rowspan")))
+                for rr in range(r, r + rowspan):
+                    for cc in range(c, c + colspan):
+                        taken.add((rr, cc))
+                row = grid[r]
+                row.extend([None] * (c + 1 - len(row)))
+                row[c] = cell
+                if colspan > 1 or rowspan > 1:
+                    spans.append(((c, r), (c + colspan - 1, r + rowspan - 1)))
+                if colspan == 1:
+                    texts.setdefault(c, []).append(_WS.sub(" ", "".join(cell.itertext())).strip())
+                c += colspan
+        width = max((cc + 1 for _, cc in taken), default=1)
+        last_row = max((rr + 1 for rr, _ in taken), default=len(grid))
+        while len(grid) < last_row:
+            grid.append([])
+        for row in grid:
+            row.extend([None] * (width - len(row)))
+        return grid, spans, texts
+
+    def _column_widths(self, texts: dict[int, list[str]], ncols: int, width: float) -> list[float]:
+        # Every column gets at least its longest word (so words are not cut),
+        # the rest of the width goes to the columns with longer texts.
+        bold, size, pad = f"{self.layout.font}-Bold", self.layout.table_size, 7
+        minimum, wanted = [], []
+        for c in range(ncols):
+            cells = texts.get(c, [""])
+            longest = max((stringWidth(w, bold, size) for t in cells for w in t.split()), default=0)
+            lengths = [stringWidth(t, bold, size) for t in cells]
+            minimum.append(max(longest, 3 * size) + pad)
+            wanted.append(max(min(max(lengths, default=0), width / 2) + pad, minimum[-1]))
+        if sum(minimum) >= width:
+            return [width * m / sum(minimum) for m in minimum]
+        extra = [w - m for w, m in zip(wanted, minimum)]
+        room = width - sum(minimum)
+        if sum(extra) <= room:
+            share = [1.0 / ncols] * ncols
+            room -= sum(extra)
+            return [w + room * s for w, s in zip(wanted, share)]
+        return [m + room * e / sum(extra) for m, e in zip(minimum, extra)]
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 1)
+    except ValueError:
+        return 1
