@@ -179,16 +179,7 @@ class Rules:
             executable = self._executable(doc_type)
             node = self._saxon.parse_xml(xml_text=xml_text)
             output = executable.transform_to_string(xdm_node=node)
-        results = etree.fromstring(output.encode("utf-8"))
-        issues = []
-        for finding in results.iter(f"{{{schematron.OUT}}}finding"):
-            rule_id = finding.get("id", "")
-            message = " ".join((finding.text or "").split())
-            # The id is also the message prefix ("ERRORE-b27| ..."): keep the text only.
-            if rule_id and message.startswith(rule_id):
-                message = message[len(rule_id):].lstrip(" |")
-            issues.append(Issue(rule_id, message, finding.get("location", ""), finding.get("severity", "error")))
-        return issues
+        return read_findings(output)
 
     def _schema(self) -> etree.XMLSchema:
         if self._xsd is None:
@@ -217,6 +208,20 @@ class Rules:
                 raise RulesError(f"cannot compile the schematron {source.name}: {exc}") from None
             self._compiled[doc_type] = compiled
         return compiled
+
+
+def read_findings(output: str) -> list[Issue]:
+    """Issues from the output of a stylesheet made by :func:`bridge.schematron.translate`."""
+    results = etree.fromstring(output.encode("utf-8"))
+    issues = []
+    for finding in results.iter(f"{{{schematron.OUT}}}finding"):
+        rule_id = finding.get("id", "")
+        message = " ".join((finding.text or "").split())
+        # The id is also the message prefix ("ERRORE-b27| ..."): keep the text only.
+        if rule_id and message.startswith(rule_id):
+            message = message[len(rule_id):].lstrip(" |")
+        issues.append(Issue(rule_id, message, finding.get("location", ""), finding.get("severity", "error")))
+    return issues
 
 
 class RulesError(NotProcessable):
