@@ -162,3 +162,169 @@ def parse_message(raw: bytes, default_charset: str = "iso-8859-1") -> ParsedMess
     except Exception as exc:  # python-hl7 raises assorted errors on broken input
         raise ParseError(f"message cannot be parsed: {type(exc).__name__}", location="MSH^1") from None
     return ParsedMessage(raw=raw, text=text, charset=codec, message=message)
+
+
+# --- Headers and batches -------------------------------------------------
+#
+# A listener must answer frames it cannot parse, and frames that hold a whole
+# batch. Both need the envelope's fields before (or without) a full parse;
+# reading them is splitting one segment at its field separator, which is all
+# this part does. Message content is always left to python-hl7.
+
+_SEGMENT_START = re.compile(rb"(?:^|(?<=[\r\n]))(MSH|FHS|BHS|BTS|FTS)(?=[^A-Za-z0-9\r\n])")
+_ENVELOPE = (b"FHS", b"BHS", b"BTS", b"FTS")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The fields of one MSH, FHS or BHS segment, as text.
+
+    ``fields[n]`` is SEG-n: ``fields[1]`` is the field separator and
+    ``fields[2]`` the encoding characters, as in the standard's numbering.
+    """
+
+    segment: str
+    fields: tuple[str, ...]
+    charset: str
+    """The Python codec the segment was decoded with (MSH-18 or the default)."""
+
+    def field(self, n: int, component: int = 0) -> str:
+        """SEG-n, or its *component* (1-based) of the first repetition; "" when absent."""
+        value = self.fields[n] if n < len(self.fields) else ""
+        if component and n > 2:
+            value = value.split(self.repetition)[0].split(self.component)
+            value = value[component - 1] if component <= len(value) else ""
+        return value
+
+    @property
+    def separator(self) -> str:
+        return self.fields[1]
+
+    @property
+    def encoding_characters(self) -> str:
+        return self.fields[2]
+
+    @property
+    def component(self) -> str:
+        return self.encoding_characters[0:1] or "^"
+
+    @property
+    def repetition(self) -> str:
+        return self.encoding_characters[1:2] or "~"
+
+    @property
+    def escape(self) -> str:
+        """The escape character, or "" when MSH-2 declares none (seen as ``^~&``)."""
+        chars = self.encoding_characters
+        return chars[2] if len(chars) > 3 or (len(chars) == 3 and chars[2] != "&") else ""
+
+    @property
+    def subcomponent(self) -> str:
+        chars = self.encoding_characters
+        return chars[3] if len(chars) >= 4 else "&"
+
+    @property
+    def control_id(self) -> str:
+        """MSH-10 (or BHS-11/FHS-11 for an envelope)."""
+        return self.field(10 if self.segment == "MSH" else 11).strip()
+
+    @property
+    def version(self) -> str:
+        return self.field(12, 1).strip() if self.segment == "MSH" else ""
+
+    @property
+    def enhanced(self) -> bool:
+        """Enhanced acknowledgement mode: MSH-15 or MSH-16 is valued."""
+        return self.segment == "MSH" and bool(self.field(15).strip() or self.field(16).strip())
+
+
+_DEFAULT_HEADER_FIELDS = ("MSH", "|", "^~\\&")
+
+
+def default_header(charset: str = "ascii") -> Header:
+    """A header for answering a frame where no MSH can be read at all."""
+    fields = _DEFAULT_HEADER_FIELDS + ("",) * 9 + ("2.5",)
+    return Header(segment="MSH", fields=fields, charset=charset)
+
+
+def read_header(raw: bytes, default_charset: str = "iso-8859-1") -> Header | None:
+    """The first MSH of *raw*, read tolerantly (never raises), or None if there is none.
+
+    Used to answer frames that cannot be parsed: bytes that the declared
+    charset cannot decode are replaced, so MSH-3..MSH-12 can still be echoed.
+    """
+    body = raw[len(_BOM):] if raw.startswith(_BOM) else raw
+    match = re.search(rb"(?:^|[\r\n])MSH(?=[^A-Za-z0-9\r\n])", body) if not body.startswith(b"MSH") else None
+    start = 0 if body.startswith(b"MSH") else (match.end() - 3 if match else -1)
+    if start < 0 or len(body) < start + 4:
+        return None
+    line = re.split(rb"[\r\n]", body[start:], maxsplit=1)[0]
+    try:
+        codec = charset_of(line, default_charset)
+    except ParseError:
+        codec = default_charset
+    text = line.decode(codec, "replace")
+    sep = text[3]
+    parts = text.split(sep)
+    # parts[0] = "MSH", parts[1] = MSH-2; store with MSH-1 (the separator) in place.
+    fields = ("MSH", sep) + tuple(parts[1:])
+    return Header(segment="MSH", fields=fields, charset=codec)
+
+
+def _header_of_segment(segment: bytes, charset: str) -> Header:
+    text = segment.decode(charset, "replace")
+    sep = text[3] if len(text) > 3 else "|"
+    parts = text.split(sep)
+    return Header(segment=text[:3], fields=(text[:3], sep) + tuple(parts[1:]), charset=charset)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One frame cut into its messages, with the batch envelope if it had one.
+
+    A frame with one MSH and no envelope is a batch of one with no envelope.
+    """
+
+    messages: tuple[bytes, ...]
+    """Each message's bytes, from its MSH up to the next MSH or envelope segment."""
+    file_header: Header | None = None
+    batch_header: Header | None = None
+    leading: bytes = b""
+    """Bytes before the first MSH/FHS/BHS (kept so that a frame without MSH can be answered)."""
+
+    @property
+    def enveloped(self) -> bool:
+        return self.file_header is not None or self.batch_header is not None
+
+
+def split_batch(frame: bytes, default_charset: str = "iso-8859-1") -> Batch:
+    """Cut one MLLP frame at each MSH, FHS, BHS, BTS and FTS segment start.
+
+    Segments may be ended by CR, LF or CRLF; a UTF-8 BOM is skipped. Trailer
+    segments (BTS, FTS) are dropped: the answer counts messages itself.
+    """
+    body = frame[len(_BOM):] if frame.startswith(_BOM) else frame
+    starts = [(m.start(), m.group(1)) for m in _SEGMENT_START.finditer(body)]
+    if not starts:
+        return Batch(messages=(), leading=body)
+    leading = body[:starts[0][0]]
+    messages: list[bytes] = []
+    headers: dict[bytes, Header] = {}
+    bounds = [pos for pos, _ in starts[1:]] + [len(body)]
+    for (pos, name), end in zip(starts, bounds):
+        chunk = body[pos:end]
+        if name == b"MSH":
+            messages.append(chunk)
+        elif name in (b"FHS", b"BHS") and name not in headers:
+            segment = re.split(rb"[\r\n]", chunk, maxsplit=1)[0]
+            headers[name] = _header_of_segment(segment, default_charset)
+    return Batch(messages=tuple(messages), file_header=headers.get(b"FHS"),
+                 batch_header=headers.get(b"BHS"), leading=leading)
+
+
+def header_of(parsed: ParsedMessage) -> Header:
+    """The MSH of a parsed message as a :class:`Header` (for answering it)."""
+    first = parsed.text.split("\r", 1)[0]
+    sep = first[3]
+    parts = first.split(sep)
+    return Header(segment="MSH", fields=("MSH", sep) + tuple(parts[1:]), charset=parsed.charset)

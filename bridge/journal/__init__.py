@@ -1,0 +1,208 @@
+"""The journal: every received message, durably, before anything else happens.
+
+architecture.md, "The way a message travels", step 2: the raw bytes are
+stored before any ACK reporting success; a restart resumes unfinished work.
+interface.md, "ACK contract", fixes the resend rules that :meth:`Journal.admit`
+applies. The service speaks only to the :class:`Journal` protocol, so another
+store (PostgreSQL) can stand in for :class:`~bridge.journal.sqlite.SqliteJournal`.
+
+Every method returns a Deferred: a store must never block the reactor.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+from bridge.outcome import Outcome
+
+
+class State:
+    """Message states. Later stages add their own (``rendered``, ``submitted``...)."""
+
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    DONE = "done"           # outcome AA
+    FAILED = "failed"       # outcome AE
+    REFUSED = "refused"     # outcome AR
+
+
+def state_for(outcome_code: str) -> str:
+    """The final state of a message whose outcome has this ACK code."""
+    return {"AA": State.DONE, "CA": State.DONE, "AE": State.FAILED, "CE": State.FAILED}.get(
+        outcome_code, State.REFUSED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Received:
+    """What the listener knows of a message when it arrives."""
+
+    raw: bytes
+    peer: str = ""
+    msh4: str = ""
+    msh10: str = ""
+    message_type: str = ""
+    charset: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One journaled message (a row of ``messages``)."""
+
+    id: int
+    received_at: str
+    peer: str
+    raw: bytes
+    msh4: str
+    msh10: str
+    message_type: str
+    charset: str
+    state: str
+    updated_at: str
+    resend_of: int | None = None
+    ack: bytes | None = None
+    ack_code: str | None = None
+    outcome: str | None = None
+    """The processing outcome's code (AA/AE/AR); None while unfinished."""
+    document_id: str | None = None
+    operation: str | None = None
+    x_cart_id: str | None = None
+    trace_id: str | None = None
+    workflow_instance_id: str | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+
+class Admit(enum.Enum):
+    """What :meth:`Journal.admit` decided (interface.md, ACK contract, "Resends")."""
+
+    NEW = "new"
+    """Journaled as a new entry: process it (also a resend of an earlier AR)."""
+    REPLAY = "replay"
+    """Same facility, control id and bytes, earlier outcome final: answer ``entry.ack`` again."""
+    IN_FLIGHT = "in-flight"
+    """Same message still being processed as ``entry``: wait for its ACK."""
+    CONFLICT = "conflict"
+    """Same facility and control id, different bytes: journaled as ``entry``, answer AE 205."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    kind: Admit
+    entry: Entry
+    """The new entry (NEW, CONFLICT) or the earlier one (REPLAY, IN_FLIGHT)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    message_id: int
+    state: str
+    at: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Artifact:
+    message_id: int
+    stage: str
+    name: str
+    content: bytes
+    at: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayCall:
+    id: int
+    message_id: int | None
+    operation: str
+    document_id: str | None
+    state: str
+    """'sent' before the request leaves, then 'answered'."""
+    at: str
+    http_status: int | None = None
+    x_cart_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    workflow_instance_id: str | None = None
+    warning: str | None = None
+    problem: str | None = None
+    """The gateway's problem body, JSON text."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
+    """One entry of the document registry, keyed by (structure, doc_type, accession, seq)."""
+
+    structure: str
+    doc_type: str
+    accession: str
+    document_id: str
+    set_id: str
+    seq: int = 0
+    version: int = 1
+    state: str = "pending"
+    """'pending', 'published' or 'deleted'."""
+    content_hash: str | None = None
+    message_id: int | None = None
+    updated_at: str = ""
+
+
+class Journal(Protocol):
+    """The store behind the service. Every method returns a Deferred."""
+
+    def admit(self, received: Received) -> Deferred[Admission]:
+        """Journal a message durably, applying the resend rules of the ACK contract."""
+
+    def set_state(self, message_id: int, state: str, detail: str = "") -> Deferred[None]:
+        """Record a state change (with its time) for a stage."""
+
+    def record_ack(self, message_id: int, ack: bytes, ack_code: str) -> Deferred[None]:
+        """Store the ACK sent before the outcome is known ("commit" mode, enhanced mode)."""
+
+    def finish(self, message_id: int, outcome: Outcome, ack: bytes | None = None) -> Deferred[Entry]:
+        """Record the outcome (and the ACK, unless one was already stored)."""
+
+    def add_artifact(self, message_id: int, stage: str, name: str, content: bytes) -> Deferred[None]: ...
+
+    def gateway_call_sent(self, message_id: int | None, operation: str,
+                          document_id: str | None) -> Deferred[int]:
+        """Record a call before its request leaves; returns the call id."""
+
+    def gateway_call_answered(self, call_id: int, *, http_status: int | None,
+                              x_cart_id: str | None = None, trace_id: str | None = None,
+                              span_id: str | None = None, workflow_instance_id: str | None = None,
+                              warning: str | None = None, problem: str | None = None) -> Deferred[None]: ...
+
+    def get_document(self, structure: str, doc_type: str, accession: str,
+                     seq: int = 0) -> Deferred[Document | None]: ...
+
+    def put_document(self, document: Document) -> Deferred[None]:
+        """Insert or update the registry entry with the same key."""
+
+    def next_value(self, name: str) -> Deferred[int]:
+        """The next value of counter *name* (1, 2, ...), never reused."""
+
+    def get(self, message_id: int) -> Deferred[Entry | None]: ...
+
+    def find(self, key: str) -> Deferred[list[Entry]]:
+        """Entries whose id, control id, document id or X-Cart-id is *key*."""
+
+    def entries(self, limit: int = 50, before: int | None = None) -> Deferred[list[Entry]]:
+        """Newest first."""
+
+    def transitions(self, message_id: int) -> Deferred[list[Transition]]: ...
+
+    def artifacts(self, message_id: int) -> Deferred[list[Artifact]]: ...
+
+    def gateway_calls(self, message_id: int) -> Deferred[list[GatewayCall]]: ...
+
+    def unfinished(self) -> Deferred[list[Entry]]:
+        """Entries journaled but without an outcome, oldest first (restart recovery)."""
+
+    def close(self) -> Deferred[None]: ...

@@ -1,0 +1,246 @@
+"""MLLP: frames in, answers out, in order (architecture.md, step 1 "receive").
+
+:class:`MllpDecoder` only cuts bytes into frames (``0x0B ... 0x1C 0x0D``); it
+knows nothing of sockets or HL7. :class:`MllpProtocol` feeds it, hands each
+frame to the factory's ``handle_frame`` (a Deferred of the answer bytes) and
+writes the answers in the order the frames came, whatever order processing
+finishes in. Policies are the factory's: maximum frame size, idle timeout,
+maximum number of connections. TLS (MLLPS) is Twisted's, see :func:`tls_options`.
+
+Decoder plan: one buffer per frame; bytes outside a frame (CR/LF after a
+frame end, stray bytes) are dropped; the search for the end byte resumes
+where the last one stopped, so a frame arriving in many pieces costs O(n).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Callable, Iterator
+
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from bridge.errors import FrameTooLarge
+
+log = logging.getLogger(__name__)
+
+START = b"\x0b"
+END = b"\x1c"
+CR = b"\r"
+#: How much of an oversized frame is kept, to read a header from it for the AR.
+HEAD_BYTES = 8192
+
+
+def frame(payload: bytes) -> bytes:
+    """*payload* wrapped in MLLP framing."""
+    return START + payload + END + CR
+
+
+class MllpDecoder:
+    """Cuts a byte stream into MLLP frame payloads.
+
+    Feed it bytes with :meth:`feed`; it yields every payload completed by them.
+    A frame larger than *max_frame* raises :class:`FrameTooLarge` (after the
+    frames completed before it); its ``head`` attribute holds the first bytes,
+    and the rest of that frame, up to its end byte, is skipped.
+    A start byte inside a frame starts the frame again (the sender gave up
+    on the previous one). Nothing else raises.
+    """
+
+    def __init__(self, max_frame: int = 4 * 1024 * 1024):
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._in_frame = False
+        self._skipping = False   # inside an oversized frame, dropping up to its end
+        self.dropped = 0
+        """Bytes dropped outside frames (CR/LF between frames excepted), for diagnostics."""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held (0 between frames)."""
+        return len(self._buffer) if self._in_frame else 0
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        view = memoryview(data)
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._skipping:
+                end = data.find(END, pos)
+                if end < 0:
+                    return
+                self._skipping = False
+                pos = end + 1
+                continue
+            if not self._in_frame:
+                start = data.find(START, pos)
+                stray = data[pos:size if start < 0 else start]
+                self.dropped += len(stray.strip(b"\r\n"))
+                if start < 0:
+                    return
+                self._in_frame = True
+                pos = start + 1
+                continue
+            end = data.find(END, pos)
+            restart = data.find(START, pos, size if end < 0 else end)
+            if restart >= 0:
+                self.dropped += len(self._buffer) + restart - pos
+                self._buffer.clear()
+                pos = restart + 1
+                continue
+            stop = size if end < 0 else end
+            if len(self._buffer) + stop - pos > self.max_frame:
+                head = bytes(self._buffer[:HEAD_BYTES])
+                if len(head) < HEAD_BYTES:
+                    head += bytes(view[pos:pos + HEAD_BYTES - len(head)])
+                self._buffer.clear()
+                self._in_frame = False
+                self._skipping = end < 0
+                error = FrameTooLarge(f"frame larger than {self.max_frame} bytes")
+                error.head = head
+                raise error
+            self._buffer += view[pos:stop]
+            if end < 0:
+                return
+            payload = bytes(self._buffer)
+            self._buffer.clear()
+            self._in_frame = False
+            pos = end + 1
+            yield payload
+
+
+class MllpProtocol(protocol.Protocol, TimeoutMixin):
+    """One MLLP connection. Answers go out in the order frames came in."""
+
+    def __init__(self):
+        self._answers: deque[list] = deque()   # [Deferred, result or None, done]
+        self._closing = False
+        self.peer = ""
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}"
+        self.decoder = MllpDecoder(self.factory.max_frame)
+        if not self.factory.connection_opened(self):
+            log.warning("refusing MLLP connection from %s: %d connections open", self.peer,
+                        self.factory.max_connections)
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self.setTimeout(self.factory.idle_timeout)
+
+    def dataReceived(self, data: bytes):
+        if self._closing:
+            return
+        self.resetTimeout()
+        try:
+            for payload in self.decoder.feed(data):
+                self._queue(maybeDeferred(self.factory.handle_frame, payload, self.peer))
+        except FrameTooLarge as error:
+            log.warning("frame from %s over %d bytes: refused, closing", self.peer, self.factory.max_frame)
+            self._queue(maybeDeferred(self.factory.handle_oversize, error.head, self.peer))
+            self._closing = True
+            self._flush()
+
+    def _queue(self, d: Deferred) -> None:
+        slot = [d, None, False]
+        self._answers.append(slot)
+
+        def done(result):
+            slot[1], slot[2] = result, True
+            self._flush()
+
+        d.addBoth(done)
+
+    def _flush(self) -> None:
+        while self._answers and self._answers[0][2]:
+            _, result, _ = self._answers.popleft()
+            if isinstance(result, Failure):
+                # handle_frame always answers; this is a bug, not bad input.
+                log.error("no answer for a frame from %s: %s", self.peer, result.getErrorMessage())
+                continue
+            if self.transport is not None and result:
+                self.transport.write(frame(result))
+        if self._closing and not self._answers and self.transport is not None:
+            self.transport.loseConnection()
+
+    def timeoutConnection(self):
+        if self._answers:
+            # Waiting for our own answers is not the peer being idle.
+            self.resetTimeout()
+            return
+        log.info("MLLP connection from %s idle for %ss: closing", self.peer, self.factory.idle_timeout)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self.setTimeout(None)
+        if self.decoder.pending if hasattr(self, "decoder") else False:
+            log.warning("MLLP connection from %s closed in the middle of a frame (%d bytes dropped)",
+                        self.peer, self.decoder.pending)
+        self.factory.connection_closed(self)
+        # Work under way goes on (it is journaled); its answers have nowhere to go.
+        self._answers.clear()
+
+
+class MllpFactory(protocol.Factory):
+    """Creates :class:`MllpProtocol` connections and holds their policies.
+
+    *handle_frame(payload, peer)* returns (a Deferred of) the answer bytes for
+    one frame; *handle_oversize(head, peer)* the answer for a refused frame.
+    """
+
+    protocol = MllpProtocol
+
+    def __init__(self, handle_frame: Callable[[bytes, str], Deferred | bytes],
+                 handle_oversize: Callable[[bytes, str], Deferred | bytes], *,
+                 max_frame: int = 4 * 1024 * 1024, max_connections: int = 64,
+                 idle_timeout: float | None = 600.0, clock=None):
+        self.handle_frame = handle_frame
+        self.handle_oversize = handle_oversize
+        self.max_frame = max_frame
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.connections: set[MllpProtocol] = set()
+
+    def buildProtocol(self, addr):
+        p = super().buildProtocol(addr)
+        if self.clock is not None:
+            p.callLater = self.clock.callLater   # TimeoutMixin's seam
+        return p
+
+    def connection_opened(self, p: MllpProtocol) -> bool:
+        if len(self.connections) >= self.max_connections:
+            return False
+        self.connections.add(p)
+        return True
+
+    def connection_closed(self, p: MllpProtocol) -> None:
+        self.connections.discard(p)
+
+
+def tls_options(cert_path, key_path, client_ca_path=None):
+    """Twisted TLS server options for MLLPS; with *client_ca_path*, client certificates are required."""
+    from OpenSSL import crypto
+    from twisted.internet import ssl
+
+    key_pem = key_path.read_bytes()
+    cert_pem = cert_path.read_bytes()
+    key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    cert = crypto.load_certificate(crypto.FILETYPE_PEM, cert_pem)
+    chain = [crypto.load_certificate(crypto.FILETYPE_PEM, c)
+             for c in _pem_blocks(cert_pem)[1:]]
+    kwargs = {}
+    if client_ca_path is not None:
+        cas = [ssl.Certificate.loadPEM(block).original for block in _pem_blocks(client_ca_path.read_bytes())]
+        kwargs = {"verify": True, "caCerts": cas, "requireCertificate": True}
+    return ssl.CertificateOptions(privateKey=key, certificate=cert, extraCertChain=chain or None,
+                                  raiseMinimumTo=ssl.TLSVersion.TLSv1_2, **kwargs)
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [b + marker for b in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in b]
+    return [b[b.index(b"-----BEGIN CERTIFICATE-----"):] for b in blocks]

@@ -1,0 +1,377 @@
+"""The service: MLLP listener + journal + worker pool, as one Twisted MultiService.
+
+architecture.md, "The way a message travels": receive, journal, then the
+processing hook, then answer. :class:`Receiver` is that hook's frame side: it
+journals each message (durably, before any ACK that reports success),
+applies the resend rules, hands ``(context, entry, parsed)`` to the handler
+(a Deferred of an :class:`~bridge.outcome.Outcome`) and builds the ACK.
+``ack.mode = "commit"`` and enhanced-mode messages are answered once
+journaled; processing continues and its outcome goes to the journal.
+
+Threads are entered in one place only: :attr:`ServiceContext.run_blocking`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from bridge import answer, pipeline
+from bridge.config import Config
+from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge, ParseError, UnsupportedMessage
+from bridge.hl7 import ParsedMessage, default_header, parse_message, read_header, split_batch
+from bridge.journal import Admit, Entry, Journal, Received, State
+from bridge.model import AckCode
+from bridge.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+#: Message types and events sent to the pipeline; anything else is refused (AR 200/201).
+PROCESSED = {"ORU": {"R01"}, "MDM": {"T02", "T10"}}
+#: How long a stopping service waits for in-flight work before closing the journal
+#: (the work is journaled; a restart resumes what did not finish).
+STOP_GRACE_S = 20.0
+
+
+def install_asyncio_reactor():
+    """Install Twisted's asyncio reactor on a loop that is also asyncio's current one.
+
+    architecture.md, "Fixed choices": without set_event_loop, awaiting
+    asyncio futures from Twisted hangs. Returns the installed reactor.
+    """
+    if "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor
+        return reactor
+    from twisted.internet import asyncioreactor
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor
+    return reactor
+
+
+@dataclass(kw_only=True)
+class ServiceContext:
+    """What the processing stages get from the service (the end-to-end work adds fields)."""
+
+    config: Config
+    reactor: Any
+    journal: Journal | None = None
+    """Set when the journal opens (``startService``)."""
+    run_blocking: Callable[..., Deferred] = field(default=None)
+    """``run_blocking(fn, *args)``: run CPU-heavy or blocking work in the worker pool."""
+
+
+Handler = Callable[[ServiceContext, Entry, ParsedMessage], Deferred]
+
+
+def unsupported(parsed: ParsedMessage) -> UnsupportedMessage | None:
+    """The refusal for a message type or event the bridge does not process, else None."""
+    kind, event = parsed.message_type.upper(), parsed.trigger_event.upper()
+    if kind not in PROCESSED:
+        return UnsupportedMessage(f"message type {kind or '(empty)'} not supported", location="MSH^1^9^1",
+                                  code="200")
+    if event not in PROCESSED[kind]:
+        return UnsupportedMessage(f"event {kind}^{event or '(empty)'} not supported", location="MSH^1^9^2",
+                                  code="201")
+    return None
+
+
+def route_message(ctx: ServiceContext, entry: Entry, parsed: ParsedMessage) -> Deferred:
+    """The default handler: supported types go to :func:`bridge.pipeline.process`, others get AR."""
+    refusal = unsupported(parsed)
+    if refusal is not None:
+        return defer.succeed(Outcome.from_error(refusal))
+    return pipeline.process(ctx, entry, parsed)
+
+
+class Receiver:
+    """Turns frames into answers: journal, resend rules, handler, ACK (interface.md, ACK contract)."""
+
+    def __init__(self, ctx: ServiceContext, handler: Handler = route_message, *, now=None):
+        self.ctx = ctx
+        self.handler = handler
+        self._now = now
+        self._commit_mode = ctx.config.ack.mode == "commit"
+        self._default_charset = ctx.config.mllp.default_charset
+        self._waiters: dict[int, list[Deferred]] = {}
+        self._in_flight: set[Deferred] = set()
+
+    # -- frames --------------------------------------------------------------
+
+    @inlineCallbacks
+    def handle_frame(self, payload: bytes, peer: str):
+        """The answer bytes for one frame: one ACK per message, in order (a batch in BHS/BTS)."""
+        batch = split_batch(payload, self._default_charset)
+        messages = batch.messages or (batch.leading,)
+        acks = []
+        for raw in messages:
+            # One after another: two copies of a control id in one batch see each other.
+            acks.append((yield self.handle_message(raw, peer)))
+        return answer.build_batch_ack(batch, acks, now=self._stamp())
+
+    def handle_oversize(self, head: bytes, peer: str) -> bytes:
+        """AR 207 for a frame over ``mllp.max_message_bytes``, echoing its header if one can be read."""
+        header = read_header(head, self._default_charset) or default_header()
+        error = FrameTooLarge(f"message over {self.ctx.config.mllp.max_message_bytes} bytes refused")
+        return answer.build_ack(header, Outcome.from_error(error), now=self._stamp())
+
+    @inlineCallbacks
+    def handle_message(self, raw: bytes, peer: str):
+        header = read_header(raw, self._default_charset)
+        parsed, error = None, None
+        try:
+            parsed = parse_message(raw, self._default_charset)
+        except ParseError as exc:
+            error = exc
+        if header is None:
+            header = default_header()
+        received = Received(
+            raw=raw, peer=peer, msh4=header.field(4), msh10=header.control_id,
+            message_type=_message_type(parsed) if parsed else header.field(9)[:40],
+            charset=parsed.charset if parsed else header.charset)
+        admission = yield self.ctx.journal.admit(received)
+        entry = admission.entry
+        if admission.kind is Admit.REPLAY:
+            log.info("message %s (entry %d) resent: stored ACK sent again", header.control_id, entry.id)
+            return entry.ack
+        if admission.kind is Admit.IN_FLIGHT:
+            log.info("message %s resent while entry %d is processed: waiting for it", header.control_id,
+                     entry.id)
+            return (yield self._wait_for(entry.id))
+        source = parsed or header
+        if admission.kind is Admit.CONFLICT:
+            error = DuplicateControlId("control id already received with different content",
+                                       location="MSH^1^10")
+        if error is not None:
+            log.info("message %s (entry %d) refused: %s", header.control_id or "(no MSH-10)", entry.id, error)
+            outcome = Outcome.from_error(error)
+            ack = answer.build_ack(source, outcome, now=self._stamp())
+            yield self.ctx.journal.finish(entry.id, outcome, ack)
+            return ack
+        log.info("message %s (entry %d, %s) journaled", header.control_id or "(no MSH-10)", entry.id,
+                 received.message_type)
+        if self._commit_mode or header.enhanced:
+            refusal = unsupported(parsed) if self.handler is route_message else None
+            if refusal is None:
+                ack = answer.build_ack(parsed, Outcome(code=AckCode.AA, text="received"), now=self._stamp())
+                yield self.ctx.journal.record_ack(entry.id, ack, answer.ack_code_for(header, AckCode.AA).value)
+                self.process(entry, parsed).addErrback(
+                    lambda f: log.error("entry %d: recording its outcome failed: %s", entry.id,
+                                        f.getErrorMessage()))
+                return ack
+        return (yield self.process(entry, parsed))
+
+    # -- processing ------------------------------------------------------------
+
+    def process(self, entry: Entry, parsed: ParsedMessage) -> Deferred:
+        """Run the handler for a journaled entry; a Deferred of the ACK a resend would get."""
+        d = self._process(entry, parsed)
+        self._in_flight.add(d)
+        d.addBoth(self._done, d)
+        return d
+
+    def _done(self, result, d):
+        self._in_flight.discard(d)
+        return result
+
+    @inlineCallbacks
+    def _process(self, entry: Entry, parsed: ParsedMessage):
+        journal = self.ctx.journal
+        yield journal.set_state(entry.id, State.PROCESSING)
+        try:
+            outcome = yield defer.maybeDeferred(self.handler, self.ctx, entry, parsed)
+        except BridgeError as exc:
+            outcome = Outcome.from_error(exc)
+        except Exception:  # the one broad catch: anything unexpected is AR 207, logged
+            log.exception("processing entry %d (control id %s) failed", entry.id, parsed.control_id)
+            outcome = Outcome.from_error(BridgeError("internal error, see the service log"))
+        ack = answer.build_ack(parsed, outcome, now=self._stamp())
+        finished = yield journal.finish(entry.id, outcome, ack)
+        log.info("message %s (entry %d) finished: %s %s", parsed.control_id, entry.id, outcome.code.value,
+                 outcome.text[:80])
+        for waiter in self._waiters.pop(entry.id, []):
+            waiter.callback(finished.ack)
+        return finished.ack
+
+    @inlineCallbacks
+    def _wait_for(self, entry_id: int):
+        waiter: Deferred = Deferred()
+        self._waiters.setdefault(entry_id, []).append(waiter)
+        # It may have finished between admission and now.
+        current = yield self.ctx.journal.get(entry_id)
+        if current is not None and current.finished and waiter in self._waiters.get(entry_id, []):
+            self._waiters[entry_id].remove(waiter)
+            return current.ack
+        return (yield waiter)
+
+    @inlineCallbacks
+    def resume(self):
+        """Process the entries journaled but not finished before the last stop."""
+        entries = yield self.ctx.journal.unfinished()
+        if entries:
+            log.info("resuming %d journaled message(s) not finished before the last stop", len(entries))
+        for entry in entries:
+            try:
+                parsed = parse_message(entry.raw, self._default_charset)
+            except ParseError as exc:
+                header = read_header(entry.raw, self._default_charset) or default_header()
+                outcome = Outcome.from_error(exc)
+                yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(header, outcome))
+                continue
+            yield self.process(entry, parsed)
+
+    def drain(self, timeout: float = STOP_GRACE_S) -> Deferred:
+        """Fires when in-flight processing is over, or after *timeout* seconds."""
+        pending = list(self._in_flight)
+        if not pending:
+            return defer.succeed(None)
+        log.info("waiting up to %ss for %d message(s) in processing", timeout, len(pending))
+        d = defer.DeferredList(pending, consumeErrors=True)
+        d.addTimeout(timeout, self.ctx.reactor, onTimeoutCancel=lambda *_: None)
+        return d
+
+    def _stamp(self):
+        return self._now() if self._now else None
+
+
+def _message_type(parsed: ParsedMessage) -> str:
+    return "^".join(p for p in (parsed.message_type, parsed.trigger_event) if p)
+
+
+# -- services -------------------------------------------------------------------
+
+
+class WorkerPoolService(service.Service):
+    """The dedicated thread pool behind ``run_blocking``."""
+
+    def __init__(self, reactor, size: int):
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=0, maxthreads=size, name="fse-bridge-worker")
+
+    def run_blocking(self, fn, *args, **kwargs) -> Deferred:
+        return deferToThreadPool(self.reactor, self.pool, fn, *args, **kwargs)
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+
+class JournalService(service.Service):
+    """Opens the journal on start (then resumes unfinished work), closes it on stop."""
+
+    def __init__(self, ctx: ServiceContext, receiver: Receiver, open_journal: Callable[[], Journal]):
+        self.ctx = ctx
+        self.receiver = receiver
+        self.open_journal = open_journal
+
+    def startService(self):
+        super().startService()
+        self.ctx.journal = self.open_journal()
+        log.info("journal at %s", getattr(self.ctx.journal, "path", "?"))
+        self.resumed = self.receiver.resume()
+        self.resumed.addErrback(lambda f: log.error("resuming unfinished messages failed: %s",
+                                                    f.getErrorMessage()))
+
+    def stopService(self):
+        super().stopService()
+        d = self.receiver.drain()
+        d.addCallback(lambda _: self.ctx.journal.close())
+        d.addCallback(lambda _: log.info("journal closed"))
+        return d
+
+
+class MllpService(service.Service):
+    """The MLLP (or MLLPS) listener. Stopping it stops accepting and waits for in-flight work."""
+
+    def __init__(self, ctx: ServiceContext, receiver: Receiver):
+        from bridge.receive import MllpFactory
+        settings = ctx.config.mllp
+        self.ctx = ctx
+        self.receiver = receiver
+        self.factory = MllpFactory(receiver.handle_frame, receiver.handle_oversize,
+                                   max_frame=settings.max_message_bytes,
+                                   max_connections=settings.max_connections,
+                                   idle_timeout=settings.idle_timeout_s or None)
+        self.port = None
+
+    def startService(self):
+        super().startService()
+        settings = self.ctx.config.mllp
+        reactor = self.ctx.reactor
+        if settings.tls_cert is not None:
+            from bridge.receive import tls_options
+            options = tls_options(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            self.port = reactor.listenSSL(settings.port, self.factory, options, interface=settings.host)
+            kind = "MLLPS (TLS, client certificates required)" if settings.tls_client_ca else "MLLPS (TLS)"
+        else:
+            self.port = reactor.listenTCP(settings.port, self.factory, interface=settings.host)
+            kind = "MLLP"
+        address = self.port.getHost()
+        log.info("%s listening on %s:%d; journal at %s; ack mode %s", kind, address.host, address.port,
+                 getattr(self.ctx.journal, "path", "?"), self.ctx.config.ack.mode)
+
+    def stopService(self):
+        super().stopService()
+        d = defer.maybeDeferred(self.port.stopListening) if self.port else defer.succeed(None)
+        d.addCallback(lambda _: self.receiver.drain())
+
+        def close_connections(_):
+            for connection in list(self.factory.connections):
+                connection.transport.loseConnection()
+
+        d.addCallback(close_connections)
+        return d
+
+
+class Options(usage.Options):
+    """``twist fse-bridge`` options."""
+
+    optParameters = [["config", "c", None, "configuration file (default: ./etc/bridge.toml, else the checkout's)"]]
+
+    def postOptions(self):
+        # Before twist installs its default reactor: the bridge runs on asyncio's.
+        install_asyncio_reactor()
+
+
+def makeService(config, reactor=None, *, handler: Handler = route_message,
+                open_journal: Callable[[], Journal] | None = None) -> service.MultiService:
+    """The bridge as a MultiService: worker pool, journal, MLLP listener (started in that order).
+
+    *config* is a :class:`Config`, or :class:`Options` (whose ``config`` names the file).
+    """
+    if not isinstance(config, Config):
+        from bridge import config as config_module
+        config = config_module.load(config.get("config") if config else None)
+    if reactor is None:
+        from twisted.internet import reactor
+    ctx = ServiceContext(config=config, reactor=reactor)
+    top = service.MultiService()
+    pool = WorkerPoolService(reactor, size=max(2, min(8, os.cpu_count() or 2)))
+    ctx.run_blocking = pool.run_blocking
+    pool.setServiceParent(top)
+    receiver = Receiver(ctx, handler)
+    if open_journal is None:
+        def open_journal():
+            from bridge.journal.sqlite import SqliteJournal
+            return SqliteJournal(config.journal.path, reactor=reactor)
+    JournalService(ctx, receiver, open_journal).setServiceParent(top)
+    MllpService(ctx, receiver).setServiceParent(top)
+    top.receiver = receiver
+    top.context = ctx
+    return top
