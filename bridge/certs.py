@@ -216,32 +216,38 @@ def require_valid(cred: Credential, kind: Kind, now: dt.datetime, *, key: str = 
 
 # --------------------------------------------------------------------------- configuration
 
+def load_configured(config, which: Kind, *, now: dt.datetime | None = None,
+                    check: bool = True) -> Credential:
+    """The ``auth`` or ``sign`` credential named by ``[certificates]``, checked at *now*.
+
+    The passphrase comes from Config.passphrase (environment variable or file).
+    Errors name the file and the configuration key.
+    """
+    certs = config.certificates
+    key = f"certificates.{which}_cert"
+    cert_path = getattr(certs, f"{which}_cert")
+    if cert_path is None:
+        raise ConfigError("no certificate configured", file=str(config.source or ""), key=key)
+    try:
+        cred = load_credential(cert_path, getattr(certs, f"{which}_key"), config.passphrase(which))
+    except ConfigError as exc:
+        if exc.key:
+            raise
+        raise ConfigError(exc.message, file=exc.file, key=key) from None
+    if check:
+        require_valid(cred, which, now or dt.datetime.now(dt.timezone.utc), key=key)
+    return cred
+
+
 def load_credentials(config, *, now: dt.datetime | None = None,
                      check: bool = True) -> tuple[Credential, Credential]:
     """The (auth, sign) credentials named by ``[certificates]``, checked at *now*.
 
-    Passphrases come from Config.passphrase (environment variable or file).
     Development certificates are generated first when configured.
     """
     ensure_development_certificates(config)
-    certs = config.certificates
-    now = now or dt.datetime.now(dt.timezone.utc)
-    result = []
-    for which in ("auth", "sign"):
-        cert_path = getattr(certs, f"{which}_cert")
-        if cert_path is None:
-            raise ConfigError("no certificate configured", file=str(config.source or ""),
-                              key=f"certificates.{which}_cert")
-        try:
-            cred = load_credential(cert_path, getattr(certs, f"{which}_key"), config.passphrase(which))
-        except ConfigError as exc:
-            if exc.key:
-                raise
-            raise ConfigError(exc.message, file=exc.file, key=f"certificates.{which}_cert") from None
-        if check:
-            require_valid(cred, which, now, key=f"certificates.{which}_cert")
-        result.append(cred)
-    return result[0], result[1]
+    return (load_configured(config, "auth", now=now, check=check),
+            load_configured(config, "sign", now=now, check=check))
 
 
 # --------------------------------------------------------------------------- development PKI
@@ -280,26 +286,42 @@ def generate_development_pki(folder: Path, *, fiscal_code: str, vendor: str,
     return pki
 
 
-def ensure_development_certificates(config) -> DevPki | None:
-    """With ``certificates.development = true``, create the missing files at the configured paths.
+def development_pki_paths(config) -> DevPki:
+    """Where the development PKI of *config* lives.
 
-    The CA goes to ``gateway_ca`` (its key beside it as ``<stem>.key``), the
-    server certificate for the simulator's TLS beside the auth certificate.
+    The CA is ``gateway_ca`` (its key beside it as ``<stem>.key``); auth and
+    sign are the configured pairs (the key in the certificate file when no
+    key path is set); the simulator's server certificate sits beside the
+    auth certificate as server.pem/server.key.
     """
     certs = config.certificates
-    if not certs.development:
-        return None
     base = (certs.auth_cert or certs.sign_cert or certs.gateway_ca or
             config.state_dir / "certs" / "auth.pem").parent
     ca_cert = certs.gateway_ca or base / "ca.pem"
     auth_cert = certs.auth_cert or base / "auth.pem"
     sign_cert = certs.sign_cert or base / "sign.pem"
-    pki = DevPki(ca_cert, ca_cert.with_suffix(".key"),
-                 auth_cert, certs.auth_key or auth_cert,
-                 sign_cert, certs.sign_key or sign_cert,
-                 base / "server.pem", base / "server.key")
+    return DevPki(ca_cert, ca_cert.with_suffix(".key"),
+                  auth_cert, certs.auth_key or auth_cert,
+                  sign_cert, certs.sign_key or sign_cert,
+                  base / "server.pem", base / "server.key")
+
+
+def generate_configured_pki(config) -> DevPki:
+    """Create the missing files of development_pki_paths(config); existing files are kept."""
+    pki = development_pki_paths(config)
+    for path in (pki.auth_cert, pki.sign_cert):
+        if path.suffix.lower() in _PKCS12_SUFFIXES and not path.exists():
+            raise ConfigError("development certificates are generated as PEM, not PKCS#12",
+                              file=str(config.source or ""), key="certificates.development")
     _generate(pki, fiscal_code=config.structure.fiscal_code, vendor=config.application.vendor)
     return pki
+
+
+def ensure_development_certificates(config) -> DevPki | None:
+    """With ``certificates.development = true``, create the missing development files (else None)."""
+    if not config.certificates.development:
+        return None
+    return generate_configured_pki(config)
 
 
 def _write(path: Path, data: bytes, *, secret: bool) -> None:
