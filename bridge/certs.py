@@ -30,10 +30,12 @@ from bridge.errors import ConfigError
 Kind = Literal["auth", "sign"]
 
 #: CN patterns of RT section 12: the letter, a progressive, the Region (090),
-#: the structure's VAT number (11 digits) or fiscal code (16), then the vendor.
+#: the structure's VAT number or numeric fiscal code (11 digits) or a
+#: personal fiscal code (16 characters, omocodia letters allowed), then the vendor.
+_CODE = r"(?:[0-9]{11}|[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z])"
 CN_PATTERNS = {
-    "auth": re.compile(r"^A[1-9][0-9]*#090#(?:[0-9]{11}|[A-Z0-9]{16})\S.*$"),
-    "sign": re.compile(r"^S[1-9][0-9]*#090#(?:[0-9]{11}|[A-Z0-9]{16})\S.*$"),
+    "auth": re.compile(rf"^A[1-9][0-9]*#090#{_CODE}\S.*$"),
+    "sign": re.compile(rf"^S[1-9][0-9]*#090#{_CODE}\S.*$"),
 }
 
 _PKCS12_SUFFIXES = {".p12", ".pfx"}
