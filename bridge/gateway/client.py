@@ -1,0 +1,457 @@
+"""The CART v2 gateway client (gateway.md sections 1, 2, 8).
+
+One :class:`GatewayClient` per installation, on an ``httpx.AsyncClient``
+(awaited from Twisted's asyncio reactor). Each operation is one *call* made
+of bounded *attempts*; every attempt gets new JWTs, is announced to the
+``on_send`` hook just before it leaves (so the journal can mark it sent) and
+has its answer recorded (X-Cart-id, status, traceID, spanID,
+workflowInstanceId, warning, RFC 7807 body). The call ends in a
+:class:`GatewayResult` whose ``outcome_class`` is one of section 8's three.
+
+Waiting between attempts goes through the injected ``sleep`` coroutine
+function (the service waits on the reactor's clock; tests pass a fake).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import email.utils
+import inspect
+import json
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+from urllib.parse import quote
+
+import httpx
+
+from bridge.errors import BridgeError, ConfigError, GatewayRejected, GatewayUnavailable
+from bridge.gateway import bodies, tokens
+from bridge.gateway.bodies import Submission
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+CLOCK_PROBLEMS = ("/TokenInTheFuture.html", "/TokenExpired.html")
+
+
+class OutcomeClass(enum.Enum):
+    """Section 8's outcome classes for the ACK."""
+
+    PUBLISHED = "published"
+    REFUSED = "refused"
+    """Content refused: AE, resending it unchanged fails again."""
+    NOT_NOW = "not_now"
+    """AR: the gateway could not take it now (or our credentials/clock are wrong)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the ``on_send`` hook learns just before an attempt leaves."""
+
+    operation: str
+    method: str
+    url: str
+    document_id: str
+    """identificativoDoc of the body (create, replace) or the path id (metadata, delete)."""
+    path_id: str | None
+    attempt: int
+    jti: tuple[str, str]
+    submission_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One HTTP exchange (or its failure)."""
+
+    number: int
+    jti: tuple[str, str]
+    status: int | None = None
+    x_cart_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    workflow_instance_id: str | None = None
+    warning: str | None = None
+    problem: dict | None = None
+    error: str | None = None
+    """Network failure (class name and text; never patient data)."""
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayResult:
+    """The whole call: the last answer's fields, every attempt, the outcome class."""
+
+    operation: str
+    document_id: str
+    path_id: str | None
+    outcome_class: OutcomeClass
+    attempts: tuple[Attempt, ...]
+    operator_alert: bool = False
+    reconciled: bool = False
+    """True when a 409 (create) or 404 (replace/delete) on a resend proved an earlier attempt landed."""
+
+    @property
+    def last(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def status(self) -> int | None:
+        return self.last.status
+
+    @property
+    def x_cart_id(self) -> str | None:
+        return self.last.x_cart_id
+
+    @property
+    def x_cart_ids(self) -> tuple[str, ...]:
+        return tuple(a.x_cart_id for a in self.attempts if a.x_cart_id)
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.last.trace_id
+
+    @property
+    def span_id(self) -> str | None:
+        return self.last.span_id
+
+    @property
+    def workflow_instance_id(self) -> str | None:
+        return self.last.workflow_instance_id
+
+    @property
+    def warning(self) -> str | None:
+        return self.last.warning
+
+    @property
+    def problem(self) -> dict | None:
+        return self.last.problem
+
+    @property
+    def error(self) -> str | None:
+        return self.last.error
+
+    @property
+    def published(self) -> bool:
+        return self.outcome_class is OutcomeClass.PUBLISHED
+
+    def summary(self) -> str:
+        """One line for logs and ACK texts: status, problem type/title, X-Cart-id (no detail: it may name the patient)."""
+        last = self.last
+        if last.status is None:
+            what = f"no answer ({last.error})"
+        else:
+            what = f"HTTP {last.status}"
+            if last.problem:
+                what += f" {problem_name(last.problem)}"
+        cart = f" X-Cart-id {last.x_cart_id}" if last.x_cart_id else ""
+        return f"gateway {self.operation}: {what}{cart}"
+
+    def to_error(self) -> BridgeError | None:
+        """The error for the ACK (None when published)."""
+        if self.outcome_class is OutcomeClass.PUBLISHED:
+            return None
+        if self.outcome_class is OutcomeClass.REFUSED:
+            return GatewayRejected(self.summary())
+        return GatewayUnavailable(self.summary(), operator_alert=self.operator_alert)
+
+
+def problem_name(problem: dict) -> str:
+    """``/msg/jwt-validation`` or the GovWay name (``TokenExpired``), plus the title."""
+    kind = str(problem.get("type") or "")
+    if "/msg/" in kind:
+        kind = kind[kind.index("/msg/"):]
+    elif kind.endswith(".html"):
+        kind = kind.rsplit("/", 1)[-1][:-5]
+    title = problem.get("title")
+    return f"{kind} ({title})" if title and title != kind else kind
+
+
+def classify(status: int, problem: dict | None) -> tuple[OutcomeClass, bool]:
+    """Section 8: (outcome class, operator alert) of a final HTTP answer."""
+    kind = str((problem or {}).get("type") or "")
+    if 200 <= status < 300:
+        return OutcomeClass.PUBLISHED, False
+    if status == 401:
+        return OutcomeClass.NOT_NOW, True
+    if status == 403:
+        if kind.endswith("/msg/jwt-validation"):
+            return OutcomeClass.REFUSED, False
+        return OutcomeClass.NOT_NOW, True
+    if status in (400, 409, 413, 415, 422):
+        return OutcomeClass.REFUSED, False
+    return OutcomeClass.NOT_NOW, False
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+def build_ssl_context(*, auth_cert, auth_key=None, passphrase: bytes | None = None,
+                      ca_file=None) -> ssl.SSLContext:
+    """Mutual TLS: the authentication certificate as client certificate, server checked against *ca_file*."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    try:
+        context.load_cert_chain(str(auth_cert), str(auth_key) if auth_key else None,
+                                password=passphrase)
+    except ssl.SSLError:
+        raise ConfigError("cannot use the authentication certificate/key for TLS "
+                          "(wrong passphrase, key not matching, or not PEM)",
+                          file=str(auth_cert), key="certificates.auth_cert") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the authentication certificate: {exc.strerror}",
+                          file=str(auth_cert), key="certificates.auth_cert") from None
+    return context
+
+
+def ssl_context_from_config(config) -> ssl.SSLContext:
+    certs = config.certificates
+    return build_ssl_context(auth_cert=certs.auth_cert, auth_key=certs.auth_key,
+                             passphrase=config.passphrase("auth"), ca_file=certs.gateway_ca)
+
+
+class GatewayClient:
+    """The four CART operations with section 8's retry and reconciliation rules."""
+
+    def __init__(self, *, base_url: str, identity: tokens.TokenIdentity, sleep: Sleep,
+                 paths=None, timeout_s: float = 60.0, max_attempts: int = 4, backoff_s: float = 1.0,
+                 max_backoff_s: float = 30.0, verify: ssl.SSLContext | bool = True,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], float] = time.time,
+                 on_send: Callable[[CallInfo], object] | None = None):
+        from bridge.config import GatewayPaths
+
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.identity = identity
+        self.paths = paths or GatewayPaths()
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.clock = clock
+        self.on_send = on_send
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(verify=verify, transport=transport,
+                                       timeout=httpx.Timeout(timeout_s),
+                                       headers={"Accept": "application/json"})
+
+    @classmethod
+    def from_config(cls, config, *, sleep: Sleep, base_url: str | None = None,
+                    sign_credential=None, **kwargs) -> "GatewayClient":
+        """Build from ``[gateway]`` and ``[certificates]``; *base_url* overrides (the embedded simulator's)."""
+        from bridge import certs
+
+        if sign_credential is None:
+            _, sign_credential = certs.load_credentials(config)
+        url = base_url or config.gateway.base_url
+        if url == "embedded":
+            raise ConfigError("the embedded gateway's URL must be given once the simulator listens",
+                              key="gateway.base_url")
+        gw = config.gateway
+        verify = ssl_context_from_config(config) if url.startswith("https:") else True
+        return cls(base_url=url, identity=tokens.TokenIdentity.from_config(config, sign_credential),
+                   sleep=sleep, paths=gw.paths, timeout_s=gw.timeout_s, max_attempts=gw.max_attempts,
+                   backoff_s=gw.backoff_s, max_backoff_s=gw.max_backoff_s, verify=verify, **kwargs)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "GatewayClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ operations
+
+    async def create(self, sub: Submission, pdf: bytes, *, resend: bool = False) -> GatewayResult:
+        """validate-and-create: POST multipart. *resend*: an earlier call may have landed (409 = published)."""
+        body = bodies.create_body(sub)
+        return await self._call("create", "POST", self.paths.create, None, sub, body=body, pdf=pdf,
+                                resend=resend)
+
+    async def replace(self, old_id: str, sub: Submission, pdf: bytes, *,
+                      resend: bool = False) -> GatewayResult:
+        """PUT multipart on the old id; the body carries the new identificativoDoc."""
+        body = bodies.replace_body(sub)
+        return await self._call("replace", "PUT", self.paths.replace, old_id, sub, body=body, pdf=pdf,
+                                resend=resend)
+
+    async def metadata(self, sub: Submission, *, resend: bool = False) -> GatewayResult:
+        """PUT JSON metadata of ``sub.document_id``."""
+        body = bodies.metadata_body(sub)
+        purpose = "ACCESS UPDATE" if sub.obscuring else None
+        return await self._call("metadata", "PUT", self.paths.metadata, sub.document_id, sub, body=body,
+                                resend=resend, purpose=purpose)
+
+    async def delete(self, sub: Submission, *, resend: bool = False) -> GatewayResult:
+        """DELETE ``sub.document_id`` (only document_id, patient and type are used)."""
+        return await self._call("delete", "DELETE", self.paths.delete, sub.document_id, sub,
+                                resend=resend)
+
+    # ------------------------------------------------------------------ machinery
+
+    def url_for(self, path_template: str, path_id: str | None) -> str:
+        """The id percent-encoded exactly once (``^`` -> ``%5E``)."""
+        path = path_template
+        if path_id is not None:
+            path = path.replace("{id}", quote(path_id, safe=""))
+        return self.base_url + path.lstrip("/")
+
+    def _delay(self, retry: int, retry_after: float | None) -> float:
+        delay = min(self.backoff_s * (2 ** (retry - 1)), self.max_backoff_s)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    async def _call(self, operation: str, method: str, template: str, path_id: str | None,
+                    sub: Submission, *, body: dict | None = None, pdf: bytes | None = None,
+                    resend: bool, purpose: str | None = None) -> GatewayResult:
+        url = self.url_for(template, path_id)
+        token_request = tokens.TokenRequest(
+            operation=operation, person_id=sub.person_id,
+            resource_hl7_type=sub.document_type.resource_hl7_type, attachment=pdf,
+            purpose_of_use=purpose)
+        document_id = sub.document_id
+        attempts: list[Attempt] = []
+        uncertain = resend
+        clock_retry_used = False
+        retries = 0
+        while True:
+            number = len(attempts) + 1
+            toks = tokens.build_tokens(self.identity, token_request, now=self.clock())
+            headers = {"Authorization": f"Bearer {toks.authorization}",
+                       "FSE-JWT-Signature": toks.signature}
+            kwargs: dict = {}
+            if pdf is not None:
+                kwargs["data"] = {"requestBody": json.dumps(body, ensure_ascii=False)}
+                kwargs["files"] = {"file": ("x.pdf", pdf, "application/pdf")}
+            elif body is not None:
+                kwargs["content"] = json.dumps(body, ensure_ascii=False).encode("utf-8")
+                headers["Content-Type"] = "application/json"
+            if self.on_send is not None:
+                hook = self.on_send(CallInfo(operation, method, url, document_id, path_id, number,
+                                             toks.jti, sub.submission_id))
+                if inspect.isawaitable(hook):
+                    await hook
+            attempt, response_kind = await self._send(method, url, headers, kwargs, number, toks.jti)
+            attempts.append(attempt)
+            log.info("gateway %s %s attempt %d: %s X-Cart-id %s", operation, document_id, number,
+                     attempt.status if attempt.status is not None else attempt.error, attempt.x_cart_id)
+
+            status = attempt.status
+            problem_type = str((attempt.problem or {}).get("type") or "")
+            # Reconciliation (section 8): answers that prove an earlier attempt landed.
+            if uncertain and status == 409 and operation == "create":
+                return self._result(operation, document_id, path_id, attempts,
+                                    OutcomeClass.PUBLISHED, reconciled=True)
+            if uncertain and status == 404 and operation in ("replace", "delete"):
+                return self._result(operation, document_id, path_id, attempts,
+                                    OutcomeClass.PUBLISHED, reconciled=True)
+
+            retryable = False
+            if status is None:
+                retryable = True
+                # A request that may have left makes the outcome uncertain.
+                uncertain = uncertain or response_kind == "after-send"
+            elif status in RETRYABLE_STATUS:
+                retryable = True
+                uncertain = uncertain or status != 429
+            elif status == 404 and operation != "create":
+                retryable = True  # INI indexing lag right after a create
+            elif status == 401 and problem_type.endswith(CLOCK_PROBLEMS):
+                retryable = not clock_retry_used
+                clock_retry_used = True
+
+            if status is not None and 200 <= status < 300:
+                return self._result(operation, document_id, path_id, attempts, OutcomeClass.PUBLISHED)
+            if not retryable or number >= self.max_attempts:
+                if status is None:
+                    outcome, alert = OutcomeClass.NOT_NOW, attempt.error.startswith("TLS")
+                else:
+                    outcome, alert = classify(status, attempt.problem)
+                return self._result(operation, document_id, path_id, attempts, outcome, alert=alert)
+            retries += 1
+            await self._sleep(self._delay(retries, attempt.retry_after))
+
+    def _result(self, operation, document_id, path_id, attempts, outcome, *, alert=False,
+                reconciled=False) -> GatewayResult:
+        return GatewayResult(operation=operation, document_id=document_id, path_id=path_id,
+                             outcome_class=outcome, attempts=tuple(attempts), operator_alert=alert,
+                             reconciled=reconciled)
+
+    async def _send(self, method, url, headers, kwargs, number, jti) -> tuple[Attempt, str]:
+        try:
+            response = await self._http.request(method, url, headers=headers, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            kind = "TLS" if _is_tls_failure(exc) else type(exc).__name__
+            return Attempt(number=number, jti=jti, error=f"{kind}: {exc}"[:300]), "before-send"
+        except httpx.TransportError as exc:
+            return Attempt(number=number, jti=jti, error=f"{type(exc).__name__}: {exc}"[:300]), "after-send"
+        return _record(response, number, jti, self.clock()), "answered"
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+
+
+def _record(response: httpx.Response, number: int, jti, now: float) -> Attempt:
+    """Every answer's fields, success or failure (section 8)."""
+    payload: dict = {}
+    try:
+        parsed = response.json()
+        if isinstance(parsed, dict):
+            payload = parsed
+    except (ValueError, UnicodeDecodeError):
+        pass
+    problem = None
+    if response.status_code >= 400:
+        problem = payload or {"status": response.status_code, "body": response.text[:2000]}
+    return Attempt(
+        number=number, jti=jti, status=response.status_code,
+        x_cart_id=response.headers.get("X-Cart-id"),
+        trace_id=_str(payload.get("traceID")), span_id=_str(payload.get("spanID")),
+        workflow_instance_id=_str(payload.get("workflowInstanceId")),
+        warning=_str(payload.get("warning")), problem=problem,
+        retry_after=parse_retry_after(response.headers.get("Retry-After"), now))
+
+
+def _str(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def reactor_sleep(reactor) -> Sleep:
+    """A ``sleep`` that waits on the reactor's clock (for the service)."""
+    from twisted.internet import task
+
+    async def sleep(seconds: float) -> None:
+        await task.deferLater(reactor, seconds, lambda: None).asFuture(_loop_of(reactor))
+
+    return sleep
+
+
+def _loop_of(reactor):
+    import asyncio
+
+    return getattr(reactor, "_asyncioEventloop", None) or asyncio.get_event_loop()
