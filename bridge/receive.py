@@ -118,17 +118,18 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
         self._answers: deque[list] = deque()   # [Deferred, result or None, done]
         self._closing = False
         self.peer = ""
+        self.decoder: MllpDecoder | None = None
 
     def connectionMade(self):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}"
-        self.decoder = MllpDecoder(self.factory.max_frame)
         if not self.factory.connection_opened(self):
             log.warning("refusing MLLP connection from %s: %d connections open", self.peer,
                         self.factory.max_connections)
             self._closing = True
             self.transport.loseConnection()
             return
+        self.decoder = MllpDecoder(self.factory.max_frame)
         self.setTimeout(self.factory.idle_timeout)
 
     def dataReceived(self, data: bytes):
@@ -163,20 +164,21 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
                 continue
             if self.transport is not None and result:
                 self.transport.write(frame(result))
+                self.resetTimeout()
         if self._closing and not self._answers and self.transport is not None:
             self.transport.loseConnection()
 
     def timeoutConnection(self):
         if self._answers:
             # Waiting for our own answers is not the peer being idle.
-            self.resetTimeout()
+            self.setTimeout(self.factory.idle_timeout)
             return
         log.info("MLLP connection from %s idle for %ss: closing", self.peer, self.factory.idle_timeout)
         self.transport.loseConnection()
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.setTimeout(None)
-        if self.decoder.pending if hasattr(self, "decoder") else False:
+        if self.decoder is not None and self.decoder.pending:
             log.warning("MLLP connection from %s closed in the middle of a frame (%d bytes dropped)",
                         self.peer, self.decoder.pending)
         self.factory.connection_closed(self)
@@ -192,6 +194,7 @@ class MllpFactory(protocol.Factory):
     """
 
     protocol = MllpProtocol
+    noisy = False
 
     def __init__(self, handle_frame: Callable[[bytes, str], Deferred | bytes],
                  handle_oversize: Callable[[bytes, str], Deferred | bytes], *,

@@ -1,0 +1,41 @@
+"""`fse-bridge serve`: run the service until SIGTERM or SIGINT (interface.md, "Install and run")."""
+
+from __future__ import annotations
+
+import logging
+
+from bridge.commands._common import load_config
+
+HELP = "run the service (MLLP listener, journal, processing) until SIGTERM/SIGINT"
+
+log = logging.getLogger("bridge.serve")
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    config = load_config(args)
+    logging.getLogger().setLevel(config.logging.level)
+    from bridge.service import install_asyncio_reactor, makeService
+    reactor = install_asyncio_reactor()
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
+    top = makeService(config, reactor)
+    failed = []
+
+    def start():
+        try:
+            top.startService()
+        except Exception as exc:  # a port in use, an unreadable certificate: say so and stop
+            log.error("cannot start: %s", exc)
+            failed.append(exc)
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: top.stopService() if top.running else None)
+    reactor.run()
+    log.info("stopped")
+    return 1 if failed else 0

@@ -1,0 +1,66 @@
+"""Shared test helpers: paths to ../shared, message factories, a test configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+SHARED = CHECKOUT / ".." / "shared"
+CORPUS = SHARED / "corpus" / "hl7-public"
+
+
+def make_oru(control_id: str = "CTRL0001", *, version: str = "2.5", facility: str = "OSP",
+             charset: str = "", name: str = "ROSSI^MARIO", event: str = "R01", message_type: str = "ORU",
+             accept_ack: str = "", application_ack: str = "", sep: str = "\r") -> str:
+    """A small ORU^R01 as text (encode it yourself: the charset is part of the test)."""
+    msh = ["MSH", "^~\\&", "LIS", facility, "FSE", "REGIONE", "20240131101500", "",
+           f"{message_type}^{event}" if event else message_type, control_id, "P", version,
+           "", "", accept_ack, application_ack, "", charset]
+    segments = ["|".join(msh[:1] + msh[1:]).rstrip("|"),
+                f"PID|1||RSSMRA80A01H501U^^^MEF^NNITA||{name}||19800101|M",
+                "OBR|1|ORD1|ACC0001|24323-8^Pannello metabolico^LN|||20240131090000",
+                "OBX|1|NM|2345-7^Glucosio^LN||95|mg/dL|70-99|N|||F"]
+    return sep.join(segments) + sep
+
+
+def config_table(state_dir: Path, **sections) -> dict:
+    """A configuration table for tests: free MLLP port, state in *state_dir*."""
+    for name in ("mappings", "templates"):
+        (state_dir / name).mkdir(parents=True, exist_ok=True)
+    table = {
+        "state_dir": str(state_dir),
+        "mllp": {"host": "127.0.0.1", "port": 0},
+        "certificates": {"development": True},
+        "mapping": {"dir": str(state_dir / "mappings"), "templates": str(state_dir / "templates"),
+                    "practitioners": ""},
+        "web": {"port": 0},
+    }
+    for key, value in sections.items():
+        table.setdefault(key, {}).update(value)
+    return table
+
+
+def to_toml(table: dict) -> str:
+    """Enough TOML for config_table's output (strings, numbers, booleans, one level of tables)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"{k} = {value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def test_config(tmp_path):
+    """A Config for in-process tests (journal in tmp_path)."""
+    from bridge import config
+    return config.from_dict(config_table(tmp_path), base_dir=tmp_path)

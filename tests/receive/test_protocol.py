@@ -1,0 +1,133 @@
+"""MllpProtocol / MllpFactory over StringTransport and Clock (no sockets, no sleeps)."""
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from bridge.receive import MllpDecoder, MllpFactory, frame
+
+
+class Handler:
+    """Answers each frame with a Deferred the test fires when it wants."""
+
+    def __init__(self):
+        self.calls = []
+        self.oversize = []
+
+    def handle_frame(self, payload, peer):
+        d = defer.Deferred()
+        self.calls.append((payload, d))
+        return d
+
+    def handle_oversize(self, head, peer):
+        self.oversize.append(head)
+        return b"AR for " + head[:5]
+
+
+def connect(factory):
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def answers(transport):
+    return list(MllpDecoder().feed(transport.value()))
+
+
+def make(handler=None, clock=None, **kw):
+    handler = handler or Handler()
+    factory = MllpFactory(handler.handle_frame, handler.handle_oversize, clock=clock or task.Clock(), **kw)
+    return handler, factory
+
+
+def test_answers_in_order_when_processing_finishes_out_of_order():
+    handler, factory = make()
+    proto, transport = connect(factory)
+    proto.dataReceived(frame(b"one") + frame(b"two") + frame(b"three"))
+    assert [p for p, _ in handler.calls] == [b"one", b"two", b"three"]
+    handler.calls[2][1].callback(b"ack3")
+    handler.calls[1][1].callback(b"ack2")
+    assert transport.value() == b""
+    handler.calls[0][1].callback(b"ack1")
+    assert answers(transport) == [b"ack1", b"ack2", b"ack3"]
+    assert transport.connected
+
+
+def test_frame_split_over_many_reads():
+    handler, factory = make()
+    proto, transport = connect(factory)
+    data = frame(b"MSH|whole message\r")
+    for i in range(len(data)):
+        proto.dataReceived(data[i:i + 1])
+    assert [p for p, _ in handler.calls] == [b"MSH|whole message\r"]
+
+
+def test_oversize_answers_ar_after_earlier_answers_then_closes():
+    handler, factory = make(max_frame=20)
+    proto, transport = connect(factory)
+    proto.dataReceived(frame(b"small") + frame(b"MSH|" + b"x" * 50))
+    assert handler.oversize and handler.oversize[0].startswith(b"MSH|")
+    assert not transport.disconnecting        # the first answer is still due
+    proto.dataReceived(frame(b"ignored after refusal"))
+    assert len(handler.calls) == 1
+    handler.calls[0][1].callback(b"ack-small")
+    assert answers(transport) == [b"ack-small", b"AR for MSH|x"]
+    assert transport.disconnecting
+
+
+def test_idle_timeout_closes_and_waits_for_own_answers():
+    clock = task.Clock()
+    handler, factory = make(clock=clock, idle_timeout=30)
+    proto, transport = connect(factory)
+    proto.dataReceived(frame(b"slow"))
+    clock.advance(31)                          # our answer pending: not idle
+    assert not transport.disconnecting
+    handler.calls[0][1].callback(b"ack")
+    clock.advance(29)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting
+
+
+def test_idle_timeout_resets_on_data():
+    clock = task.Clock()
+    _, factory = make(clock=clock, idle_timeout=10)
+    proto, transport = connect(factory)
+    for _ in range(5):
+        clock.advance(8)
+        proto.dataReceived(b"\r\n")
+    assert not transport.disconnecting
+    clock.advance(10)
+    assert transport.disconnecting
+
+
+def test_maximum_connections():
+    _, factory = make(max_connections=2)
+    (p1, t1), (p2, t2), (p3, t3) = connect(factory), connect(factory), connect(factory)
+    assert not t1.disconnecting and not t2.disconnecting
+    assert t3.disconnecting
+    p1.connectionLost(None)
+    p4, t4 = connect(factory)
+    assert not t4.disconnecting
+    assert len(factory.connections) == 2
+
+
+def test_disconnect_mid_frame_and_late_answers_are_dropped():
+    handler, factory = make()
+    proto, transport = connect(factory)
+    proto.dataReceived(frame(b"whole") + b"\x0bhalf a fra")
+    transport.loseConnection()
+    proto.connectionLost(None)
+    handler.calls[0][1].callback(b"late")   # no crash, nowhere to write
+    assert len(handler.calls) == 1
+    assert proto not in factory.connections
+
+
+def test_a_failing_handler_does_not_block_later_answers():
+    handler, factory = make()
+    proto, transport = connect(factory)
+    proto.dataReceived(frame(b"a") + frame(b"b"))
+    handler.calls[0][1].errback(RuntimeError("bug"))
+    handler.calls[1][1].callback(b"ack-b")
+    assert answers(transport) == [b"ack-b"]
