@@ -175,10 +175,18 @@ class Rules:
 
     def check_schematron(self, xml_text: str, doc_type: DocumentType) -> list[Issue]:
         """Findings of the type's schematron (errors and warnings) on *xml_text*."""
+        from saxonche import PySaxonApiError
+
         with self._lock:
             executable = self._executable(doc_type)
-            node = self._saxon.parse_xml(xml_text=xml_text)
-            output = executable.transform_to_string(xdm_node=node)
+            try:
+                node = self._saxon.parse_xml(xml_text=xml_text)
+                output = executable.transform_to_string(xdm_node=node)
+            except PySaxonApiError as exc:
+                # A rule's XPath failed on this document (e.g. one item expected, two found):
+                # the document cannot be accepted, and the service must not crash.
+                return [Issue("SCHEMATRON-RUNTIME", f"the schematron could not evaluate the document: {exc}",
+                              "/ClinicalDocument[1]")]
         return read_findings(output)
 
     def _schema(self) -> etree.XMLSchema:

@@ -170,3 +170,18 @@ def test_rules_shared_by_worker_threads(reference_rules):
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         assert all(pool.map(check, jobs))
+
+
+def test_schematron_runtime_error_is_an_issue(tmp_path, reference_rules):
+    (tmp_path / "schema").mkdir()
+    (tmp_path / "schema" / "POCD_MT000040UV02").symlink_to(reference_rules / "schema" / "POCD_MT000040UV02")
+    (tmp_path / "schematron").mkdir()
+    (tmp_path / "schematron" / "schematronFSE_LAB_v1.0.sch").write_text(
+        '<schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2">'
+        '<ns prefix="hl7" uri="urn:hl7-org:v3"/><pattern><rule context="hl7:ClinicalDocument">'
+        '<assert test="xs:integer(hl7:code/@code) gt 0">ERRORE-1| not a number</assert>'
+        '</rule></pattern></schema>')
+    report = validate_cda(sample("LAB"), load_rules(tmp_path))
+    assert report.schematron == "schematronFSE_LAB_v1.0.sch"
+    assert [i.rule_id for i in report.schematron_errors] == ["SCHEMATRON-RUNTIME"]
+    assert not report.ok
