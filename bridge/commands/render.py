@@ -1,0 +1,104 @@
+"""`fse-bridge render FILE.hl7`: route + map + render + validate, without sending.
+
+For an interface engineer testing a mapping (interface.md, Commands). Prints
+the document type, the action and the validation summary; writes the CDA as
+DIR/<document id, filesystem-safe>.xml. With ``--previous-id`` and
+``--previous-version`` it renders the replacement of that version (the same
+inputs the pipeline takes from its registry).
+
+Exit codes: 0 rendered (and valid when rules are installed), 1 mapping or
+validation failure (the HL7 field is named), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from bridge.commands._common import load_config
+from bridge.errors import MessageError, NotProcessable
+from bridge.hl7 import parse_message
+from bridge.identifiers import document_ids
+from bridge.mapping import load_mappings, map_report
+from bridge.model import Action
+from bridge.render import make_environment, render_cda
+from bridge.route import load_routing, route
+
+HELP = "turn one HL7 ORU^R01 into its CDA and validate it, without sending"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", metavar="FILE.hl7", help="one HL7 v2 ORU^R01 message")
+    parser.add_argument("--out", metavar="DIR", default=".", help="folder for the CDA (default: .)")
+    parser.add_argument("--previous-id", metavar="ID",
+                        help="identificativoDoc (root^extension) of the version this one replaces")
+    parser.add_argument("--previous-version", metavar="N", type=int,
+                        help="versionNumber of that previous version")
+    parser.add_argument("--rules", metavar="DIR",
+                        help="validation rules folder (default: validation.rules_dir)")
+
+
+def safe_name(document_id: str) -> str:
+    """A file name for a document id (``^`` and other unsafe characters become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", document_id)
+
+
+def run(args) -> int:
+    if (args.previous_id is None) != (args.previous_version is None):
+        print("fse-bridge render: --previous-id and --previous-version go together", file=sys.stderr)
+        return EXIT_USAGE
+    config = load_config(args)
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"fse-bridge render: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    rules_for_routing = load_routing(config.mapping.dir)
+    mappings = load_mappings(config.mapping.dir, config.mapping.practitioners)
+    env = make_environment(config.mapping.templates)
+    try:
+        parsed = parse_message(raw, config.mllp.default_charset)
+        routed = route(parsed, rules_for_routing)
+        print(f"document type: {routed.doc_type.name}")
+        print(f"action: {routed.action.value} ({routed.reason})")
+        if routed.action is not Action.PUBLISH:
+            # Deletions and non-final reports produce no document.
+            return 0
+        report = map_report(parsed, routed, mappings, config.structure)
+    except (MessageError, NotProcessable) as exc:
+        print(f"fse-bridge render: mapping failed at {exc.location or '?'} "
+              f"(HL7 error {exc.err_code}): {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    structure = config.structure
+    ids = document_ids(structure.fiscal_code, routed.doc_type.name, structure.repository, routed.accession,
+                       repository_index=structure.repository_index, previous_id=args.previous_id,
+                       previous_version=args.previous_version)
+    xml = render_cda(report, env, ids)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{safe_name(ids.document_id)}.xml"
+    target.write_bytes(xml)
+    print(f"document id: {ids.document_id} (version {ids.version_number})")
+    print(f"written: {target}")
+    return _validate(xml, Path(args.rules) if args.rules else config.validation.rules_dir)
+
+
+def _validate(xml: bytes, rules_dir: Path) -> int:
+    from bridge.validate import load_rules, validate_cda
+
+    rules = load_rules(rules_dir)
+    if rules is None:
+        from bridge.commands.validate import no_rules_message
+
+        print(f"validation: OFF\n{no_rules_message(rules_dir)}")
+        return 0
+    result = validate_cda(xml, rules)
+    print(f"validation: {result.summary()}")
+    for issue in result.errors:
+        print(f"  ERROR {issue.rule_id} at {issue.location}: {issue.message}")
+    for issue in result.warnings:
+        print(f"  WARNING {issue.rule_id} at {issue.location}: {issue.message}")
+    return 0 if result.ok else EXIT_FAILED
