@@ -154,7 +154,7 @@ def _location(location: str, header: Header) -> str:
 
 
 def escape_text(text: str, header: Header) -> str:
-    """*text* with the message's delimiters escaped (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\), line ends as spaces."""
+    """*text* with the message's delimiters escaped (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\), control characters as spaces."""
     return "".join(_escape(ch, header) for ch in text)
 
 
@@ -164,7 +164,8 @@ def _escape(text: str, header: Header) -> str:
              header.repetition: "R"}
     out = []
     for ch in text:
-        if ch in "\r\n":
+        if ch < " " or ch == "\x7f":
+            # Line ends would split the segment, 0x0B/0x1C the MLLP frame.
             out.append(" ")
         elif esc and ch == esc:
             out.append(f"{esc}E{esc}")
