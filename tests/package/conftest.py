@@ -1,0 +1,73 @@
+"""Fixtures for the PDF package tests: the official CDA samples, a development signer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge import certs, package
+from bridge.sign import PdfSigner
+
+SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "cda" / "samples"
+SAMPLE_NAMES = ("LAB", "RAD", "RSA", "RAP", "LDO")
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / f"{name}.xml").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> certs.DevPki:
+    return certs.generate_development_pki(tmp_path_factory.mktemp("pki"),
+                                          fiscal_code="01386030488", vendor="PIPOHOUSE")
+
+
+@pytest.fixture(scope="session")
+def signer(pki) -> PdfSigner:
+    return PdfSigner.from_credential(certs.load_credential(pki.sign_cert, pki.sign_key))
+
+
+@pytest.fixture(scope="session")
+def packaged(signer):
+    """name -> (unsigned PDF, signed PDF), built once per session."""
+    cache: dict[str, tuple[bytes, bytes]] = {}
+
+    def get(name: str) -> tuple[bytes, bytes]:
+        if name not in cache:
+            unsigned = package.build_unsigned_pdf(sample(name), signer_name=signer.display_name)
+            cache[name] = (unsigned, signer.sign(unsigned))
+        return cache[name]
+
+    return get
+
+
+ACCENTED_GIVEN = "Niccolò Élia"
+ACCENTED_FAMILY = "D’Àngelo Lùpi"
+
+
+@pytest.fixture(scope="session")
+def accented_cda() -> bytes:
+    """LAB.xml with the patient called Niccolò Élia D’Àngelo Lùpi."""
+    text = sample("LAB").decode("utf-8")
+    head, rest = text.split("<patient>", 1)
+    patient, tail = rest.split("</patient>", 1)
+    patient = patient.replace("<family>Test</family>", f"<family>{ACCENTED_FAMILY}</family>", 1)
+    patient = patient.replace("<given>Giuseppe</given>", f"<given>{ACCENTED_GIVEN}</given>", 1)
+    assert ACCENTED_FAMILY in patient
+    return (head + "<patient>" + patient + "</patient>" + tail).encode("utf-8")
+
+
+@pytest.fixture
+def write_config():
+    """write_config(folder, certificates_body) -> path of a configuration file."""
+    def write(folder: Path, certificates: str) -> Path:
+        for sub in ("mappings", "templates"):
+            (folder / sub).mkdir(exist_ok=True)
+        (folder / "mappings" / "practitioners.csv").write_text("id,fiscal_code,family,given\n")
+        path = folder / "etc" / "bridge.toml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text('state_dir = "../var"\n[application]\nvendor = "PIPOHOUSE"\n'
+                        f"[certificates]\n{certificates}\n")
+        return path
+    return write
