@@ -56,7 +56,8 @@ def translate(path: Path) -> bytes:
     """Return the XSLT 3 stylesheet (UTF-8 bytes) that checks documents against *path*."""
     schema = _load(Path(path))
     ns = {n.get("prefix"): n.get("uri") for n in schema.iter(_S + "ns")}
-    nsmap = {"xsl": XSL, "xs": "http://www.w3.org/2001/XMLSchema", "fsv": OUT}
+    nsmap = {"xsl": XSL, "xs": "http://www.w3.org/2001/XMLSchema", "fsv": OUT,
+             "err": "http://www.w3.org/2005/xqt-errors"}
     nsmap.update({p: u for p, u in ns.items() if p and p not in nsmap})
     sheet = etree.Element(_X + "stylesheet", nsmap=nsmap, version="3.0")
     sheet.set("exclude-result-prefixes", " ".join(p for p in nsmap if p != "fsv"))
@@ -158,12 +159,19 @@ def _rule_body(template, rule, abstract, path: Path) -> None:
 def _check(template, check) -> None:
     is_assert = check.tag == _S + "assert"
     test = check.get("test")
-    condition = etree.SubElement(template, _X + "if", test=f"not({test})" if is_assert else test)
-    finding = etree.SubElement(condition, _O + "finding",
-                               severity="error" if is_assert else "warning",
-                               id=_avt_escape(check.get("id") or _rule_id(check)),
-                               location="{fsv:location(.)}")
+    rule_id = _avt_escape(check.get("id") or _rule_id(check))
+    # A test that raises (e.g. one item expected, two found) is an error of that
+    # rule, caught here so that the processor neither stops nor prints the values.
+    attempt = etree.SubElement(template, _X + "try")
+    condition = etree.SubElement(attempt, _X + "if", test=f"not({test})" if is_assert else test)
+    finding = etree.SubElement(condition, _O + "finding", severity="error" if is_assert else "warning",
+                               id=rule_id, location="{fsv:location(.)}")
     _message(finding, check)
+    catch = etree.SubElement(attempt, _X + "catch")
+    failed = etree.SubElement(catch, _O + "finding", severity="error", id=rule_id,
+                              location="{fsv:location(.)}")
+    etree.SubElement(failed, _X + "text").text = "the rule could not be evaluated: "
+    etree.SubElement(failed, _X + "value-of", select="$err:code, $err:description")
 
 
 def _avt_escape(text: str) -> str:

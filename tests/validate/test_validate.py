@@ -172,7 +172,7 @@ def test_rules_shared_by_worker_threads(reference_rules):
         assert all(pool.map(check, jobs))
 
 
-def test_schematron_runtime_error_is_an_issue(tmp_path, reference_rules):
+def test_schematron_runtime_error_is_an_error_of_that_rule(tmp_path, reference_rules, capfd):
     (tmp_path / "schema").mkdir()
     (tmp_path / "schema" / "POCD_MT000040UV02").symlink_to(reference_rules / "schema" / "POCD_MT000040UV02")
     (tmp_path / "schematron").mkdir()
@@ -183,5 +183,7 @@ def test_schematron_runtime_error_is_an_issue(tmp_path, reference_rules):
         '</rule></pattern></schema>')
     report = validate_cda(sample("LAB"), load_rules(tmp_path))
     assert report.schematron == "schematronFSE_LAB_v1.0.sch"
-    assert [i.rule_id for i in report.schematron_errors] == ["SCHEMATRON-RUNTIME"]
+    assert [i.rule_id for i in report.schematron_errors] == ["ERRORE-1"]
+    assert report.schematron_errors[0].message.startswith("the rule could not be evaluated: err:FORG0001")
     assert not report.ok
+    assert "11502-2" not in capfd.readouterr().err  # nothing of the document on stderr
