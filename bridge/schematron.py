@@ -37,8 +37,8 @@ _S = f"{{{SCH}}}"
 _X = f"{{{XSL}}}"
 _O = f"{{{OUT}}}"
 
-#: Text prefix that names an assertion, e.g. "ERRORE-b27| ..." or "W002 | ...".
-_RULE_ID = re.compile(r"^\s*([^\s|]{1,40})\s*\|")
+#: Text prefix that names an assertion: "ERRORE-b27| ...", "W002 | ...", "ERRORE 8| ...".
+_RULE_ID = re.compile(r"^\s*([^|\n]{1,40}?)\s*\|")
 
 # Location of a node as /name[n]/name[n]/@attr (names as written in the document).
 _LOCATION_FUNCTION = """

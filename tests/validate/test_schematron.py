@@ -59,11 +59,16 @@ def test_assert_is_error_report_is_warning(run):
           <assert test="@n != '2'">E1| n must not be 2</assert>
           <report test="t:sub">W001 | item has a sub</report>
           <assert id="by-id" test="@kind">no id prefix here</assert>
+          <assert test="@n != '3'">
+            ERRORE 8| spaced id, as some official rules write it</assert>
+          <assert id="R9" test="@n != '1'">with an id</assert>
         </rule>
       </pattern>""")
     assert findings == [
+        ("error", "R9", "/list[1]/item[1]", "with an id"),
         ("error", "E1", "/list[1]/item[2]", "n must not be 2"),
         ("warning", "W001", "/list[1]/item[3]", "item has a sub"),
+        ("error", "ERRORE 8", "/list[1]/item[3]", "spaced id, as some official rules write it"),
     ]
 
 
