@@ -327,6 +327,9 @@ class _Mapper:
         cf = ""
         invalid_cf = False
         others: list[Identifier] = []
+        local_ids: list[Identifier] = []
+        local_types = {t.upper() for t in p.get("local_id_types", [])}
+        local_root = p.get("local_id_root", "")
         for comps in reps:
             comps = comps + [""] * 6
             value, authority, id_type = comps[0].strip(), comps[3], comps[4].strip().upper()
@@ -335,6 +338,10 @@ class _Mapper:
             marked = id_type in cf_types or any(a in authority for a in cf_authorities)
             if id_type in other_roots and not marked:
                 others.append(Identifier(root=other_roots[id_type], extension=value.upper()))
+                continue
+            if id_type in local_types and not marked:
+                if local_root:
+                    local_ids.append(Identifier(root=local_root, extension=value))
                 continue
             candidate = value.upper()
             if marked:
@@ -365,6 +372,7 @@ class _Mapper:
         else:
             raise MissingField("patient fiscal code is missing", location=location)
 
+        ids.extend(local_ids)
         family, loc = self.source(p.get("family"), required=True, what="patient family name")
         given_parts = [self.source(g)[0] for g in p.get("given", [])]
         given = " ".join(g for g in given_parts if g)
@@ -786,7 +794,7 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
         status = "active"
     encounter = m.encounter(facility, custodian)
     inpatient_classes = {c.upper() for c in mapping.settings.get("inpatient_classes", ["I"])}
-    klass, _ = m.source(m.setting("encounter.class"))
+    klass, _ = m.source(m.setting("patient_class"))
     inpatient = klass.upper() in inpatient_classes if klass else bool(mapping.settings.get("inpatient", False))
     practice, _ = m.source(m.setting("practice_setting"), groups[0]["scope"], what="practice setting")
     billing, _ = m.source(m.setting("billing"), groups[0]["scope"], what="billing regime")
@@ -801,7 +809,7 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
         patient=patient, author=author, author_time=effective,
         legal_authenticator=legal, legal_time=effective, custodian=custodian,
         order=m.order(), service_start=service_start, service_end=effective,
-        service_code=mapping.settings.get("service_code", ""),
+        service_code=m.source(m.setting("service_code"), groups[0]["scope"], what="service code")[0],
         referrer=referrer, encounter=encounter, sections=sections, procedures=tuple(procedures),
         specimens=specimens,
         document_class=mapping.settings.get("document_class", "REF"), inpatient=inpatient,
