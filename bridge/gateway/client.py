@@ -403,17 +403,22 @@ class GatewayClient:
             kind = "TLS" if _is_tls_failure(exc) else type(exc).__name__
             return Attempt(number=number, jti=jti, error=f"{kind}: {exc}"[:300]), "before-send"
         except httpx.TransportError as exc:
-            return Attempt(number=number, jti=jti, error=f"{type(exc).__name__}: {exc}"[:300]), "after-send"
+            kind = "TLS" if _is_tls_failure(exc) else type(exc).__name__
+            return Attempt(number=number, jti=jti, error=f"{kind}: {exc}"[:300]), "after-send"
+        except ssl.SSLError as exc:  # a TLS alert surfacing outside httpx's own mapping
+            kind = "TLS" if _is_tls_failure(exc) else type(exc).__name__
+            return Attempt(number=number, jti=jti, error=f"{kind}: {exc}"[:300]), "after-send"
         return _record(response, number, jti, self.clock()), "answered"
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
+    """A certificate or handshake problem (our credential or trust store), not a dropped connection."""
+    texts, seen = [], exc
+    while seen is not None and len(texts) < 10:
+        texts.append(str(seen))
         seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+    text = " ".join(texts).upper()
+    return any(word in text for word in ("CERTIFICATE", "ALERT", "HANDSHAKE", "WRONG_VERSION"))
 
 
 def _record(response: httpx.Response, number: int, jti, now: float) -> Attempt:

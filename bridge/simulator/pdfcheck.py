@@ -88,7 +88,7 @@ def check_pades(pdf: bytes) -> None:
         if "/M" not in sig.sig_object:
             raise PdfProblem(f"signature {sig.field_name}: no /M in the signature dictionary")
         try:
-            status = validate_pdf_signature(sig, ValidationContext(allow_fetching=False))
+            status = validate_pdf_signature(sig, ValidationContext(trust_roots=[], allow_fetching=False))
         except Exception as exc:
             raise PdfProblem(f"signature {sig.field_name}: cannot be verified "
                              f"({type(exc).__name__})") from None
