@@ -31,6 +31,9 @@ CDA_NS = "urn:hl7-org:v3"
 XSD_FOLDER = "POCD_MT000040UV02"
 """The only CDA schema the gateway knows, chosen by ``typeId/@extension``."""
 
+CATALOGUE_ARCHIVE = "https://github.com/ministero-salute/it-fse-catalogs/archive/refs/heads/main.zip"
+"""The official catalogue repository's archive: ``fse-bridge rules install`` takes it as it is."""
+
 #: First ``templateId/@root`` of each document type (reference/README.md).
 TEMPLATE_ROOTS: dict[str, DocumentType] = {
     "2.16.840.1.113883.2.9.10.1.1": DocumentType.LAB,
@@ -255,6 +258,15 @@ def load_rules(rules_dir: Path) -> Rules | None:
     if not schematrons:
         return None
     return Rules(rules_dir, schematrons)
+
+
+def no_rules_message(rules_dir: Path) -> str:
+    """The loud notice when nothing is installed (validate, render, service start-up)."""
+    return (f"LOCAL VALIDATION IS OFF: no validation rules in {rules_dir}\n"
+            f"  (needs schema/{XSD_FOLDER}/CDA.xsd and schematron/*.sch).\n"
+            f"  Install the official ones with:\n"
+            f"    fse-bridge rules install {CATALOGUE_ARCHIVE}\n"
+            f"  or from a folder or archive laid out the same way: fse-bridge rules install SOURCE")
 
 
 def select_type(root: etree._Element) -> tuple[DocumentType | None, str]:

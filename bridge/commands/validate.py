@@ -12,13 +12,12 @@ from pathlib import Path
 
 from bridge.commands._common import load_config
 from bridge.model import DocumentType
-from bridge.validate import load_rules, validate_cda
+from bridge.validate import load_rules, no_rules_message, validate_cda
 
 HELP = "check a CDA against the CDA XSD and the official schematron of its type"
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 EXIT_NO_RULES = 3
-CATALOGUE_ARCHIVE = "https://github.com/ministero-salute/it-fse-catalogs/archive/refs/heads/main.zip"
 
 
 def add_arguments(parser) -> None:
@@ -53,11 +52,3 @@ def run(args) -> int:
         print(f"  WARNING {issue.rule_id} at {issue.location}: {issue.message}")
     return 0 if report.ok else EXIT_INVALID
 
-
-def no_rules_message(rules_dir: Path) -> str:
-    """The loud notice for a rules folder with nothing installed (also for `render`)."""
-    return (f"LOCAL VALIDATION IS OFF: no validation rules in {rules_dir}\n"
-            f"  (needs schema/POCD_MT000040UV02/CDA.xsd and schematron/*.sch).\n"
-            f"  Install the official ones with:\n"
-            f"    fse-bridge rules install {CATALOGUE_ARCHIVE}\n"
-            f"  or from a local folder/archive laid out the same way: fse-bridge rules install SOURCE")

@@ -187,3 +187,11 @@ def test_schematron_runtime_error_is_an_error_of_that_rule(tmp_path, reference_r
     assert report.schematron_errors[0].message.startswith("the rule could not be evaluated: err:FORG0001")
     assert not report.ok
     assert "11502-2" not in capfd.readouterr().err  # nothing of the document on stderr
+
+
+def test_latin1_document(rules):
+    text = sample("LAB").decode("utf-8").replace("GTWGWY82B42G920M", "GTWGWY82B42G920È")
+    xml = ('<?xml version="1.0" encoding="ISO-8859-1"?>\n' + text).encode("iso-8859-1")
+    report = validate_cda(xml, rules)
+    assert [i.rule_id for i in report.schematron_errors] == ["ERRORE-46"]
+    assert "'GTWGWY82B42G920È'" in report.schematron_errors[0].message
