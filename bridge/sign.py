@@ -17,6 +17,8 @@ the key without touching the packaging.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import io
 import threading
 from typing import Protocol
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfReadError
 from pyhanko.sign import fields, signers
+from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko.sign.general import get_pyca_cryptography_hash
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
@@ -93,6 +96,8 @@ class PdfSigner:
                  name: str | None = None):
         self._cms_signer = cms_signer
         self._display_name = display_name
+        self._reserve: int | None = None
+        """Bytes for /Contents, measured once (pyHanko would build a dummy CMS per document)."""
         self._meta = signers.PdfSignatureMetadata(
             field_name=FIELD_NAME,
             md_algorithm="sha256",
@@ -118,11 +123,23 @@ class PdfSigner:
             writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
         except (PdfReadError, ValueError, KeyError, TypeError) as exc:
             raise SigningError(f"cannot sign: not a readable PDF ({exc.__class__.__name__})") from None
+        if self._reserve is None:
+            self._reserve = await self._measure_reserve()
         pdf_signer = signers.PdfSigner(
             self._meta, signer=self._cms_signer,
             new_field_spec=fields.SigFieldSpec(sig_field_name=FIELD_NAME))
-        out = await pdf_signer.async_sign_pdf(writer)
+        out = await pdf_signer.async_sign_pdf(writer, bytes_reserved=self._reserve)
         return out.getvalue()
+
+    async def _measure_reserve(self) -> int:
+        """Room for the CMS: the size of a dry-run container, hex-encoded, plus 50 %
+        (what pyHanko's own estimate reserves; the size does not depend on the document)."""
+        digest = hashlib.sha256(b"").digest()
+        attrs = PdfCMSSignedAttributes(signing_time=dt.datetime.now(dt.timezone.utc))
+        cms = await self._cms_signer.async_sign(digest, "sha256", use_pades=True, dry_run=True,
+                                                signed_attr_settings=attrs)
+        size = len(cms.dump()) * 2
+        return size + 2 * (size // 4)
 
     def sign(self, pdf: bytes) -> bytes:
         """Sign *pdf* synchronously.
