@@ -801,7 +801,8 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
     service_start = min(g["collected"] for g in groups)
     specimens = tuple(e.specimen for s in sections for e in s.exams if e.specimen)
     return Report(
-        doc_type=doc_type, title=mapping.settings["title"], template=mapping.settings["template"],
+        doc_type=doc_type, title=mapping.settings["title"],
+        code_display=mapping.settings.get("code_display", mapping.settings["title"]), template=mapping.settings["template"],
         template_version=str(mapping.settings["template_version"]),
         effective_time=effective, status=status, accession=route.accession,
         confidentiality=mapping.settings.get("confidentiality", "N"),

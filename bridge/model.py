@@ -224,6 +224,8 @@ class Section:
 class Report:
     doc_type: DocumentType
     title: str
+    code_display: str
+    """displayName of ClinicalDocument/code (the schematrons' W001 recommendation)."""
     template: str
     """Template file under the templates folder, from the type's mapping."""
     template_version: str
