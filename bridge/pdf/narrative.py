@@ -190,7 +190,8 @@ class NarrativeRenderer:
         if header_rows:
             commands.append(("BACKGROUND", (0, 0), (-1, header_rows - 1), self.layout.header_fill))
         commands += [("SPAN", a, b) for a, b in spans]
-        table = Table(data, colWidths=widths, repeatRows=header_rows, hAlign="LEFT",
+        # splitInRow: a cell longer than a page continues on the next one
+        table = Table(data, colWidths=widths, repeatRows=header_rows, hAlign="LEFT", splitInRow=1,
                       style=TableStyle(commands))
         return flowables + [table, Spacer(1, 4)]
 

@@ -11,10 +11,17 @@ from xml.sax.saxutils import escape
 
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus.doctemplate import LayoutError
+
+from bridge.errors import BridgeError
 
 from bridge.pdf.cda_view import CdaView
 from bridge.pdf.layout import Layout, Styles, make_styles, register_fonts
 from bridge.pdf.narrative import NarrativeRenderer
+
+
+class ReportLayoutError(BridgeError):
+    """The narrative could not be laid out on A4 pages (AR 207: not the sender's fault alone)."""
 
 
 class _PageDecor:
@@ -133,5 +140,9 @@ def render_report(view: CdaView, *, signer_name: str | None = None,
         # leaves an unembedded Helvetica in the resources (pdf.md section 7)
         initialFontName=layout.font)
     decor = _PageDecor(layout, view, signer_name)
-    doc.build(story, canvasmaker=lambda *a, **kw: _CountingCanvas(*a, decor=decor, **kw))
+    try:
+        doc.build(story, canvasmaker=lambda *a, **kw: _CountingCanvas(*a, decor=decor, **kw))
+    except LayoutError:
+        # reportlab's message quotes the content: keep patient data out of logs
+        raise ReportLayoutError("the CDA narrative cannot be laid out on A4 pages") from None
     return out.getvalue()

@@ -115,3 +115,11 @@ def test_dates():
 def test_not_a_cda_is_refused(data, message):
     with pytest.raises(ParseError, match=message):
         package.build_unsigned_pdf(data)
+
+
+def test_table_cell_longer_than_a_page_continues(signer):
+    long_text = " ".join(["risultato descritto a lungo"] * 1200)
+    cda = sample("LAB").replace(b"<td>Urine</td>", f"<td>{long_text}</td>".encode(), 1)
+    pdf = package.build_unsigned_pdf(cda)
+    assert len(PdfReader(io.BytesIO(pdf)).pages) > 2
+    assert package.extract_cda(pdf) == cda
