@@ -146,7 +146,11 @@ class _SchemaFolderResolver(etree.Resolver):
 
 
 class Rules:
-    """Installed validation rules: the CDA XSD and the schematron per type."""
+    """Installed validation rules: the CDA XSD and the schematron per type.
+
+    Keep one per process (the service, the simulator): each schematron is
+    compiled by the first document of its type, then reused.
+    """
 
     def __init__(self, rules_dir: Path, schematrons: dict[DocumentType, SchematronFile]):
         self.rules_dir = Path(rules_dir)
@@ -173,7 +177,7 @@ class Rules:
             schema = self._schema()
             if schema.validate(doc):
                 return []
-            return [Issue(e.type_name, e.message, f"line {e.line}: {e.path}" if e.path else f"line {e.line}")
+            return [Issue(e.type_name, e.message, f"line {e.line}: {_readable_path(doc, e.path)}")
                     for e in schema.error_log]
 
     def check_schematron(self, xml_text: str, doc_type: DocumentType) -> list[Issue]:
@@ -219,6 +223,22 @@ class Rules:
                 raise RulesError(f"cannot compile the schematron {source.name}: {exc}") from None
             self._compiled[doc_type] = compiled
         return compiled
+
+
+def _readable_path(doc: etree._ElementTree, path: str | None) -> str:
+    """libxml2's ``/*/*[3]`` as ``/ClinicalDocument[1]/recordTarget[1]``, the schematron's style."""
+    try:
+        found = doc.xpath(path) if path else []
+    except etree.XPathError:
+        found = []
+    if not found or not isinstance(found[0], etree._Element):
+        return path or ""
+    steps = []
+    for element in [*reversed(list(found[0].iterancestors())), found[0]]:
+        name = etree.QName(element).localname
+        same = [s for s in element.itersiblings(preceding=True) if s.tag == element.tag]
+        steps.append(f"/{name}[{len(same) + 1}]")
+    return "".join(steps)
 
 
 def read_findings(output: str) -> list[Issue]:
