@@ -9,12 +9,7 @@ import pytest
 from bridge import certs, package
 from bridge.sign import PdfSigner
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "cda" / "samples"
-SAMPLE_NAMES = ("LAB", "RAD", "RSA", "RAP", "LDO")
-
-
-def sample(name: str) -> bytes:
-    return (SAMPLES / f"{name}.xml").read_bytes()
+from package_samples import ACCENTED_FAMILY, ACCENTED_GIVEN, sample
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +35,6 @@ def packaged(signer):
         return cache[name]
 
     return get
-
-
-ACCENTED_GIVEN = "Niccolò Élia"
-ACCENTED_FAMILY = "D’Àngelo Lùpi"
 
 
 @pytest.fixture(scope="session")
