@@ -9,7 +9,7 @@ import pytest
 from bridge import certs, package
 from bridge.sign import PdfSigner
 
-from package_samples import ACCENTED_FAMILY, ACCENTED_GIVEN, sample
+from .package_samples import ACCENTED_FAMILY, ACCENTED_GIVEN, sample
 
 
 @pytest.fixture(scope="session")

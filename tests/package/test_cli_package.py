@@ -10,7 +10,7 @@ from cryptography.x509.oid import NameOID
 
 from bridge import certs, cli, package
 
-from package_samples import sample  # noqa: E402
+from .package_samples import sample
 
 NOW = dt.datetime.now(dt.timezone.utc)
 DEV = ('development = true\nauth_cert = "../c/auth.pem"\nauth_key = "../c/auth.key"\n'

@@ -9,7 +9,7 @@ from pypdf import PdfReader
 from bridge import package
 from bridge.errors import ParseError
 
-from package_samples import SAMPLE_NAMES, sample  # noqa: E402  (tests/package/conftest.py)
+from .package_samples import SAMPLE_NAMES, sample
 
 
 def gateway_extract(pdf: bytes) -> bytes:

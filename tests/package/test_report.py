@@ -12,7 +12,7 @@ from bridge import package
 from bridge.errors import ParseError
 from bridge.pdf.cda_view import format_ts, parse_cda, read_view
 
-from package_samples import ACCENTED_FAMILY, ACCENTED_GIVEN, SAMPLE_NAMES, sample  # noqa: E402
+from .package_samples import ACCENTED_FAMILY, ACCENTED_GIVEN, SAMPLE_NAMES, sample
 
 
 def text_of(pdf: bytes) -> str:

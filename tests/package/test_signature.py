@@ -16,7 +16,7 @@ from pyhanko_certvalidator import ValidationContext
 from bridge import certs, package, sign
 from bridge.errors import BridgeError
 
-from package_samples import sample  # noqa: E402
+from .package_samples import sample
 
 
 @pytest.fixture(scope="module")
