@@ -46,8 +46,11 @@ class MllpDecoder:
     A frame larger than *max_frame* raises :class:`FrameTooLarge` (after the
     frames completed before it); its ``head`` attribute holds the first bytes,
     and the rest of that frame, up to its end byte, is skipped.
-    A start byte inside a frame starts the frame again (the sender gave up
-    on the previous one). Nothing else raises.
+    A start byte inside a frame is data: payloads with a stray 0x0B exist
+    in the field (the public corpus has two), and the end byte alone decides
+    where a frame stops. If an oversized frame ends inside the data of the
+    same :meth:`feed` call, the bytes after it in that call are dropped (the
+    listener closes the connection anyway). Nothing else raises.
     """
 
     def __init__(self, max_frame: int = 4 * 1024 * 1024):
@@ -84,12 +87,6 @@ class MllpDecoder:
                 pos = start + 1
                 continue
             end = data.find(END, pos)
-            restart = data.find(START, pos, size if end < 0 else end)
-            if restart >= 0:
-                self.dropped += len(self._buffer) + restart - pos
-                self._buffer.clear()
-                pos = restart + 1
-                continue
             stop = size if end < 0 else end
             if len(self._buffer) + stop - pos > self.max_frame:
                 head = bytes(self._buffer[:HEAD_BYTES])

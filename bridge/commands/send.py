@@ -63,22 +63,22 @@ def describe_ack(payload: bytes) -> tuple[list[str], bool]:
         code = parsed.get("MSA", 1)
         ok = ok and code in ("AA", "CA")
         lines.append(f"{code} {parsed.get('MSA', 2)} {parsed.get('MSA', 3)}".rstrip())
-        for i, segment in enumerate(parsed.message.segments("ERR") if _has(parsed, "ERR") else [], start=1):
-            if parsed.get("ERR", 3, occurrence=i) or parsed.get("ERR", 8, occurrence=i):
-                location = "^".join(p for p in (parsed.get("ERR", 2, c, occurrence=i) for c in (1, 2, 3)) if p)
-                lines.append(f"  ERR {location} {parsed.get('ERR', 3, occurrence=i)} "
-                             f"{parsed.get('ERR', 4, occurrence=i)} {parsed.get('ERR', 8, occurrence=i)}")
+        for segment in _segments(parsed, "ERR"):
+            fields = [str(segment[n]) if len(segment) > n else "" for n in range(9)]
+            if fields[3] or fields[8]:
+                # v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 text
+                code = fields[3].split(parsed.encoding_characters[0])[0]
+                lines.append(f"  ERR {fields[2]} {code} {fields[4]} {fields[8]}")
             else:
-                lines.append(f"  ERR {str(segment[1])}")
+                lines.append(f"  ERR {fields[1]}")  # v2.2-2.4: ERR-1
     return lines, ok
 
 
-def _has(parsed, name: str) -> bool:
+def _segments(parsed, name: str) -> list:
     try:
-        parsed.message.segments(name)
-        return True
+        return parsed.message.segments(name)
     except KeyError:
-        return False
+        return []
 
 
 def _connect(args, host: str, port: int) -> socket.socket:

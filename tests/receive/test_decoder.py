@@ -43,8 +43,9 @@ def test_end_byte_without_cr_still_ends_the_frame():
     assert list(MllpDecoder().feed(b"\x0b" + A + b"\x1c\x0b" + B + b"\x1c")) == [A, B]
 
 
-def test_start_byte_inside_a_frame_restarts_it():
-    assert list(MllpDecoder().feed(b"\x0bhalf a mess" + frame(A))) == [A]
+def test_start_byte_inside_a_frame_is_data():
+    # ruby-hl7-9 and ruby-hl7-11 of the public corpus carry a stray 0x0B.
+    assert list(MllpDecoder().feed(frame(A + b"\x0b\r") + frame(B))) == [A + b"\x0b\r", B]
 
 
 def test_pending_reports_a_half_frame():
@@ -75,7 +76,7 @@ def test_exactly_the_limit_is_accepted():
     assert list(MllpDecoder(max_frame=len(A)).feed(frame(A))) == [A]
 
 
-payloads = st.binary(max_size=200).map(lambda b: b.replace(b"\x0b", b"").replace(b"\x1c", b""))
+payloads = st.binary(max_size=200).map(lambda b: b.replace(b"\x1c", b""))
 
 
 @settings(max_examples=300, deadline=None)

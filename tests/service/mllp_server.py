@@ -1,0 +1,163 @@
+"""The real server as a subprocess on a free loopback port, a blocking MLLP client, test certificates."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from bridge.receive import MllpDecoder, frame
+from conftest import CHECKOUT, config_table, to_toml
+
+START_TIMEOUT = 30.0
+_LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
+
+
+class ServerProcess:
+    """``fse-bridge serve --config`` in a subprocess; the port is read from its log line."""
+
+    def __init__(self, state_dir: Path, **sections):
+        self.state_dir = state_dir
+        self.config_path = state_dir / "bridge.toml"
+        self.config_path.write_text(to_toml(config_table(state_dir, **sections)))
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self.port = 0
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite"
+
+    def start(self) -> "ServerProcess":
+        self.lines = []
+        listening = threading.Event()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path)],
+                                     cwd=CHECKOUT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=env, text=True, errors="replace")
+
+        def read(stream=self.proc.stderr):
+            for line in stream:
+                self.lines.append(line)
+                match = _LISTENING.search(line)
+                if match:
+                    self.port = int(match.group(2))
+                    listening.set()
+            listening.set()   # the process ended: stop waiting
+
+        threading.Thread(target=read, daemon=True).start()
+        if not listening.wait(START_TIMEOUT) or not self.port:
+            self.kill()
+            raise AssertionError("server did not start:\n" + "".join(self.lines))
+        return self
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> int:
+        self.proc.kill()
+        return self.proc.wait(30)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+class MllpClient:
+    """A blocking MLLP client for tests."""
+
+    def __init__(self, port: int, *, host: str = "127.0.0.1", context: ssl.SSLContext | None = None,
+                 timeout: float = 30.0):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = context.wrap_socket(sock, server_hostname="localhost") if context else sock
+        self.decoder = MllpDecoder(64 * 1024 * 1024)
+        self.frames: list[bytes] = []
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(frame(payload))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive(self) -> bytes | None:
+        """The next answer frame, or None if the server closed the connection."""
+        while not self.frames:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.pop(0)
+
+    def exchange(self, payload: bytes) -> bytes | None:
+        self.send(payload)
+        return self.receive()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def msa_fields(answer: bytes) -> list[list[str]]:
+    """MSA-1..3 of each ACK in an answer frame."""
+    return [s.decode("iso-8859-1").split("|")[1:4] for s in answer.split(b"\r") if s.startswith(b"MSA")]
+
+
+def make_pki(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(subject, key, issuer, issuer_key, *, ca=False, san=None, usage=None):
+        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
+                                                          False), critical=True)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(stem, cert, key):
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("fse-bridge test CA", ca_key, "fse-bridge test CA", ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = issue("localhost", server_key, "fse-bridge test CA", ca_key,
+                   san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                   usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = issue("LIS client", client_key, "fse-bridge test CA", ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    write("ca", ca, ca_key)
+    write("server", server, server_key)
+    write("client", client, client_key)
+    return {name: folder / f"{name}.{ext}" for name, ext in
+            [("ca", "pem"), ("server", "pem"), ("client", "pem")]} | {
+        "server_key": folder / "server.key", "client_key": folder / "client.key"}
