@@ -24,6 +24,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -76,13 +77,19 @@ Members = dict[str, Callable[[], bytes]]
 def install_rules(source: str, rules_dir: Path) -> InstallReport:
     """Install the XSD and the latest schematron per type from *source* into *rules_dir*."""
     rules_dir = Path(rules_dir)
+    is_url = re.match(r"^https?://", source, re.I) is not None
+    label = _without_credentials(source) if is_url else str(Path(source).expanduser())
+    try:
+        return _install_from(source, is_url, label, rules_dir)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
+        raise InstallError(f"{label}: damaged archive: {exc}") from None
+    except OSError as exc:
+        raise InstallError(f"{exc.filename or label}: {exc.strerror or exc}") from None
+
+
+def _install_from(source: str, is_url: bool, label: str, rules_dir: Path) -> InstallReport:
     with tempfile.TemporaryDirectory(prefix="fse-rules-") as scratch:
-        if re.match(r"^https?://", source, re.I):
-            archive = _download(source, Path(scratch) / "download")
-            label = _without_credentials(source)
-        else:
-            archive = Path(source).expanduser()
-            label = str(archive)
+        archive = _download(source, Path(scratch) / "download") if is_url else Path(label)
         if archive.is_dir():
             if rules_dir.exists() and archive.resolve() == rules_dir.resolve():
                 raise InstallError(f"{label} is the rules folder itself")

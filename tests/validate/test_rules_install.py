@@ -188,3 +188,17 @@ def test_broken_schematron_keeps_the_installed_rules(catalogue, tmp_path):
     assert sorted(p.name for p in (rules_dir / "schematron").iterdir()) == sorted(
         p.name for p in (REFERENCE / "schematron").iterdir())
     assert validate_cda(sample("LAB"), load_rules(rules_dir)).ok
+
+
+def test_damaged_archive_and_unwritable_target(catalogue, tmp_path):
+    archive = zip_folder(catalogue, tmp_path / "catalogue.zip")
+    data = bytearray(archive.read_bytes())
+    start = data.index(b"<schema") if b"<schema" in data else len(data) // 3
+    data[start:start + 64] = b"\0" * 64  # stored members: a CRC mismatch on read
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(InstallError, match="damaged archive"):
+        install_rules(str(damaged), tmp_path / "rules")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(InstallError, match="a-file"):
+        install_rules(str(catalogue), tmp_path / "a-file" / "rules")
