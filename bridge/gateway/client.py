@@ -179,6 +179,10 @@ def classify(status: int, problem: dict | None) -> tuple[OutcomeClass, bool]:
         return OutcomeClass.PUBLISHED, False
     if status == 401:
         return OutcomeClass.NOT_NOW, True
+    # The token problems are our own configuration's, whatever status the operation gives
+    # them (missing-token is 400 on replace and delete): AR with an alert, as their 403 form.
+    if kind.endswith(("/msg/missing-token", "/msg/mandatory-element-token")):
+        return OutcomeClass.NOT_NOW, True
     if status == 403:
         if kind.endswith("/msg/jwt-validation"):
             return OutcomeClass.REFUSED, False

@@ -295,6 +295,8 @@ async def test_wire_format_with_mock_transport(config, sign_credential, package)
     (400, {"type": "/msg/syntax"}, (OutcomeClass.REFUSED, False)),
     (403, {"type": "/msg/jwt-validation"}, (OutcomeClass.REFUSED, False)),
     (403, {"type": "/msg/missing-token"}, (OutcomeClass.NOT_NOW, True)),
+    (400, {"type": "/msg/missing-token"}, (OutcomeClass.NOT_NOW, True)),
+    (403, {"type": "/msg/mandatory-element-token"}, (OutcomeClass.NOT_NOW, True)),
     (401, {"type": "https://govway.org/handling-errors/401/TokenAuthenticationFailed.html"},
      (OutcomeClass.NOT_NOW, True)),
     (409, {"type": "/msg/ini-error"}, (OutcomeClass.REFUSED, False)),
