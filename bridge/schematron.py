@@ -7,7 +7,9 @@ and a fired ``report`` is a warning. Each pattern becomes an XSLT mode whose
 template rules carry descending priorities in document order, so the XSLT
 processor's own template matching picks "the first matching rule".
 
-Supported: ``ns``; ``let`` at schema, pattern and rule level (with ``value``
+A test that raises a dynamic error is reported as a failure of that rule
+(``xsl:try``), so one odd document neither stops the run nor makes the
+processor print document values. Supported: ``ns``; ``let`` at schema, pattern and rule level (with ``value``
 or with XSLT content, as the RAP schematron does); ``name`` and ``value-of``
 in messages; ``include``; abstract rules used through ``extends``. Abstract
 patterns (``is-a``) are not used by the official files and are refused.
@@ -36,6 +38,8 @@ OUT = "urn:fse-bridge:schematron"
 _S = f"{{{SCH}}}"
 _X = f"{{{XSL}}}"
 _O = f"{{{OUT}}}"
+_XS = "http://www.w3.org/2001/XMLSchema"
+_ERR = "http://www.w3.org/2005/xqt-errors"
 
 #: Text prefix that names an assertion: "ERRORE-b27| ...", "W002 | ...", "ERRORE 8| ...".
 _RULE_ID = re.compile(r"^\s*([^|\n]{1,40}?)\s*\|")
@@ -56,14 +60,16 @@ def translate(path: Path) -> bytes:
     """Return the XSLT 3 stylesheet (UTF-8 bytes) that checks documents against *path*."""
     schema = _load(Path(path))
     ns = {n.get("prefix"): n.get("uri") for n in schema.iter(_S + "ns")}
-    nsmap = {"xsl": XSL, "xs": "http://www.w3.org/2001/XMLSchema", "fsv": OUT,
-             "err": "http://www.w3.org/2005/xqt-errors"}
-    nsmap.update({p: u for p, u in ns.items() if p and p not in nsmap})
+    # Our own constructs use prefixes of their own; xs and err are there for the
+    # rules' convenience unless the schematron binds those prefixes itself.
+    nsmap = {"xs": _XS, "err": _ERR}
+    nsmap.update({p: u for p, u in ns.items() if p})
+    nsmap.update({"xsl": XSL, "fsv": OUT, "fsvxs": _XS, "fsverr": _ERR})
     sheet = etree.Element(_X + "stylesheet", nsmap=nsmap, version="3.0")
     sheet.set("exclude-result-prefixes", " ".join(p for p in nsmap if p != "fsv"))
     etree.SubElement(sheet, _X + "output", method="xml", indent="no")
 
-    function = etree.SubElement(sheet, _X + "function", name="fsv:location", **{"as": "xs:string"})
+    function = etree.SubElement(sheet, _X + "function", name="fsv:location", **{"as": "fsvxs:string"})
     etree.SubElement(function, _X + "param", name="n", **{"as": "node()"})
     etree.SubElement(function, _X + "sequence", select=_LOCATION_FUNCTION.strip())
 
@@ -171,7 +177,7 @@ def _check(template, check) -> None:
     failed = etree.SubElement(catch, _O + "finding", severity="error", id=rule_id,
                               location="{fsv:location(.)}")
     etree.SubElement(failed, _X + "text").text = "the rule could not be evaluated: "
-    etree.SubElement(failed, _X + "value-of", select="$err:code, $err:description")
+    etree.SubElement(failed, _X + "value-of", select="$fsverr:code, $fsverr:description")
 
 
 def _avt_escape(text: str) -> str:
