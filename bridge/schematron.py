@@ -9,7 +9,9 @@ processor's own template matching picks "the first matching rule".
 
 A test that raises a dynamic error is reported as a failure of that rule
 (``xsl:try``), so one odd document neither stops the run nor makes the
-processor print document values. Supported: ``ns``; ``let`` at schema, pattern and rule level (with ``value``
+processor print document values.
+
+Supported: ``ns``; ``let`` at schema, pattern and rule level (with ``value``
 or with XSLT content, as the RAP schematron does); ``name`` and ``value-of``
 in messages; ``include``; abstract rules used through ``extends``. Abstract
 patterns (``is-a``) are not used by the official files and are refused.
