@@ -59,6 +59,9 @@ class CdaView:
     legal_authenticator: str = ""
     legal_authentication_time: str = ""
     order_id: str = ""
+    prescriber: str = ""
+    replaces: str = ""
+    """Id of the document this one replaces (relatedDocument RPLC)."""
     sections: tuple[Section, ...] = field(default_factory=tuple)
 
 
@@ -90,6 +93,11 @@ def _clean(text: str | None) -> str:
 
 def _first(root, path: str) -> etree._Element | None:
     return root.find(path, _N)
+
+
+def _xfirst(root, xpath: str) -> etree._Element | None:
+    found = root.xpath(xpath, namespaces=_N)
+    return found[0] if found else None
 
 
 def _attr(root, path: str, name: str) -> str:
@@ -175,5 +183,8 @@ def read_view(root: etree._Element) -> CdaView:
             _first(root, "h:legalAuthenticator/h:assignedEntity/h:assignedPerson/h:name")),
         legal_authentication_time=format_ts(_attr(root, "h:legalAuthenticator/h:time", "value")),
         order_id=_attr(root, "h:inFulfillmentOf/h:order/h:id", "extension"),
+        prescriber=person_name(_xfirst(
+            root, "h:participant[h:functionCode/@code='PRE']/h:associatedEntity/h:associatedPerson/h:name")),
+        replaces=ident(_xfirst(root, "h:relatedDocument[@typeCode='RPLC']/h:parentDocument/h:id")),
         sections=_sections(_first(root, "h:component/h:structuredBody")),
     )

@@ -41,6 +41,8 @@ class Labels:
     author: str = "Autore"
     legal_authenticator: str = "Firmatario (autenticatore legale)"
     order_id: str = "Richiesta"
+    prescriber: str = "Medico prescrittore"
+    replaces: str = "Sostituisce il documento"
     signed_by: str = "Documento firmato digitalmente (PAdES) da {signer}."
     unsigned: str = "Documento non firmato."
     attachment: str = "La versione strutturata HL7 CDA del documento è allegata al PDF (cda.xml)."

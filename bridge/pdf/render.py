@@ -93,7 +93,8 @@ def _header(view: CdaView, layout: Layout, styles: Styles) -> list:
         (lab.patient, view.patient_name), (lab.fiscal_code, view.patient_fiscal_code),
         (lab.birth_date, view.birth_date), (lab.sex, view.sex),
         (lab.author, view.author), (lab.legal_authenticator, view.legal_authenticator),
-        (lab.order_id, view.order_id), (lab.document_id, doc_id),
+        (lab.order_id, view.order_id), (lab.prescriber, view.prescriber),
+        (lab.document_id, doc_id), (lab.replaces, view.replaces),
     ]
     pairs = [(k, v) for k, v in pairs if v]
     rows = []

@@ -123,3 +123,16 @@ def test_table_cell_longer_than_a_page_continues(signer):
     pdf = package.build_unsigned_pdf(cda)
     assert len(PdfReader(io.BytesIO(pdf)).pages) > 2
     assert package.extract_cda(pdf) == cda
+
+
+def test_header_shows_prescriber_and_replaced_document():
+    cda = sample("RAD").replace(
+        b"<inFulfillmentOf>",
+        b'<relatedDocument typeCode="RPLC"><parentDocument><id root="2.16.840.1.113883.2.9.2.90" '
+        b'extension="DOC.OLD.1"/></parentDocument></relatedDocument><inFulfillmentOf>', 1)
+    view = read_view(parse_cda(cda))
+    assert view.replaces == "DOC.OLD.1"
+    text = text_of(package.build_unsigned_pdf(cda)).replace("\n", " ")
+    assert view.prescriber == "Federica Esempio"
+    for expected in ("Sostituisce il documento", "DOC.OLD.1", "Medico prescrittore", "Federica Esempio"):
+        assert expected in text, expected
