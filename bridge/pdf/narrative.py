@@ -96,7 +96,10 @@ class NarrativeRenderer:
             name = _local(child)
             if name in ("paragraph", "list", "table"):
                 flush()
-                flowables.extend(getattr(self, f"_{name}")(child, width, style))
+                if name == "paragraph":
+                    flowables += self._paragraph(child, width, style, bullet if not flowables else None)
+                else:
+                    flowables += getattr(self, f"_{name}")(child, width, style)
             elif name == "caption":
                 pass  # printed by its block
             elif name:
@@ -112,16 +115,15 @@ class NarrativeRenderer:
         markup = self.inline(caption).strip()
         return [Paragraph(markup, self.styles.caption)] if markup else []
 
-    def _paragraph(self, el, width, style) -> list[Flowable]:
+    def _paragraph(self, el, width, style, bullet: str | None = None) -> list[Flowable]:
         caption = el.find(f"{{{NS}}}caption")
-        markup = self.inline(el).strip()
-        if caption is not None:
-            # inline() included the caption's text: print it bold in front instead
-            cap = self.inline(caption).strip()
-            rest = _plain(caption.tail) + "".join(
-                self._inline_child(c) + _plain(c.tail) for c in el if c is not caption)
-            markup = f"<b>{cap}</b> {(_plain(el.text) + rest).strip()}".strip()
-        return [Paragraph(markup, style)] if markup else []
+        if caption is None:
+            markup = self.inline(el).strip()
+        else:  # the caption in bold, then the rest of the paragraph
+            rest = _plain(el.text) + "".join(
+                (_plain(c.tail) if c is caption else self._inline_child(c) + _plain(c.tail)) for c in el)
+            markup = f"<b>{self.inline(caption).strip()}</b> {rest.strip()}".strip()
+        return [Paragraph(markup, style, bulletText=bullet)] if markup else []
 
     def _list_style(self, parent: ParagraphStyle) -> ParagraphStyle:
         if parent.name not in self._list_styles:

@@ -136,3 +136,14 @@ def test_header_shows_prescriber_and_replaced_document():
     assert view.prescriber == "Federica Esempio"
     for expected in ("Sostituisce il documento", "DOC.OLD.1", "Medico prescrittore", "Federica Esempio"):
         assert expected in text, expected
+
+
+def test_list_items_made_of_paragraphs_keep_their_numbers():
+    cda = sample("LAB").replace(
+        b"<title>Albumina nelle Urine</title>",
+        b'<title>Albumina nelle Urine</title><text><list listType="ordered"><item><paragraph>'
+        b"<caption>Nota</caption>campione emolizzato</paragraph></item><item><paragraph>ripetere"
+        b"</paragraph></item></list></text>", 1)
+    text = text_of(package.build_unsigned_pdf(cda))
+    assert "1. Nota campione emolizzato" in text.replace("\n", " ").replace("  ", " ")
+    assert "2. ripetere" in text.replace("\n", " ").replace("  ", " ")
