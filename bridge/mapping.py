@@ -700,8 +700,12 @@ class _Mapper:
                                     title=row["display"], ref=self.ref("sec"), exams=tuple(exams)))
         return tuple(sections)
 
-    def narrative_sections(self, groups: list[dict]) -> tuple[Section, ...]:
-        """Sections of RAD/RSA/RAP/LDO: each OBX goes to the section its OBX-3 maps to."""
+    def narrative_sections(self, groups: list[dict], procedures: list[Code]) -> tuple[Section, ...]:
+        """Sections of RAD/RSA/RAP/LDO: each OBX goes to the section its OBX-3 maps to.
+
+        A required section without content is filled as the mapping says
+        (``procedures``: the names of OBR-4), else MissingField.
+        """
         table = self.setting("sections.table", "sections.csv")
         default = self.setting("sections.default")
         texts: dict[str, list[str]] = {}
@@ -738,7 +742,7 @@ class _Mapper:
             if required not in texts:
                 fill = self.setting(f"sections.fill.{required}")
                 if fill == "procedures":
-                    texts[required] = [c.display or c.code for c in self._procedures]
+                    texts[required] = [c.display or c.code for c in procedures]
                 elif fill:
                     texts[required] = [fill]
                 else:
@@ -786,9 +790,8 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
         comps = m.reader.repetitions(group["index"], 4)
         procedures.append(m.code(comps[0] if comps else [], f"OBR^{group['scope']['OBR']}^4",
                                  what="universal service identifier"))
-    m._procedures = procedures
     body = mapping.settings.get("body", "sections")
-    sections = m.lab_sections(groups) if body == "results" else m.narrative_sections(groups)
+    sections = m.lab_sections(groups) if body == "results" else m.narrative_sections(groups, procedures)
     status = "completed"
     if any(e.status == "active" for s in sections for e in s.exams):
         status = "active"

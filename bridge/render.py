@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 from lxml import etree
+from markupsafe import Markup, escape
 
 from bridge.errors import ConfigError
 from bridge.identifiers import DocumentIds
@@ -35,6 +36,11 @@ def xml_id(value: str) -> str:
     return cleaned if cleaned[:1].isalpha() else f"id_{cleaned}"
 
 
+def keep_lines(text: str) -> Markup:
+    """Text escaped for XML with line breaks as ``&#10;``, so indentation cannot alter it."""
+    return Markup(str(escape(text)).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "&#10;"))
+
+
 def make_environment(templates_dir: str | Path) -> jinja2.Environment:
     """The Jinja2 environment for CDA templates (autoescape on for everything)."""
     directory = Path(templates_dir)
@@ -50,6 +56,7 @@ def make_environment(templates_dir: str | Path) -> jinja2.Environment:
     )
     env.filters["lines"] = text_lines
     env.filters["xml_id"] = xml_id
+    env.filters["keep_lines"] = keep_lines
     return env
 
 
