@@ -195,3 +195,13 @@ def test_latin1_document(rules):
     report = validate_cda(xml, rules)
     assert [i.rule_id for i in report.schematron_errors] == ["ERRORE-46"]
     assert "'GTWGWY82B42G920È'" in report.schematron_errors[0].message
+
+
+def test_doctype_is_refused(rules):
+    text = sample("LAB").decode("utf-8").replace(
+        "<ClinicalDocument", '<!DOCTYPE ClinicalDocument [<!ENTITY e SYSTEM "file:///etc/hostname">]>\n'
+        "<ClinicalDocument", 1).replace("<title>", "<title>&e;", 1)
+    report = validate_cda(text.encode("utf-8"), rules)
+    assert [(i.rule_id, i.message) for i in report.xsd_errors] == [
+        ("XML", "a DOCTYPE is not allowed in a CDA document")]
+    assert report.schematron is None
