@@ -9,6 +9,7 @@ font embedded.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,17 +74,24 @@ class Layout:
         return self.page_size[0] - self.margin_left - self.margin_right
 
 
+#: reportlab's font registry is process-wide; reports are rendered on worker
+#: threads, so the first registration must not be seen half done.
+_REGISTRATION = threading.Lock()
+
+
 def register_fonts(layout: Layout) -> None:
     """Register the TrueType family once per process (reportlab keeps a registry)."""
     family = layout.font
     names = (family, f"{family}-Bold", f"{family}-Italic", f"{family}-BoldItalic")
-    if family in pdfmetrics.getRegisteredFontNames():
-        return
-    for name, file in zip(names, FONT_FILES[family]):
-        pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / file)))
-    # The family lets <b> and <i> in paragraphs pick the embedded faces.
-    pdfmetrics.registerFontFamily(family, normal=names[0], bold=names[1], italic=names[2],
-                                  boldItalic=names[3])
+    with _REGISTRATION:
+        if family in pdfmetrics.getRegisteredFontNames():
+            return
+        # faces first, the plain name last: it is what the check above looks for
+        for name, file in reversed(list(zip(names, FONT_FILES[family]))):
+            pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / file)))
+        # the family lets <b> and <i> in paragraphs pick the embedded faces
+        pdfmetrics.registerFontFamily(family, normal=names[0], bold=names[1], italic=names[2],
+                                      boldItalic=names[3])
 
 
 @dataclass(frozen=True)

@@ -129,3 +129,14 @@ def test_signer_is_pluggable(pki, trust):
 def test_not_a_pdf_is_refused(signer):
     with pytest.raises(BridgeError, match="not a readable PDF"):
         signer.sign(b"<ClinicalDocument/>")
+
+
+def test_packaging_on_concurrent_worker_threads(signer, trust):
+    """The service packages on a thread pool: one signer shared by all threads."""
+    from concurrent.futures import ThreadPoolExecutor
+    from .package_samples import SAMPLE_NAMES
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        signed = list(pool.map(lambda n: package.package_pdf(sample(n), signer), SAMPLE_NAMES * 2))
+    for name, pdf in zip(SAMPLE_NAMES * 2, signed):
+        assert package.extract_cda(pdf) == sample(name)
+        assert validate(pdf, trust)[1].valid
