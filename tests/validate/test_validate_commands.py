@@ -79,3 +79,13 @@ def test_rules_install_error_exits_1(tmp_path, capsys):
     code = main(["rules", "install", str(tmp_path / "absent"), "--rules-dir", str(tmp_path / "rules")])
     assert code == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_xsd_failure_prints_syntax_errors_only(tmp_path, capsys):
+    broken = tmp_path / "syntax.xml"
+    broken.write_bytes(sample("RSA").replace(b"<realmCode", b"<unexpected/><realmCode", 1))
+    code = main(["validate", str(broken), "--rules", str(REFERENCE)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "RSA (XSD): INVALID: 1 XSD error(s), schematron not run" in out
+    assert "  XSD ERROR SCHEMAV_ELEMENT_CONTENT at line " in out and "/ClinicalDocument[1]/unexpected[1]" in out
