@@ -315,3 +315,27 @@ def test_parse_retry_after():
     assert parse_retry_after("12", 0) == 12.0
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", 40.0) == 60.0
     assert parse_retry_after("soon", 0) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_reactor_sleep_waits_on_the_reactor_clock():
+    import asyncio
+
+    from twisted.internet import task
+
+    from bridge.gateway import reactor_sleep
+
+    clock = task.Clock()
+    sleep = reactor_sleep(clock)
+
+    async def wait_and_report():
+        await sleep(5)
+        return clock.seconds()
+
+    future = asyncio.ensure_future(wait_and_report())
+    await aio(asyncio.sleep(0))
+    clock.advance(4.9)
+    await aio(asyncio.sleep(0))
+    assert not future.done()
+    clock.advance(0.1)
+    assert await aio(future) == 5.0

@@ -140,3 +140,9 @@ def test_packaging_on_concurrent_worker_threads(signer, trust):
     for name, pdf in zip(SAMPLE_NAMES * 2, signed):
         assert package.extract_cda(pdf) == sample(name)
         assert validate(pdf, trust)[1].valid
+
+
+def test_signing_twice_is_refused_clearly(packaged, signer):
+    _, signed = packaged("LAB")
+    with pytest.raises(sign.SigningError, match="cannot sign"):
+        signer.sign(signed)

@@ -51,7 +51,8 @@ class ServerProcess:
                     listening.set()
             listening.set()   # the process ended: stop waiting
 
-        threading.Thread(target=read, daemon=True).start()
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
         if not listening.wait(START_TIMEOUT) or not self.port:
             self.kill()
             raise AssertionError("server did not start:\n" + "".join(self.lines))
@@ -59,11 +60,17 @@ class ServerProcess:
 
     def terminate(self, timeout: float = 30.0) -> int:
         self.proc.terminate()
-        return self.proc.wait(timeout)
+        return self.wait(timeout)
 
     def kill(self) -> int:
         self.proc.kill()
-        return self.proc.wait(30)
+        return self.wait(30)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """The exit status, once the process has ended and its whole log is read."""
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
 
     def log(self) -> str:
         return "".join(self.lines)

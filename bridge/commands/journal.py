@@ -1,0 +1,123 @@
+"""`fse-bridge journal list / show ID / export / resubmit ID` (interface.md, "Commands").
+
+Reads the journal the configuration names (``journal.path`` under ``state_dir``).
+``show`` finds an entry by its id, control id (MSH-10), document id or X-Cart-id.
+``export`` writes CSV with the header
+``time,control_id,message_type,state,document_id,operation,outcome,x_cart_id``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from bridge.commands._common import load_config
+from bridge.errors import BridgeError
+
+HELP = "list, show, export or resubmit journaled messages"
+
+EXPORT_HEADER = ["time", "control_id", "message_type", "state", "document_id", "operation", "outcome",
+                 "x_cart_id"]
+
+
+def add_arguments(parser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name, help_text):
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        # --config after the action too (the top-level one stays the default).
+        sub.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="configuration file")
+        return sub
+
+    listing = action("list", "newest entries first: id, time, control id, type, state, outcome, document id")
+    listing.add_argument("--limit", type=int, default=50)
+    show = action("show", "one entry (by id, control id, document id or X-Cart-id) with its history")
+    show.add_argument("key")
+    show.add_argument("--raw", action="store_true", help="also print the message itself (patient data!)")
+    export = action("export", "all entries as CSV")
+    export.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    resubmit = action("resubmit", "journal the entry's bytes again as a new entry, processed at the next start")
+    resubmit.add_argument("key")
+
+
+def open_store(args):
+    from bridge.journal.sqlite import SqliteStore
+    path = load_config(args).journal.path
+    if not Path(path).is_file():
+        raise BridgeError(f"no journal at {path}")
+    return SqliteStore(path)
+
+
+def run(args) -> int:
+    store = open_store(args)
+    try:
+        return {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit}[args.action](store, args)
+    finally:
+        store.close()
+
+
+def _list(store, args) -> int:
+    print(f"{'id':>6}  {'received':<26}  {'control id':<22} {'type':<9} {'state':<10} {'outcome':<7} document id")
+    for e in store.entries(limit=args.limit):
+        print(f"{e.id:>6}  {e.received_at[:26]:<26}  {e.msh10[:22]:<22} {e.message_type[:9]:<9} "
+              f"{e.state[:10]:<10} {e.outcome or '':<7} {e.document_id or ''}")
+    return 0
+
+
+def _find_one(store, key):
+    found = store.find(key)
+    if not found:
+        raise BridgeError(f"no journal entry matches {key!r}")
+    return found
+
+
+def _show(store, args) -> int:
+    for e in _find_one(store, args.key):
+        print(f"entry {e.id}")
+        for name in ("received_at", "peer", "msh4", "msh10", "message_type", "charset", "state", "outcome",
+                     "ack_code", "document_id", "operation", "x_cart_id", "trace_id", "workflow_instance_id",
+                     "error", "resend_of", "updated_at"):
+            value = getattr(e, name)
+            if value not in (None, ""):
+                print(f"  {name}: {value}")
+        print("  transitions:")
+        for t in store.transitions(e.id):
+            print(f"    {t.at}  {t.state}  {t.detail}".rstrip())
+        for a in store.artifacts(e.id):
+            print(f"  artifact: {a.stage}/{a.name} ({len(a.content)} bytes, {a.at})")
+        for c in store.gateway_calls(e.id):
+            print(f"  gateway call {c.id}: {c.operation} {c.document_id or ''} {c.state} "
+                  f"HTTP {c.http_status or '-'} X-Cart-id {c.x_cart_id or '-'} at {c.at}")
+        if e.ack:
+            print("  ack: " + e.ack.decode(e.charset or "iso-8859-1", "replace").replace("\r", "\n       ").rstrip())
+        if args.raw:
+            print("  message: " + e.raw.decode(e.charset or "iso-8859-1", "replace")
+                  .replace("\r", "\n           ").rstrip())
+    return 0
+
+
+def _export(store, args) -> int:
+    out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(EXPORT_HEADER)
+        for e in store.all_entries():
+            writer.writerow([e.received_at, e.msh10, e.message_type, e.state, e.document_id or "",
+                             e.operation or "", e.outcome or "", e.x_cart_id or ""])
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def _resubmit(store, args) -> int:
+    found = _find_one(store, args.key)
+    if len(found) > 1:
+        raise BridgeError(f"{args.key!r} matches entries {', '.join(str(e.id) for e in found)}: give the id")
+    store.begin()
+    entry = store.resubmit(found[0].id)
+    store.commit()
+    print(f"entry {entry.id} journaled from entry {found[0].id}; the service processes it at its next start")
+    return 0

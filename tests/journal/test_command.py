@@ -1,0 +1,83 @@
+"""`fse-bridge journal list / show / export / resubmit`."""
+
+import csv
+import io
+
+import pytest
+
+from bridge import cli
+from bridge.journal import Received
+from bridge.journal.sqlite import SqliteStore
+from bridge.model import AckCode
+from bridge.outcome import Outcome
+from conftest import config_table, make_oru, to_toml
+
+
+@pytest.fixture
+def setup(tmp_path):
+    path = tmp_path / "bridge.toml"
+    path.write_text(to_toml(config_table(tmp_path)))
+    store = SqliteStore(tmp_path / "journal.sqlite")
+    store.begin()
+    first = store.admit(Received(raw=make_oru("J1").encode(), msh4="OSP", msh10="J1", message_type="ORU^R01")).entry
+    store.finish(first.id, Outcome(code=AckCode.AA, text="published", document_id="2.16.840.1^DOC1",
+                                   operation="create", x_cart_id="cart-77"), b"MSH|^~\\&\rMSA|AA|J1\r")
+    store.admit(Received(raw=make_oru("J2").encode(), msh4="OSP", msh10="J2", message_type="ORU^R01"))
+    store.commit()
+    store.close()
+    return path
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    return code, capsys.readouterr()
+
+
+def test_list(setup, capsys):
+    code, out = run(capsys, "journal", "list", "--config", str(setup))
+    assert code == 0
+    rows = out.out.splitlines()
+    assert "J2" in rows[1] and "J1" in rows[2] and "2.16.840.1^DOC1" in rows[2]
+
+
+@pytest.mark.parametrize("key", ["1", "J1", "2.16.840.1^DOC1", "cart-77"])
+def test_show_finds_id_control_id_document_id_and_x_cart_id(setup, capsys, key):
+    code, out = run(capsys, "journal", "--config", str(setup), "show", key)
+    assert code == 0
+    assert out.out.startswith("entry 1\n") and "x_cart_id: cart-77" in out.out
+    assert "transitions:" in out.out and "done  AA published" in out.out
+    assert "ROSSI" not in out.out     # the message itself only with --raw
+
+
+def test_show_unknown_key_exits_1(setup, capsys):
+    code, out = run(capsys, "journal", "show", "nope", "--config", str(setup))
+    assert code == 1 and "no journal entry matches 'nope'" in out.err
+
+
+def test_export_csv(setup, capsys, tmp_path):
+    code, out = run(capsys, "journal", "export", "--config", str(setup))
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out.out)))
+    assert rows[0] == ["time", "control_id", "message_type", "state", "document_id", "operation", "outcome",
+                       "x_cart_id"]
+    assert rows[1][1:] == ["J1", "ORU^R01", "done", "2.16.840.1^DOC1", "create", "AA", "cart-77"]
+    assert rows[2][1:] == ["J2", "ORU^R01", "received", "", "", "", ""]
+    target = tmp_path / "out.csv"
+    assert run(capsys, "journal", "export", "--out", str(target), "--config", str(setup))[0] == 0
+    assert target.read_text().splitlines()[0] == ",".join(rows[0])
+
+
+def test_resubmit_makes_an_unfinished_copy(setup, capsys, tmp_path):
+    code, out = run(capsys, "journal", "resubmit", "J1", "--config", str(setup))
+    assert code == 0 and "entry 3 journaled from entry 1" in out.out
+    store = SqliteStore(tmp_path / "journal.sqlite")
+    copy = store.get(3)
+    assert copy.raw == store.get(1).raw and copy.resend_of == 1 and not copy.finished
+    store.close()
+
+
+def test_missing_journal_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "bridge.toml"
+    path.write_text(to_toml(config_table(tmp_path)))
+    code, out = run(capsys, "journal", "list", "--config", str(path))
+    assert code == 1 and "no journal at" in out.err
