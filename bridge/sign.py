@@ -28,9 +28,10 @@ from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.pdf_utils.misc import PdfReadError
+from pyhanko.pdf_utils.misc import PdfError, PdfReadError
 from pyhanko.sign import fields, signers
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+from pyhanko.sign.general import SigningError as PyHankoSigningError
 from pyhanko.sign.general import get_pyca_cryptography_hash
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
@@ -128,7 +129,10 @@ class PdfSigner:
         pdf_signer = signers.PdfSigner(
             self._meta, signer=self._cms_signer,
             new_field_spec=fields.SigFieldSpec(sig_field_name=FIELD_NAME))
-        out = await pdf_signer.async_sign_pdf(writer, bytes_reserved=self._reserve)
+        try:
+            out = await pdf_signer.async_sign_pdf(writer, bytes_reserved=self._reserve)
+        except (PyHankoSigningError, PdfError) as exc:
+            raise SigningError(f"cannot sign: {exc}") from None
         return out.getvalue()
 
     async def _measure_reserve(self) -> int:
