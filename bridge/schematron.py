@@ -92,6 +92,8 @@ def translate(path: Path) -> bytes:
         mode = f"M{index}"
         etree.SubElement(results, _X + "apply-templates", select="/", mode=mode)
         rules = [r for r in pattern.findall(_S + "rule") if r.get("abstract") != "true"]
+        # Walking attributes doubles the run time; only do it when a rule can match one.
+        children = "@*|*" if any(_may_match_attributes(r.get("context", "")) for r in rules) else "*"
         for order, rule in enumerate(rules):
             context = rule.get("context")
             if not context:
@@ -100,11 +102,19 @@ def translate(path: Path) -> bytes:
             template = etree.SubElement(sheet, _X + "template", match=context, mode=mode,
                                         priority=str(len(rules) - order))
             _rule_body(template, rule, abstract, path)
-            etree.SubElement(template, _X + "apply-templates", select="@*|*", mode=mode)
+            etree.SubElement(template, _X + "apply-templates", select=children, mode=mode)
         fallback = etree.SubElement(sheet, _X + "template", match="document-node()|@*|*",
                                     mode=mode, priority="-1")
-        etree.SubElement(fallback, _X + "apply-templates", select="@*|*", mode=mode)
+        etree.SubElement(fallback, _X + "apply-templates", select=children, mode=mode)
     return etree.tostring(sheet, xml_declaration=True, encoding="UTF-8")
+
+
+def _may_match_attributes(context: str) -> bool:
+    """True when a rule context, predicates aside, can select attributes."""
+    previous = None
+    while previous != context:  # drop [...] from the innermost out
+        previous, context = context, re.sub(r"\[[^\[\]]*\]", "", context)
+    return "@" in context or "attribute::" in context or "attribute(" in context
 
 
 def _load(path: Path) -> etree._Element:
