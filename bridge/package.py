@@ -38,8 +38,12 @@ def render(cda: bytes, *, signer_name: str | None = None, layout: Layout | None 
     return render_report(read_view(parse_cda(cda)), signer_name=signer_name, layout=layout)
 
 
-def make_pdfa(pdf: pikepdf.Pdf) -> None:
+def make_pdfa(pdf: pikepdf.Pdf, *, when: dt.datetime | None = None) -> None:
     """Turn the rendered report into PDF/A-3b in memory: sRGB output intent, XMP, Info."""
+    # reportlab's invariant mode writes 2000-01-01; prepare() copies Info into the XMP
+    date = String(_pdf_date(when or dt.datetime.now(dt.timezone.utc)))
+    pdf.docinfo[Name.CreationDate] = date
+    pdf.docinfo[Name.ModDate] = date
     for page in pdf.pages:
         # reportlab writes an empty /Trans on every page; the validator refuses it
         if Name.Trans in page.obj:
@@ -83,7 +87,8 @@ def build_unsigned_pdf(cda: bytes, *, signer_name: str | None = None,
     """Render *cda*, make it PDF/A-3b and embed it as ``cda.xml``: the file to validate."""
     report = render(cda, signer_name=signer_name, layout=layout)
     with pikepdf.open(io.BytesIO(report)) as pdf:
-        make_pdfa(pdf)
+        when = when or dt.datetime.now(dt.timezone.utc)
+        make_pdfa(pdf, when=when)
         embed_cda(pdf, cda, when=when)
         return save_pdfa(pdf)
 

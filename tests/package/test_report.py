@@ -147,3 +147,14 @@ def test_list_items_made_of_paragraphs_keep_their_numbers():
     text = text_of(package.build_unsigned_pdf(cda))
     assert "1. Nota campione emolizzato" in text.replace("\n", " ").replace("  ", " ")
     assert "2. ripetere" in text.replace("\n", " ").replace("  ", " ")
+
+
+def test_pdf_dates_are_the_packaging_time():
+    import datetime as dt
+    when = dt.datetime(2026, 3, 4, 10, 20, 30, tzinfo=dt.timezone.utc)
+    unsigned = package.build_unsigned_pdf(sample("LAB"), when=when)
+    with pikepdf.open(io.BytesIO(unsigned)) as pdf:
+        assert str(pdf.docinfo.CreationDate).startswith("D:20260304102030")
+        assert pdf.open_metadata()["xmp:CreateDate"].startswith("2026-03-04T10:20:30")
+        assert str(pdf.Root.Names.EmbeddedFiles.Names[1].EF.F.Params.ModDate).startswith("D:20260304102030")
+    assert validate_written(io.BytesIO(unsigned), "3b").passed
