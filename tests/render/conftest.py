@@ -1,0 +1,47 @@
+"""Render tests: the checkout's mappings and templates, the official rules in ../shared/reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import StructureSettings
+from bridge.hl7 import parse_message
+from bridge.identifiers import document_ids
+from bridge.mapping import load_mappings, map_report
+from bridge.render import make_environment, render_cda
+from bridge.route import load_routing, route
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+REFERENCE = CHECKOUT / ".." / "shared" / "reference"
+FIXTURES = CHECKOUT / "tests" / "fixtures" / "hl7"
+EXAMPLES = CHECKOUT / "examples"
+STRUCTURE = StructureSettings()
+
+
+@pytest.fixture(scope="session")
+def rules():
+    from bridge.validate import load_rules
+
+    loaded = load_rules(REFERENCE)
+    if loaded is None:
+        pytest.skip("official rules not found in ../shared/reference")
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    """route → map → render for a message file, with optional previous version."""
+    routing = load_routing(CHECKOUT / "mappings")
+    mappings = load_mappings(CHECKOUT / "mappings", CHECKOUT / "mappings" / "practitioners.csv")
+    env = make_environment(CHECKOUT / "templates")
+
+    def run(path: Path, *, previous_id: str | None = None, previous_version: int | None = None):
+        parsed = parse_message(Path(path).read_bytes())
+        routed = route(parsed, routing)
+        report = map_report(parsed, routed, mappings, STRUCTURE)
+        ids = document_ids(STRUCTURE.fiscal_code, routed.doc_type.name, STRUCTURE.repository,
+                           routed.accession, previous_id=previous_id, previous_version=previous_version)
+        return report, ids, render_cda(report, env, ids)
+    return run
