@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from bridge.validate import load_rules
-from validate_support import REFERENCE
+from .validate_support import REFERENCE
 
 
 @pytest.fixture(scope="session")

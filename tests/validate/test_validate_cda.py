@@ -7,7 +7,7 @@ from bridge import schematron
 from bridge.model import DocumentType
 from bridge.validate import TEMPLATE_ROOTS, load_rules, validate_cda
 
-from validate_support import NS, TYPES, mutate, sample
+from .validate_support import NS, TYPES, mutate, sample
 
 SCHEMATRON_FILES = {
     "LAB": "schematronFSE_LAB_v27.1.sch",

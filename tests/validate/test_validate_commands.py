@@ -3,7 +3,7 @@
 import json
 
 from bridge.cli import main
-from validate_support import CHECKOUT, REFERENCE, SAMPLES, TYPES, mutate, sample, NS
+from .validate_support import CHECKOUT, REFERENCE, SAMPLES, TYPES, mutate, sample, NS
 
 
 def write_config(tmp_path, rules_dir):
