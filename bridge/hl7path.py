@@ -10,6 +10,7 @@ Locations for errors follow ERR-2: ``SEG^occurrence^field[^component]``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -43,8 +44,9 @@ class Path:
         return text
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_path(text: str) -> Path:
-    """``SEG-f[rep].c.s`` → :class:`Path`; raises ValueError on bad syntax."""
+    """``SEG-f[rep].c.s`` → :class:`Path`; raises ValueError on bad syntax (cached: paths are few)."""
     match = _PATH.match(text.strip())
     if not match:
         raise ValueError(f"not an HL7 path: {text!r} (expected like PID-5.1 or PID-3[2].5)")

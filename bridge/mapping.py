@@ -124,6 +124,25 @@ def load_practitioners(path: FsPath | None) -> dict[str, Practitioner]:
     return out
 
 
+_LOOKS_LIKE_PATH = re.compile(r"^[A-Z][A-Z0-9]{2}-")
+
+
+def _check_paths(node: Any, file: str, key: str = "") -> None:
+    """Every HL7 path in a mapping must parse: a typo is a start-up error, not an AE later."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name not in ("map",):
+                _check_paths(value, file, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for value in node:
+            _check_paths(value, file, key)
+    elif isinstance(node, str) and _LOOKS_LIKE_PATH.match(node):
+        try:
+            parse_path(node)
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=file, key=key) from None
+
+
 def load_mappings(mapping_dir: str | FsPath, practitioners_csv: str | FsPath | None) -> Mappings:
     """Read header.toml, every <TYPE>.toml and the CSV tables of *mapping_dir*, once."""
     directory = FsPath(mapping_dir)
@@ -136,6 +155,10 @@ def load_mappings(mapping_dir: str | FsPath, practitioners_csv: str | FsPath | N
         own = _read_toml(path)
         settings = _merge(header, own.pop("header", {}))
         settings.update(own)
+        _check_paths(settings, str(path))
+        for key in ("template", "template_version", "title"):
+            if key not in settings:
+                raise ConfigError("missing key", file=str(path), key=key)
         types[doc_type] = TypeMapping(doc_type=doc_type, settings=settings, file=str(path))
     practitioners_path = FsPath(practitioners_csv) if practitioners_csv else None
     tables = {p.name: _read_csv(p) for p in sorted(directory.glob("*.csv"))
@@ -678,7 +701,10 @@ class _Mapper:
             observations = tuple(self.observation(obx, group) for obx in group["obx"])
             if not observations:
                 raise MissingField("no results (OBX) for this order", location=f"OBR^{n}^4")
-            status = "completed" if all(o.status in ("completed", "aborted") for o in observations) else "active"
+            # Preliminary results (OBX-11 P, R, I, S) make the act, and the document, partial.
+            partial = {v.upper() for v in self.setting("observation.partial", [])}
+            statuses = {self.reader.value(obx["index"], parse_path("OBX-11")).upper() for obx in group["obx"]}
+            status = "active" if statuses & partial else "completed"
             notes = tuple(Note(ref=self.ref("note"), text=t) for t in group["notes"])
             out.append((specialty, Exam(ref=self.ref("exam"), code=code, status=status,
                                         effective_time=group["time"], specimen=self.specimen(group),

@@ -368,3 +368,48 @@ def test_lab_specialty_table_lists_the_21_codes(mappings):
     codes = {row["value"] for row in mappings.tables["obr24_specialty.csv"]}
     allowed = {row["loinc"] for row in mappings.tables["lab_specialties.csv"]}
     assert codes <= allowed
+
+
+def test_preliminary_result_makes_the_report_partial(do_map):
+    report = do_map(patch(example("lab.hl7"), "OBX", 11, "P", occurrence=3))
+    assert report.status == "active"
+    assert [e.status for s in report.sections for e in s.exams] == ["completed", "active"]
+
+
+def copy_mappings(tmp_path):
+    target = tmp_path / "mappings"
+    target.mkdir()
+    for path in MAPPINGS.iterdir():
+        target.joinpath(path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_conditions_and_tables_are_data(tmp_path, routing):
+    # An engineer makes inpatient LAB work bill as hospital lab without Python: a condition on PV1-2.
+    from bridge.hl7 import parse_message
+    from bridge.mapping import map_report
+    from bridge.route import route
+
+    target = copy_mappings(tmp_path)
+    lab = target / "LAB.toml"
+    lab.write_text(lab.read_text().replace(
+        'practice_setting = { path = "OBR-24", table = "practice_settings.csv", default = "AD_PSC100" }',
+        'practice_setting = { path = "OBR-24", when = { path = "PV1-2", in = ["I"] }, map = { CH = "AD_PSC098" },'
+        ' default = "AD_PSC100" }'))
+    mappings = load_mappings(target, target / "practitioners.csv")
+
+    def practice(text):
+        parsed = parse_message(text.encode())
+        return map_report(parsed, route(parsed, routing), mappings, StructureSettings()).practice_setting
+
+    assert practice(example("lab.hl7")) == "AD_PSC100"              # PV1-2 is O: condition false
+    assert practice(patch(example("lab.hl7"), "PV1", 2, "I")) == "AD_PSC098"
+
+
+def test_bad_path_in_mapping_is_caught_at_load(tmp_path):
+    target = copy_mappings(tmp_path)
+    header = target / "header.toml"
+    header.write_text(header.read_text().replace('family = "PID-5.1"', 'family = "PID-5.x"'))
+    with pytest.raises(ConfigError) as info:
+        load_mappings(target, None)
+    assert info.value.key == "patient.family"
