@@ -323,6 +323,7 @@ class MllpService(service.Service):
             self.port = reactor.listenTCP(settings.port, self.factory, interface=settings.host)
             kind = "MLLP"
         address = self.port.getHost()
+        log.info("reactor: %s", type(reactor).__name__)
         log.info("%s listening on %s:%d; journal at %s; ack mode %s", kind, address.host, address.port,
                  getattr(self.ctx.journal, "path", "?"), self.ctx.config.ack.mode)
 
@@ -339,6 +340,22 @@ class MllpService(service.Service):
         return d
 
 
+class BridgeService(service.MultiService):
+    """The top service; its children stop in reverse order: listener, journal, worker pool."""
+
+    def __init__(self, reactor):
+        super().__init__()
+        self.reactor = reactor
+
+    def stopService(self):
+        # twist re-raises SIGTERM/SIGINT at exit (status -15); interface.md wants a graceful
+        # stop to exit 0, so the remembered signal is dropped (a private attribute of the
+        # reactor, hence the getattr).
+        if getattr(self.reactor, "_exitSignal", None) is not None:
+            self.reactor._exitSignal = None
+        return super().stopService()
+
+
 class Options(usage.Options):
     """``twist fse-bridge`` options."""
 
@@ -347,6 +364,23 @@ class Options(usage.Options):
     def postOptions(self):
         # Before twist installs its default reactor: the bridge runs on asyncio's.
         install_asyncio_reactor()
+        # Under twist the log is Twisted's: send the modules' logging records there.
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(_TwistedLogHandler())
+            root.setLevel(logging.INFO)
+
+
+class _TwistedLogHandler(logging.Handler):
+    """Forwards stdlib logging records to twisted.logger (used under ``twist``)."""
+
+    def emit(self, record):
+        from twisted.logger import Logger, LogLevel
+        level = (LogLevel.critical if record.levelno >= logging.CRITICAL else
+                 LogLevel.error if record.levelno >= logging.ERROR else
+                 LogLevel.warn if record.levelno >= logging.WARNING else
+                 LogLevel.info if record.levelno >= logging.INFO else LogLevel.debug)
+        Logger(namespace=record.name).emit(level, "{message}", message=self.format(record))
 
 
 def makeService(config, reactor=None, *, handler: Handler = route_message,
@@ -361,7 +395,7 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     if reactor is None:
         from twisted.internet import reactor
     ctx = ServiceContext(config=config, reactor=reactor)
-    top = service.MultiService()
+    top = BridgeService(reactor)
     pool = WorkerPoolService(reactor, size=max(2, min(8, os.cpu_count() or 2)))
     ctx.run_blocking = pool.run_blocking
     pool.setServiceParent(top)
