@@ -592,7 +592,7 @@ class _Mapper:
         effective = normalize_ts(raw_time, self.tz, f"OBX^{n}^14") if raw_time else group["time"]
         unit_raw = r.value(i, parse_path("OBX-6.1"))
         unit = self.unit(unit_raw, f"OBX^{n}^6")
-        kind, value, low, high, coded, shown = "", "", "", "", None, ""
+        kind, value, low, high, coded, shown, media_type = "", "", "", "", None, "", ""
         if status != "aborted":
             if value_type == "NM":
                 text = r.value(i, parse_path("OBX-5"))
@@ -617,6 +617,19 @@ class _Mapper:
                     kind, value = "ST", shown
                 if not shown:
                     raise MissingField("result value is missing", location=f"OBX^{n}^5")
+            elif value_type == "ED":
+                comps = [c.strip() for c in (r.repetitions(i, 5) or [[]])[0]] + [""] * 5
+                kind, shown, value = "ED", "", ""
+                if comps[3].upper() not in ("BASE64", "B64"):
+                    raise InvalidValue("attachment encoding must be Base64", location=f"OBX^{n}^5^4")
+                value = re.sub(r"\s+", "", comps[4])
+                if not value or not re.fullmatch(r"[A-Za-z0-9+/]+=*", value):
+                    raise InvalidValue("attachment data is not Base64", location=f"OBX^{n}^5^5")
+                media_types = self.setting("observation.media_types", {})
+                media_type = media_types.get(f"{comps[1]}/{comps[2]}".upper())
+                if media_type is None:
+                    raise UnknownCode("attachment type not in observation.media_types", location=f"OBX^{n}^5^2")
+                shown = f"Allegato ({media_type})"
             elif value_type in ("CE", "CWE", "CNE", "CF"):
                 comps = (r.repetitions(i, 5) or [[]])[0]
                 coded = self.coded_value(comps, f"OBX^{n}^5")
@@ -646,7 +659,7 @@ class _Mapper:
                            value_type=kind if status != "aborted" else "", value=value,
                            unit=unit if kind in ("PQ", "IVL_PQ") else "", low=low, high=high,
                            coded=coded, text=shown, interpretation=interpretation, ranges=ranges,
-                           notes=notes)
+                           notes=notes, media_type=media_type)
 
     def unit(self, raw: str, location: str) -> str:
         if not raw:

@@ -179,7 +179,7 @@ class Observation:
     """completed or aborted (LAB b22)."""
     effective_time: str
     value_type: str
-    """PQ, IVL_PQ, ST, CD or "" (no value: aborted)."""
+    """PQ, IVL_PQ, ST, CD, ED (an attachment: observationMedia) or "" (no value: aborted)."""
     value: str = ""
     unit: str = ""
     low: str = ""
@@ -191,6 +191,8 @@ class Observation:
     ranges: tuple[Range, ...] = ()
     method: Code | None = None
     notes: tuple[Note, ...] = ()
+    media_type: str = ""
+    """ED only: MIME type of the Base64 ``value``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -413,3 +413,18 @@ def test_bad_path_in_mapping_is_caught_at_load(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_mappings(target, None)
     assert info.value.key == "patient.family"
+
+
+def test_attachment_becomes_base64_media(do_map):
+    text = patch(patch(example("lab.hl7"), "OBX", 2, "ED", occurrence=5), "OBX", 5, "^AP^PDF^Base64^JVBERi0x", 5)
+    morph = do_map(text).sections[1].exams[0].observations[3]
+    assert (morph.value_type, morph.media_type, morph.value) == ("ED", "application/pdf", "JVBERi0x")
+
+
+@pytest.mark.parametrize("value, location", [
+    ("^AP^PDF^Hex^4142", "OBX^5^5^4"), ("^AP^PDF^Base64^@@@", "OBX^5^5^5"), ("^XX^YY^Base64^QUJD", "OBX^5^5^2")])
+def test_bad_attachment(do_map, value, location):
+    text = patch(patch(example("lab.hl7"), "OBX", 2, "ED", occurrence=5), "OBX", 5, value, 5)
+    with pytest.raises((InvalidValue, UnknownCode)) as info:
+        do_map(text)
+    assert info.value.location == location
