@@ -26,7 +26,9 @@ from dataclasses import asdict, dataclass, fields
 from urllib.parse import unquote
 
 import jwt
+from zope.interface import implementer
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.web import resource, server
 
 from bridge.config import GatewayPaths
@@ -292,16 +294,33 @@ class SimulatorHandle:
         return {"url": self.url, "port": self.port}
 
 
-def _tls_options(settings):
-    from twisted.internet import ssl
+@implementer(IOpenSSLServerConnectionCreator)
+class _ServerTls:
+    """A server TLS connection creator over pyOpenSSL with cryptography objects.
 
-    key = settings.tls_key.read_bytes()
-    cert = settings.tls_cert.read_bytes()
-    private = ssl.PrivateCertificate.loadPEM(key + b"\n" + cert)
-    if settings.tls_client_ca:
-        authorities = [ssl.Certificate.loadPEM(settings.tls_client_ca.read_bytes())]
-        return private.options(*authorities)
-    return private.options()
+    With tls_client_ca, client certificates are required and verified (mutual TLS).
+    """
+
+    def __init__(self, settings):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from OpenSSL import SSL
+
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.use_certificate(x509.load_pem_x509_certificate(settings.tls_cert.read_bytes()))
+        context.use_privatekey(serialization.load_pem_private_key(settings.tls_key.read_bytes(),
+                                                                  password=None))
+        context.check_privatekey()
+        if settings.tls_client_ca:
+            context.load_verify_locations(str(settings.tls_client_ca))
+            context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: args[-1])
+        self._context = context
+
+    def serverConnectionForTLS(self, tls_protocol):
+        from OpenSSL import SSL
+
+        return SSL.Connection(self._context, None)
 
 
 def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = "/gateway/v2/",
@@ -326,7 +345,7 @@ def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = 
     site.displayTracebacks = False
     site.noisy = False
     if settings.tls_cert and settings.tls_key:
-        listening = reactor.listenSSL(settings.port, site, _tls_options(settings), interface=settings.host)
+        listening = reactor.listenSSL(settings.port, site, _ServerTls(settings), interface=settings.host)
         scheme = "https"
     else:
         listening = reactor.listenTCP(settings.port, site, interface=settings.host)
