@@ -23,6 +23,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable
 from urllib.parse import quote
 
@@ -210,19 +211,47 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 def build_ssl_context(*, auth_cert, auth_key=None, passphrase: bytes | None = None,
                       ca_file=None) -> ssl.SSLContext:
-    """Mutual TLS: the authentication certificate as client certificate, server checked against *ca_file*."""
+    """Mutual TLS: the authentication certificate as client certificate, server checked against *ca_file*.
+
+    PEM keys may be encrypted (*passphrase*); PKCS#12 files (.p12/.pfx) are supported too.
+    """
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if Path(auth_cert).suffix.lower() in (".p12", ".pfx"):
+        _load_pkcs12(context, Path(auth_cert), passphrase)
+        return context
     try:
         context.load_cert_chain(str(auth_cert), str(auth_key) if auth_key else None,
                                 password=passphrase)
     except ssl.SSLError:
         raise ConfigError("cannot use the authentication certificate/key for TLS "
-                          "(wrong passphrase, key not matching, or not PEM)",
+                          "(wrong or missing passphrase, key not matching, or not PEM)",
                           file=str(auth_cert), key="certificates.auth_cert") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the authentication certificate: {exc.strerror}",
                           file=str(auth_cert), key="certificates.auth_cert") from None
     return context
+
+
+def _load_pkcs12(context: ssl.SSLContext, path: Path, passphrase: bytes | None) -> None:
+    """ssl reads only PEM files: write the chain and the key, encrypted with a one-time
+    password, to a private temporary folder, load them, delete them."""
+    import secrets
+    import tempfile
+
+    from cryptography.hazmat.primitives import serialization
+
+    from bridge import certs
+
+    credential = certs.load_credential(path, None, passphrase)
+    one_time = secrets.token_bytes(32).hex().encode()
+    key_pem = credential.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(one_time))
+    with tempfile.TemporaryDirectory(prefix="fse-bridge-tls-") as folder:
+        cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert_file.write_bytes(credential.chain_pem)
+        key_file.write_bytes(key_pem)
+        context.load_cert_chain(str(cert_file), str(key_file), password=one_time)
 
 
 def ssl_context_from_config(config) -> ssl.SSLContext:

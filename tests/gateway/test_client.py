@@ -339,3 +339,41 @@ async def test_reactor_sleep_waits_on_the_reactor_clock():
     assert not future.done()
     clock.advance(0.1)
     assert await aio(future) == 5.0
+
+
+def _with_auth(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, certificates=dataclasses.replace(config.certificates, **changes))
+
+
+@pytest_twisted.ensureDeferred
+async def test_mutual_tls_with_encrypted_key_and_pkcs12(config, simulator, package, fake_sleep, sign_credential,
+                                                        pki, tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from bridge import certs
+    from bridge.errors import ConfigError
+
+    auth = certs.load_credential(pki.auth_cert, pki.auth_key)
+    encrypted = tmp_path / "auth-encrypted.key"
+    encrypted.write_bytes(auth.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret")))
+    monkeypatch.setenv("AUTH_PASS", "s3cret")
+    pem_config = _with_auth(config, auth_key=encrypted, auth_passphrase_env="AUTH_PASS")
+    client = make_client(pem_config, simulator, fake_sleep, sign_credential)
+    assert (await aio(client.create(submission(), package))).status == 202
+
+    p12 = tmp_path / "auth.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"auth", auth.private_key, auth.certificate, None, serialization.BestAvailableEncryption(b"s3cret")))
+    p12_config = _with_auth(config, auth_cert=p12, auth_key=None, auth_passphrase_env="AUTH_PASS")
+    client = make_client(p12_config, simulator, fake_sleep, sign_credential)
+    assert (await aio(client.delete(submission()))).status == 200
+
+    monkeypatch.setenv("AUTH_PASS", "Zq9-not-it")
+    with pytest.raises(ConfigError) as info:
+        make_client(pem_config, simulator, fake_sleep, sign_credential)
+    assert "certificates.auth_cert" in str(info.value) and "Zq9" not in str(info.value)
