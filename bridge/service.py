@@ -160,7 +160,7 @@ class Receiver:
             ack = answer.build_ack(source, outcome, now=self._stamp())
             yield self.ctx.journal.finish(entry.id, outcome, ack)
             return ack
-        log.info("message %s (entry %d, %s) journaled", header.control_id or "(no MSH-10)", entry.id,
+        log.debug("message %s (entry %d, %s) journaled", header.control_id or "(no MSH-10)", entry.id,
                  received.message_type)
         if self._commit_mode or header.enhanced:
             refusal = unsupported(parsed) if self.handler is route_message else None
@@ -346,6 +346,14 @@ class BridgeService(service.MultiService):
     def __init__(self, reactor):
         super().__init__()
         self.reactor = reactor
+        self.context: ServiceContext | None = None
+        self.receiver: Receiver | None = None
+        self.listener: MllpService | None = None
+
+    @property
+    def mllp_port(self) -> int:
+        """The port the MLLP listener is bound to (after start; useful with port 0)."""
+        return self.listener.port.getHost().port
 
     def stopService(self):
         # twist re-raises SIGTERM/SIGINT at exit (status -15); interface.md wants a graceful
@@ -405,7 +413,8 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
             from bridge.journal.sqlite import SqliteJournal
             return SqliteJournal(config.journal.path, reactor=reactor)
     JournalService(ctx, receiver, open_journal).setServiceParent(top)
-    MllpService(ctx, receiver).setServiceParent(top)
+    top.listener = MllpService(ctx, receiver)
+    top.listener.setServiceParent(top)
     top.receiver = receiver
     top.context = ctx
     return top

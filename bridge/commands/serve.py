@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from bridge.commands._common import load_config
 
@@ -12,7 +13,8 @@ log = logging.getLogger("bridge.serve")
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("--port-file", metavar="FILE",
+                        help="write the MLLP port here once listening (useful with mllp.port = 0)")
 
 
 def run(args) -> int:
@@ -29,6 +31,8 @@ def run(args) -> int:
     def start():
         try:
             top.startService()
+            if args.port_file:
+                _write_atomically(args.port_file, f"{top.mllp_port}\n")
         except Exception as exc:  # a port in use, an unreadable certificate: say so and stop
             log.error("cannot start: %s", exc)
             failed.append(exc)
@@ -39,3 +43,11 @@ def run(args) -> int:
     reactor.run()
     log.info("stopped")
     return 1 if failed else 0
+
+
+def _write_atomically(path: str, text: str) -> None:
+    # Readers poll for the file: it must never be seen half written.
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
