@@ -490,6 +490,9 @@ class _Mapper:
             enc_id = Identifier(root=spec["id_root"], extension=number)
         low = self.ts("encounter.low", required=bool(spec.get("low_required")), what="admission time")
         high = self.ts("encounter.high", required=bool(spec.get("high_required")), what="discharge time")
+        if low and high and high[:14] < low[:14] and high[14:] == low[14:]:
+            # The schematrons compare low/high as strings (cda.md §2.3).
+            raise InvalidValue("discharge is before admission", location=self.source(spec.get("high"))[1])
         responsible = self.person("encounter.responsible", required=bool(spec.get("responsible_required")))
         ward, _ = self.source(spec.get("ward"))
         facility_id = Identifier(root=facility.get("site_root", "2.16.840.1.113883.2.9.4.1.6"),

@@ -428,3 +428,9 @@ def test_bad_attachment(do_map, value, location):
     with pytest.raises((InvalidValue, UnknownCode)) as info:
         do_map(text)
     assert info.value.location == location
+
+
+def test_discharge_before_admission(do_map):
+    with pytest.raises(InvalidValue) as info:
+        do_map(patch(example("ldo.hl7"), "PV1", 45, "20260301110000"))
+    assert info.value.location == "PV1^1^45"
