@@ -49,14 +49,17 @@ def in_thread(fn, *args, **kwargs):
 
 # --------------------------------------------------------------------------- CDA and PDFs
 
-def make_cda(*, patient: str = PATIENT, local: str = "A26-00412_1", code: str | None = None) -> bytes:
-    """The official LAB sample with a Toscana id and a stage test patient."""
-    text = (REFERENCE / "cda" / "samples" / "LAB.xml").read_text(encoding="utf-8")
-    text = text.replace("GTWGWY82B42G920M", patient)
+def make_cda(*, patient: str = PATIENT, local: str = "A26-00412_1", code: str | None = None,
+             kind: str = "LAB") -> bytes:
+    """An official sample with a Toscana ClinicalDocument/id and a stage test patient."""
+    text = (REFERENCE / "cda" / "samples" / f"{kind}.xml").read_text(encoding="utf-8")
+    sample_patient = re.search(r'<patientRole[^>]*>\s*<id root="2\.16\.840\.1\.113883\.2\.9\.4\.3\.2" '
+                               r'extension="([^"]+)"', text).group(1)
+    text = text.replace(f'extension="{sample_patient}"', f'extension="{patient}"')
     text = re.sub(r'<id root="2\.16\.840\.1\.113883\.2\.9\.2\.120\.4\.4" extension="[^"]*"',
-                  f'<id root="{DOC_ROOT}" extension="{STRUCTURE}.LAB.999.{local}"', text, count=1)
+                  f'<id root="{DOC_ROOT}" extension="{STRUCTURE}.{kind}.999.{local}"', text, count=1)
     if code:
-        text = text.replace('code="11502-2"', f'code="{code}"', 1)
+        text = re.sub(r'code="\d+-\d"', f'code="{code}"', text, count=1)
     return text.encode("utf-8")
 
 
