@@ -525,6 +525,9 @@ class _Mapper:
         alt, alt_text, alt_system = comps[3], comps[4], comps[5].upper()
         if not ident and not alt:
             raise MissingField(f"{what} has no code", location=location)
+        if re.search(r"\s", ident + alt):
+            # CDA codes are tokens (XSD cs): a code with blanks is a description, not a code.
+            raise InvalidValue(f"{what}: a code cannot contain blanks", location=location)
         if system in ("LN", "LOINC"):
             translations = ()
             if alt:
@@ -546,7 +549,7 @@ class _Mapper:
         comps = [c.strip() for c in comps] + [""] * 6
         systems = self.setting("code_systems", {})
         system = systems.get(comps[2].upper())
-        if comps[0] and system:
+        if comps[0] and system and not re.search(r"\s", comps[0]):
             return Code(code=comps[0], system=system, display=comps[1])
         return None
 

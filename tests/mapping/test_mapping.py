@@ -434,3 +434,9 @@ def test_discharge_before_admission(do_map):
     with pytest.raises(InvalidValue) as info:
         do_map(patch(example("ldo.hl7"), "PV1", 45, "20260301110000"))
     assert info.value.location == "PV1^1^45"
+
+
+def test_code_with_blanks_is_refused(do_map):
+    with pytest.raises(InvalidValue) as info:
+        do_map(patch(example("lab.hl7"), "OBR", 4, "BLOOD CULTURE^Emocoltura^L", occurrence=2))
+    assert (info.value.location, info.value.err_code) == ("OBR^2^4", "102")
