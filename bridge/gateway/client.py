@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
+from bridge.config import GatewayPaths
 from bridge.errors import BridgeError, ConfigError, GatewayRejected, GatewayUnavailable
 from bridge.gateway import bodies, tokens
 from bridge.gateway.bodies import Submission
@@ -269,8 +270,6 @@ class GatewayClient:
                  transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], float] = time.time,
                  on_send: Callable[[CallInfo], object] | None = None):
-        from bridge.config import GatewayPaths
-
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.identity = identity
         self.paths = paths or GatewayPaths()

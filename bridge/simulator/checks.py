@@ -140,7 +140,7 @@ def _verify_token(token: str, prefix: str, ctx: Context, *, undecodable: Callabl
     failed = "TokenAuthenticationFailed"
     try:
         header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
+        jwt.decode(token, options={"verify_signature": False})  # the payload must be JSON too
     except jwt.PyJWTError:
         raise undecodable("the token is not a compact JWS with JSON header and payload") from None
     if header.get("alg") not in ALGORITHMS:
@@ -161,7 +161,6 @@ def _verify_token(token: str, prefix: str, ctx: Context, *, undecodable: Callabl
         raise Problem(failed, "the token's signature does not verify with the x5c certificate") from None
     except jwt.PyJWTError as exc:
         raise Problem(failed, f"invalid token ({type(exc).__name__})") from None
-    del unverified
     cn = _cn(cert)
     if claims.get("iss") != prefix + cn:
         raise Problem(failed, f"iss must be {prefix}<CN of the x5c certificate>")
@@ -195,7 +194,6 @@ def step_authorization(state: State) -> None:
 
 
 def step_signature_token(state: State) -> None:
-    op = state.request.operation
     token = state.request.headers.get("fse-jwt-signature")
     if not token:
         raise Problem("missing-token", "FSE-JWT-Signature header missing")
@@ -205,7 +203,6 @@ def step_signature_token(state: State) -> None:
 
     state.claims, state.sign_cert = _verify_token(token.strip(), "integrity:", state.ctx,
                                                   undecodable=undecodable)
-    del op
 
 
 # ---------------------------------------------------------------------- claims (dispatcher JwtSRV)

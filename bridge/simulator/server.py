@@ -16,6 +16,7 @@ Test hooks under ``/_sim/``:
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
@@ -95,7 +96,8 @@ class GatewaySimulator(resource.Resource):
             self.routes.append((OPERATION_METHODS[op], re.compile(f"^{pattern}$"), op))
         self._faults: list[list] = [[f, f.times] for f in faults]
         self._lock = threading.Lock()
-        self.seen: list[dict] = []
+        self.seen: collections.deque[dict] = collections.deque(maxlen=1000)
+        """The last requests (operation, path id, status, X-Cart-id, jti): no patient data."""
         self._pending = set()
 
     # ------------------------------------------------------------------ faults
@@ -151,7 +153,7 @@ class GatewaySimulator(resource.Resource):
         if path == "/_sim/registry" and method == "GET":
             return self._json(request, 200, self.registry.all())
         if path == "/_sim/requests" and method == "GET":
-            return self._json(request, 200, self.seen)
+            return self._json(request, 200, list(self.seen))
         if path == "/_sim/faults" and method == "DELETE":
             self.clear_faults()
             return self._json(request, 200, {"faults": 0})

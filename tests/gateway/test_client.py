@@ -227,7 +227,7 @@ async def test_server_not_trusted_is_an_operator_alert(tmp_path, pki, simulator,
     result = await aio(client.create(submission(), package))
     assert result.status is None and result.error.startswith("TLS")
     assert result.outcome_class is OutcomeClass.NOT_NOW and result.operator_alert
-    assert simulator.simulator.seen == []
+    assert not simulator.simulator.seen
 
 
 @pytest_twisted.ensureDeferred
@@ -241,7 +241,7 @@ async def test_simulator_requires_the_client_certificate(config, simulator, pack
                 await raw.delete(simulator.url + "documents/x%5Ey")
 
     await aio(without_client_certificate())
-    assert simulator.simulator.seen == []
+    assert not simulator.simulator.seen
 
 
 @pytest_twisted.ensureDeferred
