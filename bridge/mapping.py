@@ -23,8 +23,8 @@ import csv
 import re
 import tomllib
 import zoneinfo
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -65,22 +65,19 @@ class Mappings:
     """CSV code tables by file name, rows as dicts."""
     practitioners: dict[str, Practitioner]
     directory: FsPath
-    _index: dict = field(default_factory=dict, repr=False, compare=False)
 
     def lookup(self, table: str, key: str, column: str = "key", **match: str) -> dict[str, str] | None:
-        """The first row of *table* whose *column* equals *key* (and the *match* columns)."""
-        cache_key = (table, column, tuple(sorted(match.items())))
-        index = self._index.get(cache_key)
-        if index is None:
-            rows = self.tables.get(table)
-            if rows is None:
-                raise ConfigError("code table not found", file=str(self.directory / table))
-            index = {}
-            for row in rows:
-                if all(row.get(k, "") == v for k, v in match.items()):
-                    index.setdefault(row.get(column, ""), row)
-            self._index[cache_key] = index
-        return index.get(key)
+        """The first row of *table* whose *column* equals *key* (and the *match* columns).
+
+        Tables are small (tens of rows): a scan keeps Mappings immutable and shareable by threads.
+        """
+        rows = self.tables.get(table)
+        if rows is None:
+            raise ConfigError("code table not found", file=str(self.directory / table))
+        for row in rows:
+            if row.get(column, "") == key and all(row.get(k, "") == v for k, v in match.items()):
+                return row
+        return None
 
 
 def _merge(base: dict, override: dict) -> dict:
