@@ -421,8 +421,9 @@ class _Mapper:
             street, city = comps[0], comps[2]
             if not street or not city:
                 continue
-            use = uses.get(comps[6].upper(), uses.get("", "H"))
+            use = uses.get(comps[6].upper())
             if use is None:
+                # Address types without a patient-address use (business, mailing...) are left out.
                 continue
             country = countries.get(comps[5].upper(), comps[5] or countries.get("", ""))
             out.append(Address(use=use, street=street, city=city, state=comps[3] if comps[3].isdigit() else "",

@@ -440,3 +440,8 @@ def test_code_with_blanks_is_refused(do_map):
     with pytest.raises(InvalidValue) as info:
         do_map(patch(example("lab.hl7"), "OBR", 4, "BLOOD CULTURE^Emocoltura^L", occurrence=2))
     assert (info.value.location, info.value.err_code) == ("OBR^2^4", "102")
+
+
+def test_address_uses(do_map):
+    text = patch(example("lab.hl7"), "PID", 11, "Via A 1^^Firenze^^^IT^H~Via B 2^^Pisa^^^IT^B~Via C 3^^Prato^^^IT^C")
+    assert [(a.street, a.use) for a in do_map(text).patient.addresses] == [("Via A 1", "H"), ("Via C 3", "TMP")]
