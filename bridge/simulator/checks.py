@@ -190,7 +190,22 @@ def step_authorization(state: State) -> None:
     def undecodable(why):
         return Problem("TokenAuthenticationFailed", f"Invalid token: {why}")
 
-    state.auth_claims, _ = _verify_token(value[7:].strip(), "auth:", state.ctx, undecodable=undecodable)
+    state.auth_claims, sign_cert = _verify_token(value[7:].strip(), "auth:", state.ctx,
+                                                 undecodable=undecodable)
+    client_cert = state.request.client_cert
+    if client_cert is not None and _installation(_cn(client_cert), "A") != _installation(_cn(sign_cert), "S"):
+        # One CART subscription per installation binds the A<n># and S<n># certificates
+        # of the same structure and vendor (gateway.md section 9).
+        raise Problem("TokenAuthenticationFailed",
+                      "the TLS client certificate and the token certificate belong to different subscriptions")
+
+
+def _installation(cn: str, letter: str) -> str | None:
+    """``090#<code><vendor>`` of an ``A<n>#``/``S<n>#`` CN, None when the CN has another form."""
+    head, sep, rest = cn.partition("#")
+    if not sep or not head.startswith(letter) or not head[1:].isdigit():
+        return None
+    return rest
 
 
 def step_signature_token(state: State) -> None:

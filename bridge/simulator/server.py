@@ -175,7 +175,8 @@ class GatewaySimulator(resource.Resource):
                    for k, v in request.requestHeaders.getAllRawHeaders()}
         sim_request = checks.SimRequest(
             operation=op, path_id=path_id, headers=headers,
-            content_type=headers.get("content-type", ""), body=body, path=raw_path)
+            content_type=headers.get("content-type", ""), body=body, path=raw_path,
+            client_cert=_peer_certificate(request))
         record = {"operation": op, "path_id": path_id, "x_cart_id": x_cart,
                   "jti": [_jti(headers.get("authorization", "")[7:]),
                           _jti(headers.get("fse-jwt-signature", ""))]}
@@ -255,6 +256,14 @@ class GatewaySimulator(resource.Resource):
             return
         call = self.reactor.callLater(delay, lambda: (self._pending.discard(call), fn()))
         self._pending.add(call)
+
+
+def _peer_certificate(request):
+    """The TLS client certificate (cryptography), None without mutual TLS."""
+    transport = getattr(request.channel, "transport", None)
+    get = getattr(transport, "getPeerCertificate", None)
+    peer = get() if get is not None else None
+    return peer.to_cryptography() if peer is not None else None
 
 
 def _finish(request, data: bytes) -> None:

@@ -377,3 +377,23 @@ async def test_mutual_tls_with_encrypted_key_and_pkcs12(config, simulator, packa
     with pytest.raises(ConfigError) as info:
         make_client(pem_config, simulator, fake_sleep, sign_credential)
     assert "certificates.auth_cert" in str(info.value) and "Zq9" not in str(info.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_certificate_of_another_subscription_is_refused(config, simulator, package, fake_sleep,
+                                                                     sign_credential, pki, tmp_path):
+    import shutil
+
+    from bridge import certs
+
+    other = tmp_path / "other-vendor"
+    other.mkdir()
+    shutil.copy(pki.ca_cert, other / "ca.pem")
+    shutil.copy(pki.ca_key, other / "ca.key")
+    other_pki = certs.generate_development_pki(other, fiscal_code="01386030488", vendor="OTHER")  # same CA
+    foreign = _with_auth(config, auth_cert=other_pki.auth_cert, auth_key=other_pki.auth_key)
+    client = make_client(foreign, simulator, fake_sleep, sign_credential)
+    result = await aio(client.create(submission(), package))
+    assert result.status == 401 and result.problem["title"] == "TokenAuthenticationFailed"
+    assert "subscriptions" in result.problem["detail"]
+    assert result.outcome_class is OutcomeClass.NOT_NOW and result.operator_alert and len(result.attempts) == 1
