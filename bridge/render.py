@@ -68,7 +68,9 @@ def render_cda(report: Report, env: jinja2.Environment, ids: DocumentIds) -> byt
         raise ConfigError("template not found", file=report.template, key="mapping.templates") from None
     effective = ids.effective_time or report.effective_time
     text = template.render(report=report, ids=ids, effective_time=effective)
-    body = text.lstrip().encode("utf-8")
+    # Blank lines left by template control blocks go; text values never hold a raw
+    # line break (keep_lines writes &#10;, narrative uses <br/>), so none is lost.
+    body = "\n".join(line for line in text.splitlines() if line.strip()).encode("utf-8")
     # A template bug must surface here, not as a gateway syntax error.
     try:
         etree.fromstring(body)
