@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bridge.commands._common import load_config
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import ConfigError
 from bridge.gateway import valuesets
 from bridge.model import DocumentType
 
@@ -139,10 +139,7 @@ def run(args) -> int:
         finally:
             await client.aclose()
 
-    try:
-        result = asyncio.run(call())
-    except BridgeError:
-        raise
+    result = asyncio.run(call())
     for attempt in result.attempts:
         print(f"attempt {attempt.number}: status {attempt.status if attempt.status is not None else '-'}"
               f"  X-Cart-id {attempt.x_cart_id or '-'}")

@@ -23,7 +23,7 @@ import re
 import secrets
 import threading
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from urllib.parse import unquote
 
 import jwt

@@ -217,12 +217,7 @@ async def test_server_not_trusted_is_an_operator_alert(tmp_path, pki, simulator,
 
     other = certs.generate_development_pki(tmp_path_factory.mktemp("other"), fiscal_code="01386030488",
                                            vendor="X")
-    config = make_config(tmp_path, pki)
-    config = type(config)(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
-                             "certificates": type(config.certificates)(
-                                 **{**{f: getattr(config.certificates, f)
-                                       for f in config.certificates.__dataclass_fields__},
-                                    "gateway_ca": other.ca_cert})})
+    config = _with_auth(make_config(tmp_path, pki), gateway_ca=other.ca_cert)
     client = make_client(config, simulator, fake_sleep, sign_credential)
     result = await aio(client.create(submission(), package))
     assert result.status is None and result.error.startswith("TLS")

@@ -5,7 +5,7 @@ import pytest
 
 from bridge.simulator import cdaread, pdfcheck
 
-from gateway_kit import PATIENT, build_pdf, make_cda, sign_pdf
+from gateway_kit import PATIENT, build_pdf, make_cda
 
 
 def test_extraction_returns_the_exact_bytes_flat_and_in_kids():
