@@ -392,3 +392,27 @@ async def test_client_certificate_of_another_subscription_is_refused(config, sim
     assert result.status == 401 and result.problem["title"] == "TokenAuthenticationFailed"
     assert "subscriptions" in result.problem["detail"]
     assert result.outcome_class is OutcomeClass.NOT_NOW and result.operator_alert and len(result.attempts) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_paths_are_configurable(tmp_path, pki, package, fake_sleep, sign_credential):
+    """RT's production text gives delete as .../gateway/v2/{id}: a configuration change only."""
+    import dataclasses
+
+    from bridge.config import GatewayPaths
+
+    config = make_config(tmp_path, pki)
+    config = dataclasses.replace(config, gateway=dataclasses.replace(
+        config.gateway, paths=GatewayPaths(delete="{id}")))
+    handle = start(config)
+    try:
+        client = make_client(config, handle, fake_sleep, sign_credential)
+        assert (await aio(client.create(submission(), package))).status == 202
+        deleted = await aio(client.delete(submission()))
+        assert deleted.status == 200
+        assert client.url_for(config.gateway.paths.delete, doc_id()) == (
+            handle.url + "2.16.840.1.113883.2.9.2.90.4.4%5E01386030488.LAB.999.A26-00412_1")
+    finally:
+        handle.simulator.stop()
+        await handle.listening.stopListening()
+        handle.registry.close()
