@@ -39,6 +39,9 @@ from bridge.simulator.registry import Registry
 
 log = logging.getLogger(__name__)
 
+#: gateway.md section 8: delete/update answered 202 when INI failed and the gateway retries alone.
+INI_ASYNC_WARNING = "Attenzione, transazione presa in carico. Nuovo tentativo in corso"
+
 OPERATION_METHODS = {"create": "POST", "replace": "PUT", "metadata": "PUT", "delete": "DELETE"}
 
 
@@ -57,7 +60,8 @@ class Fault:
     delay_s: float = 0.0
     """Wait this long before answering (or before dropping the connection)."""
     action: str = "answer"
-    """answer | reset (drop before processing) | drop-after-processing (process, then drop)."""
+    """answer | reset (drop before processing) | drop-after-processing (process, then drop) |
+    ini-async (delete/metadata: processed, answered 202 with the gateway's "retrying INI" warning)."""
     times: int = 1
 
     @classmethod
@@ -67,7 +71,7 @@ class Fault:
         if unknown:
             raise ValueError(f"unknown fault field {sorted(unknown)[0]}")
         fault = cls(**data)
-        if fault.action not in ("answer", "reset", "drop-after-processing"):
+        if fault.action not in ("answer", "reset", "drop-after-processing", "ini-async"):
             raise ValueError(f"unknown fault action {fault.action!r}")
         return fault
 
@@ -210,12 +214,15 @@ class GatewaySimulator(resource.Resource):
 
         def done(accepted: checks.Accepted):
             log.info("simulator %s %s: %d X-Cart-id %s", op, accepted.document_id, accepted.status, x_cart)
-            record["status"] = accepted.status
+            status, warning = accepted.status, accepted.warning
+            if fault is not None and fault.action == "ini-async" and op in ("delete", "metadata"):
+                status, warning = 202, INI_ASYNC_WARNING
+            record["status"] = status
             payload = {"traceID": trace_id, "spanID": span_id,
                        "workflowInstanceId": accepted.workflow_instance_id}
-            if accepted.warning is not None:
-                payload["warning"] = accepted.warning
-            return accepted.status, payload, b"application/json"
+            if warning is not None:
+                payload["warning"] = warning
+            return status, payload, b"application/json"
 
         def refused(failure):
             failure.trap(Problem)

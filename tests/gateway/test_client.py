@@ -416,3 +416,12 @@ async def test_paths_are_configurable(tmp_path, pki, package, fake_sleep, sign_c
         handle.simulator.stop()
         await handle.listening.stopListening()
         handle.registry.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_202_with_ini_retry_warning_is_published_and_not_resent(client, simulator, package):
+    await aio(client.create(submission(), package))
+    simulator.simulator.add_faults([Fault(operation="delete", action="ini-async")])
+    result = await aio(client.delete(submission()))
+    assert result.status == 202 and result.published and len(result.attempts) == 1
+    assert result.warning == "Attenzione, transazione presa in carico. Nuovo tentativo in corso"
