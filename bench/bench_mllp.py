@@ -6,9 +6,10 @@ Each server runs in its own process; one asyncio client process drives it
 with N concurrent connections, each sending its share of the messages and
 waiting for every ACK before the next message (as an MLLP sender does).
 
-- fse-bridge: ``fse-bridge serve`` on a temporary SQLite journal (WAL,
-  synchronous=FULL: every message is on disk before its ACK), default
-  pipeline (AA).
+- fse-bridge: the service of ``fse-bridge serve`` (``bridge.service.makeService``)
+  on a temporary SQLite journal (WAL, synchronous=FULL: every message is on
+  disk before its ACK), with a handler that answers AA at once instead of
+  the document pipeline (its stages have their own benchmarks).
 - python-hl7: its asyncio MLLP server (``hl7.mllp.start_hl7_server``),
   ``hl7.parse`` + ``Message.create_ack``; nothing stored.
 - hl7apy: its ``MLLPServer`` (a threading socketserver that closes the
@@ -36,7 +37,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 MESSAGE = (
-    "MSH|^~\\&|LIS|OSPEDALE_TEST|FSE|REGIONE_TOSCANA|20240131101500||ORU^R01^ORU_R01|{id}|P|2.5|||AL|NE||8859/1\r"
+    "MSH|^~\\&|LIS|OSPEDALE_TEST|FSE|REGIONE_TOSCANA|20240131101500||ORU^R01^ORU_R01|{id}|P|2.5|||||ITA|8859/1\r"
     "PID|1||RSSMRA80A01H501U^^^MEF^NNITA~123456^^^OSP^PI||ROSSI^MARIO||19800101|M|||VIA ROMA 1^^FIRENZE^^50100^ITA"
     "||055123456\r"
     "PV1|1|O|LAB^^^OSP||||12345^BIANCHI^LUCIA|||||||||||V{id}\r"
@@ -52,6 +53,32 @@ MESSAGE = (
 
 
 # -- servers under test (each run as `bench_mllp.py --serve NAME --port-file F`) ----------
+
+
+def serve_bridge(port_file: Path, config_path: Path) -> None:
+    """The fse-bridge service (MLLP listener, durable journal, ACK builder) with a handler that
+    answers AA at once: the pipeline's stages have their own benchmarks."""
+    from bridge.service import install_asyncio_reactor
+    reactor = install_asyncio_reactor()
+    from twisted.internet import defer
+
+    from bridge import config as config_module
+    from bridge.model import AckCode
+    from bridge.outcome import Outcome
+    from bridge.service import makeService
+
+    def received(ctx, entry, parsed):
+        return defer.succeed(Outcome(code=AckCode.AA, text="received"))
+
+    top = makeService(config_module.load(config_path), reactor, handler=received)
+
+    def start():
+        top.startService()
+        port_file.write_text(str(top.mllp_port))
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run()
 
 
 def serve_python_hl7(port_file: Path) -> None:
@@ -164,9 +191,9 @@ class Server:
             f'[certificates]\ndevelopment = true\n[logging]\nlevel = "WARNING"\n'
             f'[mapping]\ndir = "{state / "mappings"}"\ntemplates = "{state / "templates"}"\npractitioners = ""\n')
         port_file = state / "mllp.port"
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--config", str(config),
-                                      "--port-file", str(port_file)], cwd=CHECKOUT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", "fse-bridge", "--port-file",
+                                      str(port_file), "--config", str(config)], cwd=CHECKOUT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.port = _wait_for_port(port_file, self.proc, self.name)
 
     def __exit__(self, *exc):
@@ -193,7 +220,11 @@ def main() -> int:
                                           " on the checkout's disk)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve == "fse-bridge":
+        serve_bridge(Path(args.port_file), Path(args.config))
+        return 0
     if args.serve:
         {"python-hl7": serve_python_hl7, "hl7apy": serve_hl7apy}[args.serve](Path(args.port_file))
         return 0

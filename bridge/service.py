@@ -163,8 +163,8 @@ class Receiver:
         log.debug("message %s (entry %d, %s) journaled", header.control_id or "(no MSH-10)", entry.id,
                  received.message_type)
         if self._commit_mode or header.enhanced:
-            refusal = unsupported(parsed) if self.handler is route_message else None
-            if refusal is None:
+            # An accept ACK refuses (CR/AR) what the bridge does not process at all.
+            if unsupported(parsed) is None:
                 ack = answer.build_ack(parsed, Outcome(code=AckCode.AA, text="received"), now=self._stamp())
                 yield self.ctx.journal.record_ack(entry.id, ack, answer.ack_code_for(header, AckCode.AA).value)
                 self.process(entry, parsed).addErrback(
@@ -189,7 +189,10 @@ class Receiver:
     @inlineCallbacks
     def _process(self, entry: Entry, parsed: ParsedMessage):
         journal = self.ctx.journal
-        yield journal.set_state(entry.id, State.PROCESSING)
+        # Not awaited: the journal applies operations in order, and this one need not be
+        # durable before the handler starts (the entry is journaled and unfinished already).
+        journal.set_state(entry.id, State.PROCESSING).addErrback(
+            lambda f: log.error("entry %d: recording a state failed: %s", entry.id, f.getErrorMessage()))
         try:
             outcome = yield defer.maybeDeferred(self.handler, self.ctx, entry, parsed)
         except BridgeError as exc:

@@ -134,7 +134,9 @@ class SqliteStore:
         detail = f"resend of {resend_of}" if resend_of else ""
         self.db.execute("INSERT INTO transitions (message_id, state, at, detail) VALUES (?, ?, ?, ?)",
                         (cursor.lastrowid, State.RECEIVED, now, detail))
-        return self.get(cursor.lastrowid)
+        return Entry(id=cursor.lastrowid, received_at=now, peer=received.peer, raw=received.raw,
+                     msh4=received.msh4, msh10=received.msh10, message_type=received.message_type,
+                     charset=received.charset, state=State.RECEIVED, updated_at=now, resend_of=resend_of)
 
     def set_state(self, message_id: int, state: str, detail: str = "") -> None:
         now = self.now()

@@ -22,7 +22,9 @@ _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 class ServerProcess:
     """``fse-bridge serve --config`` in a subprocess; the port is read from its log line."""
 
-    def __init__(self, state_dir: Path, **sections):
+    def __init__(self, state_dir: Path, *, stub: bool = False, **sections):
+        """*stub*: run the service with a handler answering AA instead of the document pipeline."""
+        self.stub = stub
         self.state_dir = state_dir
         self.config_path = state_dir / "bridge.toml"
         self.config_path.write_text(to_toml(config_table(state_dir, **sections)))
@@ -38,7 +40,9 @@ class ServerProcess:
         self.lines = []
         listening = threading.Event()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path)],
+        command = ([sys.executable, str(Path(__file__).with_name("stub_server.py"))] if self.stub
+                   else [sys.executable, "-m", "bridge", "serve"])
+        self.proc = subprocess.Popen(command + ["--config", str(self.config_path)],
                                      cwd=CHECKOUT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env=env, text=True, errors="replace")
 

@@ -13,7 +13,8 @@ from mllp_server import MllpClient, msa_fields
 
 def test_plugin_is_found_and_serves_on_the_asyncio_reactor(tmp_path):
     config = tmp_path / "bridge.toml"
-    config.write_text(to_toml(config_table(tmp_path)))
+    # commit mode: AA once journaled, whatever the document pipeline decides later
+    config.write_text(to_toml(config_table(tmp_path, ack={"mode": "commit"})))
     # The checkout on sys.path is what the editable install's .pth provides.
     env = dict(os.environ, PYTHONPATH=str(CHECKOUT), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "twisted", "--log-format", "text", "fse-bridge",

@@ -39,7 +39,20 @@ class Gate:
 
 
 @pytest.fixture
-def make_receiver(tmp_path):
+def pipeline_stub(monkeypatch):
+    """bridge.pipeline.process replaced by one answering AA: these tests are about the service."""
+    calls = []
+
+    def process(ctx, entry, parsed):
+        calls.append(parsed.control_id)
+        return defer.succeed(Outcome(code=AckCode.AA, text="received"))
+
+    monkeypatch.setattr("bridge.pipeline.process", process)
+    return calls
+
+
+@pytest.fixture
+def make_receiver(tmp_path, pipeline_stub):
     made = []
 
     def make(handler=route_message, **sections):
@@ -54,10 +67,12 @@ def make_receiver(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_oru_goes_to_the_pipeline_and_is_journaled(make_receiver):
+def test_oru_goes_to_the_pipeline_and_is_journaled(make_receiver, pipeline_stub):
     r = make_receiver()
     ack = yield r.handle_frame(make_oru("P1").encode(), "peer")
-    assert msa(ack)[:3] == ["MSA", "AA", "P1"]
+    assert msa(ack)[:3] == ["MSA", "AA", "P1"] and pipeline_stub == ["P1"]
+    yield r.handle_frame(make_oru("P2", message_type="MDM", event="T02").encode(), "peer")
+    assert pipeline_stub == ["P1", "P2"]
     [entry] = yield r.ctx.journal.find("P1")
     assert entry.outcome == "AA" and entry.ack == ack and entry.state == "done"
     states = [t.state for t in (yield r.ctx.journal.transitions(entry.id))]

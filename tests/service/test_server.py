@@ -14,9 +14,23 @@ from conftest import CHECKOUT, CORPUS, config_table, make_oru, to_toml
 from mllp_server import MllpClient, ServerProcess, make_pki, msa_fields
 
 
+# Tests of the listener, journal and ACK contract run the service with a stub instead of
+# the document pipeline (stub=True), so their answers do not depend on it; the corpus,
+# signal, resume and configuration tests run the real `fse-bridge serve`.
+STUB = {"stub": True}
+COMMIT = {"ack": {"mode": "commit"}}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("server")).start()
+    proc = ServerProcess(tmp_path_factory.mktemp("server"), **STUB).start()
+    yield proc
+    assert proc.terminate() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def outcome_server(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("outcome-server")).start()
     yield proc
     assert proc.terminate() == 0, proc.log()
 
@@ -29,10 +43,10 @@ def expected_ids(raw: bytes) -> list[str]:
     return [read_header(m).control_id for m in split_batch(raw).messages]
 
 
-def test_every_corpus_message_gets_exactly_one_answer_in_order(server):
+def test_every_corpus_message_gets_exactly_one_answer_in_order(outcome_server):
     files = corpus()
     assert len(files) == 58
-    with MllpClient(server.port) as client:
+    with MllpClient(outcome_server.port) as client:
         # Pipelined: everything first, then the answers, in order.
         for path in files:
             client.send(path.read_bytes())
@@ -41,9 +55,8 @@ def test_every_corpus_message_gets_exactly_one_answer_in_order(server):
             assert answer is not None, path.name
             assert [f[1] for f in msa_fields(answer)] == expected_ids(path.read_bytes()), path.name
             assert all(f[0] in ("AA", "AE", "AR", "CA", "CE", "CR") for f in msa_fields(answer))
-        client.sock.settimeout(0.5)
-        with pytest.raises(TimeoutError):
-            client.sock.recv(1)   # nothing more: exactly one answer per frame
+        # Nothing more: exactly one answer per frame (a marker frame's answer comes next).
+        assert msa_fields(client.exchange(make_oru("AFTER").encode()))[0][1] == "AFTER"
 
 
 def test_stray_bytes_split_frames_and_bom_on_one_connection(server):
@@ -113,11 +126,12 @@ def test_sigterm_stops_cleanly_and_the_journal_holds_everything(tmp_path):
     assert proc.terminate() == 0, proc.log()
     assert "journal closed" in proc.log()
     db = sqlite3.connect(proc.journal_path)
-    assert db.execute("SELECT msh10, outcome FROM messages").fetchall() == [("T1", "AA")]
+    [(msh10, outcome, ack)] = db.execute("SELECT msh10, outcome, ack FROM messages").fetchall()
+    assert msh10 == "T1" and outcome == msa_fields(ack)[0][0]
 
 
 def test_crash_after_ack_then_restart(tmp_path):
-    proc = ServerProcess(tmp_path).start()
+    proc = ServerProcess(tmp_path, **STUB).start()
     with MllpClient(proc.port) as client:
         ack = client.exchange(make_oru("CRASH1").encode())
         proc.kill()                                  # SIGKILL right after the ACK
@@ -134,7 +148,7 @@ def test_crash_after_ack_then_restart(tmp_path):
 
 
 def test_commit_mode_ack_means_journaled(tmp_path):
-    proc = ServerProcess(tmp_path, ack={"mode": "commit"}).start()
+    proc = ServerProcess(tmp_path, **STUB, **COMMIT).start()
     with MllpClient(proc.port) as client:
         ack = client.exchange(make_oru("C1").encode())
         proc.kill()
@@ -152,14 +166,14 @@ def test_restart_resumes_journaled_unfinished_messages(tmp_path):
     store.admit(Received(raw=make_oru("R1").encode(), msh4="OSP", msh10="R1", message_type="ORU^R01"))
     store.commit()
     store.close()
-    proc = ServerProcess(tmp_path).start()
+    proc = ServerProcess(tmp_path, **STUB).start()
     with MllpClient(proc.port) as client:
         # A resend of the resumed message gets the outcome of that one processing.
-        assert msa_fields(client.exchange(make_oru("R1").encode()))[0][:2] == ["AA", "R1"]
+        answer = client.exchange(make_oru("R1").encode())
     assert proc.terminate() == 0
     assert "resuming 1 journaled message" in proc.log()
     db = sqlite3.connect(proc.journal_path)
-    assert db.execute("SELECT msh10, outcome FROM messages").fetchall() == [("R1", "AA")]
+    assert db.execute("SELECT msh10, outcome, ack FROM messages").fetchall() == [("R1", "AA", answer)]
 
 
 def test_sigint_also_stops_cleanly(tmp_path):
@@ -170,7 +184,7 @@ def test_sigint_also_stops_cleanly(tmp_path):
 
 
 def test_oversize_frame_gets_ar_then_a_clean_close(tmp_path):
-    proc = ServerProcess(tmp_path, mllp={"max_message_bytes": 2000}).start()
+    proc = ServerProcess(tmp_path, mllp={"max_message_bytes": 2000}, **STUB).start()
     try:
         big = make_oru("BIG1").encode() + b"OBX|2|TX|||" + b"x" * 5000 + b"\r"
         with MllpClient(proc.port) as client:
@@ -195,7 +209,8 @@ def client_context(pki, with_cert):
 
 
 def test_tls_without_client_certificates(tmp_path, pki):
-    proc = ServerProcess(tmp_path, mllp={"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"])}).start()
+    proc = ServerProcess(tmp_path, mllp={"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"])},
+                         **STUB).start()
     try:
         assert "MLLPS (TLS) listening" in proc.log()
         with MllpClient(proc.port, context=client_context(pki, False)) as client:
@@ -210,7 +225,7 @@ def test_tls_without_client_certificates(tmp_path, pki):
 
 def test_tls_with_required_client_certificates(tmp_path, pki):
     proc = ServerProcess(tmp_path, mllp={"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"]),
-                                         "tls_client_ca": str(pki["ca"])}).start()
+                                         "tls_client_ca": str(pki["ca"])}, **STUB).start()
     try:
         with MllpClient(proc.port, context=client_context(pki, True)) as client:
             assert msa_fields(client.exchange(make_oru("MTLS1").encode()))[0][:2] == ["AA", "MTLS1"]

@@ -1,0 +1,43 @@
+"""The service of `fse-bridge serve` with the document pipeline replaced by a stub answering AA.
+
+End-to-end tests of the listener, the journal and the ACK contract run this, so
+that their answers do not depend on what the document pipeline decides.
+Usage: python stub_server.py --config FILE
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from bridge.service import install_asyncio_reactor
+    reactor = install_asyncio_reactor()
+    from twisted.internet import defer
+
+    from bridge import config
+    from bridge.model import AckCode
+    from bridge.outcome import Outcome
+    from bridge.service import makeService, unsupported
+
+    def stub(ctx, entry, parsed):
+        # The service's own routing (AR 200/201 for other types), then AA instead of the pipeline.
+        refused = unsupported(parsed)
+        return defer.succeed(Outcome.from_error(refused) if refused else Outcome(code=AckCode.AA, text="received"))
+
+    top = makeService(config.load(args.config), reactor, handler=stub)
+    reactor.callWhenRunning(top.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
