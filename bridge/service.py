@@ -31,7 +31,7 @@ from bridge import answer, pipeline
 from bridge.config import Config
 from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge, ParseError, UnsupportedMessage
 from bridge.hl7 import ParsedMessage, default_header, parse_message, read_header, split_batch
-from bridge.journal import Admit, Entry, Journal, Received, State
+from bridge.journal import Admit, Entry, Journal, Received
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 
@@ -137,10 +137,14 @@ class Receiver:
             error = exc
         if header is None:
             header = default_header()
+        accept_ack = None
+        if parsed is not None and (self._commit_mode or header.enhanced) and unsupported(parsed) is None:
+            # Answered once journaled: the ACK is stored by the same commit as the message.
+            accept_ack = answer.build_ack(parsed, Outcome(code=AckCode.AA, text="received"), now=self._stamp())
         received = Received(
             raw=raw, peer=peer, msh4=header.field(4), msh10=header.control_id,
             message_type=_message_type(parsed) if parsed else header.field(9)[:40],
-            charset=parsed.charset if parsed else header.charset)
+            charset=parsed.charset if parsed else header.charset, ack=accept_ack)
         admission = yield self.ctx.journal.admit(received)
         entry = admission.entry
         if admission.kind is Admit.REPLAY:
@@ -162,15 +166,10 @@ class Receiver:
             return ack
         log.debug("message %s (entry %d, %s) journaled", header.control_id or "(no MSH-10)", entry.id,
                  received.message_type)
-        if self._commit_mode or header.enhanced:
-            # An accept ACK refuses (CR/AR) what the bridge does not process at all.
-            if unsupported(parsed) is None:
-                ack = answer.build_ack(parsed, Outcome(code=AckCode.AA, text="received"), now=self._stamp())
-                yield self.ctx.journal.record_ack(entry.id, ack, answer.ack_code_for(header, AckCode.AA).value)
-                self.process(entry, parsed).addErrback(
-                    lambda f: log.error("entry %d: recording its outcome failed: %s", entry.id,
-                                        f.getErrorMessage()))
-                return ack
+        if accept_ack is not None:
+            self.process(entry, parsed).addErrback(
+                lambda f: log.error("entry %d: processing failed: %s", entry.id, f.getErrorMessage()))
+            return accept_ack
         return (yield self.process(entry, parsed))
 
     # -- processing ------------------------------------------------------------
@@ -189,10 +188,8 @@ class Receiver:
     @inlineCallbacks
     def _process(self, entry: Entry, parsed: ParsedMessage):
         journal = self.ctx.journal
-        # Not awaited: the journal applies operations in order, and this one need not be
-        # durable before the handler starts (the entry is journaled and unfinished already).
-        journal.set_state(entry.id, State.PROCESSING).addErrback(
-            lambda f: log.error("entry %d: recording a state failed: %s", entry.id, f.getErrorMessage()))
+        # No "processing" state here: the stages record their own (routed, rendered...),
+        # and "received" without an outcome already means "to be processed".
         try:
             outcome = yield defer.maybeDeferred(self.handler, self.ctx, entry, parsed)
         except BridgeError as exc:
@@ -201,12 +198,24 @@ class Receiver:
             log.exception("processing entry %d (control id %s) failed", entry.id, parsed.control_id)
             outcome = Outcome.from_error(BridgeError("internal error, see the service log"))
         ack = answer.build_ack(parsed, outcome, now=self._stamp())
-        finished = yield journal.finish(entry.id, outcome, ack)
+        # The ACK does not wait for this commit (one fsync per message, not two): the
+        # message itself is already durable, the journal applies operations in order (a
+        # resend is admitted after this), and a crash before the commit leaves the entry
+        # unfinished, so it is processed again at the next start.
+        journal.finish(entry.id, outcome, ack, urgent=False).addCallbacks(
+            self._finished, self._not_recorded, callbackArgs=(entry.id,), errbackArgs=(entry.id,))
         log.info("message %s (entry %d) finished: %s %s", parsed.control_id, entry.id, outcome.code.value,
                  outcome.text[:80])
-        for waiter in self._waiters.pop(entry.id, []):
-            waiter.callback(finished.ack)
-        return finished.ack
+        return entry.ack if entry.ack is not None else ack
+
+    def _finished(self, stored_ack: bytes | None, entry_id: int) -> None:
+        for waiter in self._waiters.pop(entry_id, []):
+            waiter.callback(stored_ack)
+
+    def _not_recorded(self, failure, entry_id: int) -> None:
+        log.error("entry %d: recording its outcome failed: %s", entry_id, failure.getErrorMessage())
+        for waiter in self._waiters.pop(entry_id, []):
+            waiter.errback(failure)
 
     @inlineCallbacks
     def _wait_for(self, entry_id: int):

@@ -46,6 +46,9 @@ class Received:
     msh10: str = ""
     message_type: str = ""
     charset: str = ""
+    ack: bytes | None = None
+    """An ACK sent as soon as the message is journaled ("commit" or enhanced mode): stored
+    with a new entry by the same commit, and what a resend then gets."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,7 +150,7 @@ class Document:
     seq: int = 0
     version: int = 1
     state: str = "pending"
-    """'pending', 'published' or 'deleted'."""
+    """'pending', 'published', 'replaced' or 'deleted'."""
     content_hash: str | None = None
     message_id: int | None = None
     updated_at: str = ""
@@ -165,8 +168,15 @@ class Journal(Protocol):
     def record_ack(self, message_id: int, ack: bytes, ack_code: str) -> Deferred[None]:
         """Store the ACK sent before the outcome is known ("commit" mode, enhanced mode)."""
 
-    def finish(self, message_id: int, outcome: Outcome, ack: bytes | None = None) -> Deferred[Entry]:
-        """Record the outcome (and the ACK, unless one was already stored)."""
+    def finish(self, message_id: int, outcome: Outcome, ack: bytes | None = None, *,
+               urgent: bool = True) -> Deferred[bytes | None]:
+        """Record the outcome (and the ACK, unless one was already stored); fires with the
+        ACK stored for the entry, the one a resend gets, once durable.
+
+        ``urgent=False``: the caller goes on without waiting; the store may hold the
+        write briefly to commit it with the next operations. Operations still apply
+        in submission order: anything submitted later sees this outcome.
+        """
 
     def add_artifact(self, message_id: int, stage: str, name: str, content: bytes) -> Deferred[None]: ...
 
@@ -181,6 +191,9 @@ class Journal(Protocol):
 
     def get_document(self, structure: str, doc_type: str, accession: str,
                      seq: int = 0) -> Deferred[Document | None]: ...
+
+    def documents_for(self, structure: str, doc_type: str, accession: str) -> Deferred[list[Document]]:
+        """Every registry entry of one accession (all seq), by seq."""
 
     def put_document(self, document: Document) -> Deferred[None]:
         """Insert or update the registry entry with the same key."""

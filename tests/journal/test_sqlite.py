@@ -106,7 +106,8 @@ def test_commit_mode_ack_is_kept_and_replayed_while_unfinished(store):
     e = admit(store, received()).entry
     store.begin(); store.record_ack(e.id, ACK, "AA"); store.commit()
     assert admit(store, received()).kind is Admit.REPLAY
-    done = finish(store, e.id, AckCode.AE, ack=b"other ack")
+    assert finish(store, e.id, AckCode.AE, ack=b"other ack") == ACK
+    done = store.get(e.id)
     assert done.ack == ACK and done.outcome == "AE" and done.state == State.FAILED
 
 
@@ -114,11 +115,13 @@ def test_finish_records_outcome_fields_and_transitions(store):
     e = admit(store, received()).entry
     store.begin()
     store.set_state(e.id, State.PROCESSING, "routing")
-    done = store.finish(e.id, Outcome(code=AckCode.AE, text="bad", document_id="DOC1", operation="create",
-                                      x_cart_id="X1", trace_id="T1", workflow_instance_id="W1",
-                                      errors=(ErrItem(code="102", text="invalid CF", location="PID^1^3"),)),
-                        ACK)
+    stored = store.finish(e.id, Outcome(code=AckCode.AE, text="bad", document_id="DOC1", operation="create",
+                                        x_cart_id="X1", trace_id="T1", workflow_instance_id="W1",
+                                        errors=(ErrItem(code="102", text="invalid CF", location="PID^1^3"),)),
+                          ACK)
     store.commit()
+    done = store.get(e.id)
+    assert stored == ACK
     assert (done.document_id, done.operation, done.x_cart_id, done.trace_id, done.workflow_instance_id) == \
         ("DOC1", "create", "X1", "T1", "W1")
     assert done.error == "102 PID^1^3 invalid CF" and done.ack_code == "AA" and done.outcome == "AE"
@@ -195,9 +198,53 @@ def test_async_journal_is_durable_before_the_deferred_fires(tmp_path):
     other = sqlite3.connect(path)
     assert other.execute("SELECT count(*) FROM messages").fetchone()[0] == len(admissions) == 50
     other.close()
-    entry = yield journal.finish(admissions[0].entry.id, Outcome(code=AckCode.AA), ACK)
-    assert entry.outcome == "AA"
+    assert (yield journal.finish(admissions[0].entry.id, Outcome(code=AckCode.AA), ACK)) == ACK
+    assert (yield journal.get(admissions[0].entry.id)).outcome == "AA"
     yield journal.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_lazy_writes_keep_their_order_and_are_committed(tmp_path):
+    from twisted.internet import reactor
+    path = tmp_path / "j.sqlite"
+    journal = SqliteJournal(path, reactor=reactor)
+    admission = yield journal.admit(received())
+    lazy = journal.finish(admission.entry.id, Outcome(code=AckCode.AA), ACK, urgent=False)
+    # An operation submitted later sees the lazy write (a resend is a replay).
+    again = yield journal.admit(received())
+    assert again.kind is Admit.REPLAY and lazy.called
+    lone = journal.finish((yield journal.admit(received(msh10="C2", raw=RAW + b"2"))).entry.id,
+                          Outcome(code=AckCode.AE), ACK, urgent=False)
+    assert (yield lone) == ACK          # committed alone after a short delay
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT msh10, outcome FROM messages ORDER BY id").fetchall() == [("C1", "AA"),
+                                                                                     ("C2", "AE")]
+    other.close()
+    yield journal.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_close_commits_pending_lazy_writes(tmp_path):
+    from twisted.internet import reactor
+    path = tmp_path / "j.sqlite"
+    journal = SqliteJournal(path, reactor=reactor)
+    admission = yield journal.admit(received())
+    journal.finish(admission.entry.id, Outcome(code=AckCode.AA), ACK, urgent=False)
+    yield journal.close()
+    store = SqliteStore(path)
+    assert store.get(admission.entry.id).outcome == "AA"
+    store.close()
+
+
+def test_documents_for_lists_every_seq_including_replaced(store):
+    store.begin()
+    for seq, state in ((1, "replaced"), (2, "published"), (3, "pending")):
+        store.put_document(Document(structure="999", doc_type="LAB", accession="A1", seq=seq,
+                                    document_id=f"D{seq}", set_id="S", version=seq, state=state))
+    store.put_document(Document(structure="999", doc_type="LAB", accession="A2", document_id="X", set_id="X"))
+    store.commit()
+    assert [(d.seq, d.state) for d in store.documents_for("999", "LAB", "A1")] == \
+        [(1, "replaced"), (2, "published"), (3, "pending")]
 
 
 def _admit_many(journal):

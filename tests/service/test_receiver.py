@@ -76,7 +76,7 @@ def test_oru_goes_to_the_pipeline_and_is_journaled(make_receiver, pipeline_stub)
     [entry] = yield r.ctx.journal.find("P1")
     assert entry.outcome == "AA" and entry.ack == ack and entry.state == "done"
     states = [t.state for t in (yield r.ctx.journal.transitions(entry.id))]
-    assert states == ["received", "processing", "done"]
+    assert states == ["received", "done"]
 
 
 @pytest_twisted.inlineCallbacks

@@ -76,7 +76,7 @@ CREATE TABLE documents (
     document_id TEXT NOT NULL,
     set_id TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'published', 'deleted')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'published', 'replaced', 'deleted')),
     content_hash TEXT,
     message_id INTEGER REFERENCES messages(id),
     updated_at TEXT NOT NULL,
