@@ -285,7 +285,7 @@ class WorkerPoolService(service.Service):
 
 
 class JournalService(service.Service):
-    """Opens the journal on start (then resumes unfinished work), closes it on stop."""
+    """Opens the journal on start, closes it on stop (after in-flight work)."""
 
     def __init__(self, ctx: ServiceContext, receiver: Receiver, open_journal: Callable[[], Journal]):
         self.ctx = ctx
@@ -296,9 +296,6 @@ class JournalService(service.Service):
         super().startService()
         self.ctx.journal = self.open_journal()
         log.info("journal at %s", getattr(self.ctx.journal, "path", "?"))
-        self.resumed = self.receiver.resume()
-        self.resumed.addErrback(lambda f: log.error("resuming unfinished messages failed: %s",
-                                                    f.getErrorMessage()))
 
     def stopService(self):
         super().stopService()
@@ -361,6 +358,14 @@ class BridgeService(service.MultiService):
         self.context: ServiceContext | None = None
         self.receiver: Receiver | None = None
         self.listener: MllpService | None = None
+
+    def startService(self):
+        super().startService()
+        # Once every child has started (whatever the stages need is in place), the work
+        # journaled but not finished before the last stop is processed.
+        self.resumed = self.receiver.resume()
+        self.resumed.addErrback(lambda f: log.error("resuming unfinished messages failed: %s",
+                                                    f.getErrorMessage()))
 
     @property
     def mllp_port(self) -> int:
