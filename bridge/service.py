@@ -156,6 +156,8 @@ class Receiver:
             return (yield self._wait_for(entry.id))
         source = parsed or header
         if admission.kind is Admit.CONFLICT:
+            # Its outcome is committed before the answer (below): a resumed entry would
+            # otherwise be processed as a new message.
             error = DuplicateControlId("control id already received with different content",
                                        location="MSH^1^10")
         if error is not None:
