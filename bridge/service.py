@@ -237,12 +237,22 @@ class Receiver:
         if entries:
             log.info("resuming %d journaled message(s) not finished before the last stop", len(entries))
         for entry in entries:
+            header = read_header(entry.raw, self._default_charset) or default_header()
+            parsed, error = None, None
             try:
                 parsed = parse_message(entry.raw, self._default_charset)
             except ParseError as exc:
-                header = read_header(entry.raw, self._default_charset) or default_header()
-                outcome = Outcome.from_error(exc)
-                yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(header, outcome))
+                error = exc
+            if error is None and entry.msh10 and entry.resend_of is not None:
+                # A crash may have come between journaling a conflicting copy and its AE 205.
+                earlier = yield self.ctx.journal.find(entry.msh10)
+                if any(e.id < entry.id and e.msh4 == entry.msh4 and e.msh10 == entry.msh10 and e.raw != entry.raw
+                       for e in earlier):
+                    error = DuplicateControlId("control id already received with different content",
+                                               location="MSH^1^10")
+            if error is not None:
+                outcome = Outcome.from_error(error)
+                yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(parsed or header, outcome))
                 continue
             yield self.process(entry, parsed)
 

@@ -236,3 +236,17 @@ def _until(condition):
     loop = task.LoopingCall(check)
     loop.start(0.01)
     return d
+
+
+@pytest_twisted.inlineCallbacks
+def test_resume_answers_a_journaled_conflict_with_ae_205(make_receiver):
+    from bridge.journal import Received
+    r = make_receiver()
+    first = yield r.ctx.journal.admit(Received(raw=make_oru("S2").encode(), msh4="OSP", msh10="S2"))
+    yield r.ctx.journal.finish(first.entry.id, Outcome(code=AckCode.AA), b"MSH|^~\\&\rMSA|AA|S2\r")
+    # journaled, then a crash before its AE 205 was recorded
+    other = yield r.ctx.journal.admit(Received(raw=make_oru("S2", name="NERI^ADA").encode(), msh4="OSP",
+                                               msh10="S2"))
+    yield r.resume()
+    entry = yield r.ctx.journal.get(other.entry.id)
+    assert entry.outcome == "AE" and b"|205^" in entry.ack
