@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+# Test modules import these helpers as `fse_helpers`: several test folders have a
+# conftest.py of their own, so the module name "conftest" is not unique in a full run.
+sys.modules.setdefault("fse_helpers", sys.modules[__name__])
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SHARED = CHECKOUT / ".." / "shared"

@@ -11,7 +11,7 @@ from bridge.errors import MissingField, UnsupportedMessage
 from bridge.hl7 import default_header, parse_message, read_header, split_batch
 from bridge.model import AckCode
 from bridge.outcome import ErrItem, Outcome
-from conftest import make_oru
+from fse_helpers import make_oru
 
 NOW = datetime.datetime(2024, 2, 1, 10, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
 

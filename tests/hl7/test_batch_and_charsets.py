@@ -4,7 +4,7 @@ import pytest
 
 from bridge.errors import ParseError
 from bridge.hl7 import header_of, parse_message, read_header, split_batch
-from conftest import CORPUS, make_oru
+from fse_helpers import CORPUS, make_oru
 
 
 def test_single_message_is_a_batch_of_one_without_envelope():

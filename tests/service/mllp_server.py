@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from bridge.receive import MllpDecoder, frame
-from conftest import CHECKOUT, config_table, to_toml
+from fse_helpers import CHECKOUT, config_table, to_toml
 
 START_TIMEOUT = 30.0
 _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")

@@ -7,7 +7,7 @@ import pytest_twisted
 
 from bridge import config as config_module
 from bridge.service import BridgeService, makeService
-from conftest import config_table, make_oru
+from fse_helpers import config_table, make_oru
 from bridge.receive import MllpDecoder, frame
 from mllp_server import msa_fields
 

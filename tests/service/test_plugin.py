@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 
-from conftest import CHECKOUT, config_table, make_oru, to_toml
+from fse_helpers import CHECKOUT, config_table, make_oru, to_toml
 from mllp_server import MllpClient, msa_fields
 
 

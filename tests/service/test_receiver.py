@@ -13,7 +13,7 @@ from bridge.journal.sqlite import SqliteJournal
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 from bridge.service import Receiver, ServiceContext, route_message
-from conftest import CORPUS, config_table, make_oru
+from fse_helpers import CORPUS, config_table, make_oru
 
 
 def reactor():

@@ -10,7 +10,7 @@ from bridge.journal import Received
 from bridge.journal.sqlite import SqliteStore
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from conftest import config_table, make_oru, to_toml
+from fse_helpers import config_table, make_oru, to_toml
 
 
 @pytest.fixture
