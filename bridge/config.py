@@ -230,8 +230,23 @@ def from_dict(table: dict, *, source: Path | None = None, base_dir: Path | None 
                                {"path": True, "must_exist": False, "relative_to": "config"})
     loader.state_dir = state_dir
     config = loader.build(Config, table, "", extra={"source": source})
+    config = _development_defaults(config)
     _check(config, loader.file)
     return config
+
+
+def _development_defaults(config: Config) -> Config:
+    """With ``certificates.development``, unset certificate paths default to state_dir/certs."""
+    certs = config.certificates
+    if not certs.development:
+        return config
+    folder = config.state_dir / "certs"
+    defaults = {"auth_cert": "auth.pem", "auth_key": "auth.key", "sign_cert": "sign.pem",
+                "sign_key": "sign.key", "gateway_ca": "ca.pem"}
+    missing = {name: folder / file for name, file in defaults.items() if getattr(certs, name) is None}
+    if not missing:
+        return config
+    return dataclasses.replace(config, certificates=dataclasses.replace(certs, **missing))
 
 
 class _Loader:

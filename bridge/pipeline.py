@@ -1,17 +1,315 @@
-"""The processing pipeline: route, map, render, validate, package, submit.
+"""The processing pipeline: route, map, render, validate, package, submit, record.
 
-architecture.md, "The way a message travels", steps 3 to 8. For now only
-the entry point exists; the stages are filled in by the end-to-end work.
+architecture.md, "The way a message travels", steps 3 to 8. Each stage is a
+plain function of the previous one's output; this module calls them in
+order, sends the CPU-heavy ones to the worker pool (``ctx.run_blocking``),
+journals every stage's result so any message can be explained afterwards,
+and turns the gateway's answer into the :class:`~bridge.outcome.Outcome`
+the ACK is built from (interface.md, ACK contract).
+
+Messages for the same structure + type + accession are processed one at a
+time (a lock per key), so the registry decisions of :mod:`bridge.decide`
+never race.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
 from twisted.internet import defer
 
-from bridge.model import AckCode
-from bridge.outcome import Outcome
+from bridge import decide as decide_module
+from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, decide
+from bridge.errors import GatewayUnavailable, ValidationFailed
+from bridge.gateway.bodies import Submission
+from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
+from bridge.identifiers import repository_id
+from bridge.journal import Document, Entry
+from bridge.mapping import Mappings, map_report
+from bridge.model import AckCode, Action, DocumentType, Report
+from bridge.outcome import ErrItem, Outcome
+from bridge.package import package_pdf
+from bridge.render import render_cda
+from bridge.route import Route, RoutingRules, route
+
+log = logging.getLogger(__name__)
+
+SUBMISSION_ROOT = "2.16.840.1.113883.2.9.2.90.4.3"
+#: At most this many validation findings become ERR segments (the journal keeps them all).
+MAX_ERR_SEGMENTS = 10
+#: HL7 table 0357 "message accepted", for the informational ERR naming the document id.
+ACCEPTED = "0"
 
 
-def process(ctx, entry, parsed) -> defer.Deferred:
+@dataclass(kw_only=True)
+class Publisher:
+    """What the pipeline needs, built once at start (bridge.publishing.build_publisher)."""
+
+    config: Any
+    routing: RoutingRules
+    mappings: Mappings
+    env: Any
+    """The Jinja2 environment of the CDA templates."""
+    rules: Any | None
+    """bridge.validate.Rules, or None: local validation OFF."""
+    signer: Any
+    """bridge.sign.Signer for the PAdES signature."""
+    client: GatewayClient
+    locks: dict = field(default_factory=dict)
+
+    def lock(self, key) -> defer.DeferredLock:
+        return self.locks.setdefault(key, defer.DeferredLock())
+
+
+def process(ctx, entry: Entry, parsed) -> defer.Deferred:
     """Process one journaled message; a Deferred of its :class:`Outcome`."""
-    return defer.succeed(Outcome(code=AckCode.AA, text="received"))
+    return defer.ensureDeferred(_process(ctx, entry, parsed))
+
+
+async def _process(ctx, entry: Entry, parsed) -> Outcome:
+    pub: Publisher = ctx.publisher
+    journal = ctx.journal
+    routed = route(parsed, pub.routing)
+    await journal.add_artifact(entry.id, "route", "route.json", _json({
+        "doc_type": routed.doc_type.name, "action": routed.action.value, "accession": routed.accession,
+        "reason": routed.reason, "corrected": routed.corrected}))
+    await journal.set_state(entry.id, "routed", f"{routed.doc_type.name} {routed.action.value}")
+    if routed.action is Action.IGNORE:
+        return Outcome(code=AckCode.AA, text=f"not published: {routed.reason}", operation="ignore")
+    structure = pub.config.structure
+    key = (structure.fiscal_code, routed.doc_type.name, routed.accession)
+    lock = pub.lock(key)
+    await lock.acquire()
+    try:
+        # Twice at most: a resumed uncertain version that turns out to have landed
+        # with other content is then replaced by this message's content.
+        for _ in range(2):
+            outcome = await _publish_once(ctx, pub, entry, parsed, routed, key)
+            if outcome is not None:
+                return outcome
+        raise GatewayUnavailable("the registry did not settle; the message will be processed again")
+    finally:
+        lock.release()
+
+
+async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route, key) -> Outcome | None:
+    journal = ctx.journal
+    structure = pub.config.structure
+    documents = await journal.documents_for(*key)
+    uncertain = await _uncertain_version(journal, documents) if routed.action is Action.PUBLISH else None
+    plan = decide(routed.action, documents, structure_cf=structure.fiscal_code, doc_type=routed.doc_type.name,
+                  repository=structure.repository, accession=routed.accession,
+                  repository_index=structure.repository_index, uncertain=uncertain)
+    if plan.action is Action.IGNORE:
+        return Outcome(code=AckCode.AA, text=f"not published: {plan.reason}", operation="ignore")
+    if plan.action is Action.DELETE:
+        return await _delete(ctx, pub, entry, plan)
+
+    report: Report = await ctx.run_blocking(map_report, parsed, routed, pub.mappings, structure)
+    cda: bytes = await ctx.run_blocking(render_cda, report, pub.env, plan.ids)
+    digest = content_hash(cda)
+    await journal.add_artifact(entry.id, "render", "cda.xml", cda)
+    await journal.set_state(entry.id, "rendered", plan.ids.document_id)
+    if plan.action is Action.REPLACE and plan.resumed is None and digest == plan.target.content_hash:
+        return Outcome(code=AckCode.AA, text="already published: identical to the published version",
+                       document_id=plan.target.document_id, operation="ignore")
+    await _validate(ctx, pub, entry, cda, routed.doc_type)
+
+    document = Document(structure=key[0], doc_type=key[1], accession=key[2], seq=plan.seq,
+                        document_id=plan.ids.document_id,
+                        set_id=f"{plan.ids.set_root}^{plan.ids.set_extension}",
+                        version=plan.ids.version_number, state=PENDING,
+                        content_hash=plan.resumed.content_hash if plan.resumed else digest,
+                        message_id=plan.resumed.message_id if plan.resumed else entry.id)
+    await journal.put_document(document)
+    pdf: bytes = await ctx.run_blocking(package_pdf, cda, pub.signer)
+    await journal.add_artifact(entry.id, "package", "document.pdf", pdf)
+    await journal.add_artifact(entry.id, "package", "pdf.sha256", hashlib.sha256(pdf).hexdigest().encode())
+    await journal.set_state(entry.id, "packaged", plan.ids.document_id)
+
+    number = await journal.next_value("submission")
+    sub = build_submission(report, plan.ids.document_id, pub.config, number)
+    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    operation = "replace" if plan.action is Action.REPLACE else "create"
+    resend = plan.resumed is not None
+    if operation == "create":
+        call = pub.client.create(sub, pdf, resend=resend)
+    else:
+        call = pub.client.replace(plan.target.document_id, sub, pdf, resend=resend)
+    result = await _submit(ctx, entry, operation, plan.ids.document_id, call)
+
+    if result.outcome_class is not OutcomeClass.PUBLISHED:
+        return _failure(result, document_id=plan.ids.document_id, operation=operation)
+    if plan.resumed is not None and result.reconciled and plan.resumed.content_hash != digest:
+        # The earlier attempt landed with its own content: record it, then replace it with ours.
+        await journal.put_document(dataclasses.replace(document, state=PUBLISHED))
+        if plan.target is not None:
+            await journal.put_document(dataclasses.replace(plan.target, state=REPLACED))
+        return None
+    await journal.put_document(dataclasses.replace(document, state=PUBLISHED, content_hash=digest,
+                                                   message_id=entry.id))
+    if plan.target is not None:
+        await journal.put_document(dataclasses.replace(plan.target, state=REPLACED))
+    return _published(result, plan.ids.document_id, operation)
+
+
+async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
+    journal = ctx.journal
+    target = plan.target
+    sub = await _stored_submission(journal, target)
+    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    resend = await _was_sent(journal, entry.id, "delete", target.document_id)
+    result = await _submit(ctx, entry, "delete", target.document_id, pub.client.delete(sub, resend=resend))
+    if result.outcome_class is not OutcomeClass.PUBLISHED:
+        return _failure(result, document_id=target.document_id, operation="delete")
+    await journal.put_document(dataclasses.replace(target, state=DELETED))
+    return _published(result, target.document_id, "delete")
+
+
+async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> None:
+    if pub.rules is None:
+        await journal_note(ctx, entry, "validate", "local validation OFF: no rules installed")
+        return
+    from bridge.validate import validate_cda
+
+    report = await ctx.run_blocking(validate_cda, cda, pub.rules, doc_type)
+    findings = [{"rule": i.rule_id, "message": i.message, "location": i.location, "severity": i.severity}
+                for i in (*report.xsd_errors, *report.schematron_errors, *report.warnings)]
+    await ctx.journal.add_artifact(entry.id, "validate", "validation.json",
+                                   _json({"summary": report.summary(), "findings": findings}))
+    await ctx.journal.set_state(entry.id, "validated", report.summary())
+    if report.ok:
+        return
+    errors = report.errors
+    first = errors[0]
+    error = ValidationFailed(f"local validation failed: {first.rule_id or 'XSD'}")
+    error.items = tuple(
+        ErrItem(code="207", text=f"{i.rule_id}: {i.message}" if i.rule_id else i.message)
+        for i in errors[:MAX_ERR_SEGMENTS])
+    raise error
+
+
+async def journal_note(ctx, entry: Entry, stage: str, text: str) -> None:
+    await ctx.journal.add_artifact(entry.id, stage, "note.txt", text.encode())
+
+
+async def _submit(ctx, entry: Entry, operation: str, document_id: str, call) -> GatewayResult:
+    """Journal the call as sent (it may land even if no answer comes), await it, journal every answer."""
+    journal = ctx.journal
+    call_id = await journal.gateway_call_sent(entry.id, operation, document_id)
+    await journal.set_state(entry.id, "submitting", f"{operation} {document_id}")
+    result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
+    for index, attempt in enumerate(result.attempts):
+        if index:
+            call_id = await journal.gateway_call_sent(entry.id, operation, document_id)
+        await journal.gateway_call_answered(
+            call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
+            span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
+            warning=attempt.warning,
+            problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
+    await journal.add_artifact(entry.id, "submit", "gateway.json", _json({
+        "operation": operation, "document_id": document_id, "outcome": result.outcome_class.value,
+        "reconciled": result.reconciled, "operator_alert": result.operator_alert,
+        "attempts": [dataclasses.asdict(a) for a in result.attempts]}))
+    log.info("message %s: %s", entry.msh10 or entry.id, result.summary())
+    if result.operator_alert:
+        log.error("OPERATOR ALERT: the gateway refused our credentials or clock (%s); check the "
+                  "certificates and NTP", result.summary())
+    return result
+
+
+def _published(result: GatewayResult, document_id: str, operation: str) -> Outcome:
+    verb = {"create": "published", "replace": "replaced", "delete": "deleted"}[operation]
+    return Outcome(code=AckCode.AA, text=f"X-Cart-id {result.x_cart_id}" if result.x_cart_id else verb,
+                   errors=(ErrItem(code=ACCEPTED, severity="I", text=f"{verb} {document_id}"),),
+                   document_id=document_id, operation=operation, x_cart_id=result.x_cart_id,
+                   trace_id=result.trace_id, workflow_instance_id=result.workflow_instance_id)
+
+
+def _failure(result: GatewayResult, *, document_id: str, operation: str) -> Outcome:
+    error = result.to_error()
+    text = f"X-Cart-id {result.x_cart_id}" if result.x_cart_id else error.message
+    return Outcome(code=AckCode(error.ack_code), text=text,
+                   errors=(ErrItem(code=error.err_code, text=error.message),),
+                   document_id=document_id, operation=operation, x_cart_id=result.x_cart_id,
+                   trace_id=result.trace_id, workflow_instance_id=result.workflow_instance_id,
+                   details={"problem": result.problem} if result.problem else {})
+
+
+async def _uncertain_version(journal, documents) -> Document | None:
+    """The newest pending version whose gateway call may have landed, if any."""
+    for document in sorted((d for d in documents if d.state == PENDING), key=lambda d: -d.seq):
+        if document.message_id is not None and await _was_sent(
+                journal, document.message_id, None, document.document_id):
+            return document
+    return None
+
+
+async def _was_sent(journal, message_id: int, operation: str | None, document_id: str) -> bool:
+    """True when a call for *document_id* left and got no definitive answer (it may have landed)."""
+    for call in await journal.gateway_calls(message_id):
+        if call.document_id != document_id or (operation and call.operation != operation):
+            continue
+        if call.state == "sent" or call.http_status is None or call.http_status >= 500 \
+                or call.http_status in (404, 409, 429):
+            return True
+    return False
+
+
+def build_submission(report: Report, document_id: str, config, number: int) -> Submission:
+    """The gateway request's metadata for *report* (gateway.md section 4, bridge filling rules)."""
+    code, root = _person(report.patient.person_id)
+    structure = config.structure
+    return Submission(
+        document_id=document_id,
+        repository_id=repository_id(structure.fiscal_code, structure.repository, structure.repository_index),
+        document_type=report.doc_type, facility_type=report.tipologia_struttura,
+        practice_setting=report.practice_setting, clinical_activity=report.clinical_activity,
+        submission_id=f"{SUBMISSION_ROOT}.{number}", patient_id=code, patient_root=root,
+        class_code=report.document_class, administrative_request=(report.billing,),
+        start=report.service_start_local or None, end=report.service_end_local or None)
+
+
+def submission_record(sub: Submission) -> dict:
+    record = dataclasses.asdict(sub)
+    record["document_type"] = sub.document_type.name
+    return record
+
+
+def submission_from_record(record: dict) -> Submission:
+    values = dict(record)
+    values["document_type"] = DocumentType[values["document_type"]]
+    for name in ("administrative_request", "event_codes", "descriptions"):
+        values[name] = tuple(values.get(name) or ())
+    return Submission(**values)
+
+
+async def _stored_submission(journal, document: Document) -> Submission:
+    """The submission that published *document* (for its delete or metadata update)."""
+    for artifact in reversed(await journal.artifacts(document.message_id)):
+        if artifact.name == "submission.json":
+            record = json.loads(artifact.content)
+            if record.get("document_id") == document.document_id:
+                return submission_from_record(record)
+    raise GatewayUnavailable(f"no recorded submission for {document.document_id}")
+
+
+def _person(person_id: str) -> tuple[str, str]:
+    """(code, root) of the report's person_id: a bare CF, or ``code^^^&root&ISO``."""
+    from bridge.gateway import valuesets
+
+    if "^" not in person_id:
+        return person_id, valuesets.FISCAL_CODE_ROOT
+    code, _, rest = person_id.partition("^")
+    parts = rest.split("&")
+    return code, parts[1] if len(parts) > 1 and parts[1] else valuesets.FISCAL_CODE_ROOT
+
+
+def _json(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str).encode()

@@ -71,6 +71,8 @@ class ServiceContext:
     """Set when the journal opens (``startService``)."""
     run_blocking: Callable[..., Deferred] = field(default=None)
     """``run_blocking(fn, *args)``: run CPU-heavy or blocking work in the worker pool."""
+    publisher: Any = None
+    """The pipeline's loaded stages and gateway client (bridge.pipeline.Publisher), set on start."""
 
 
 Handler = Callable[[ServiceContext, Entry, ParsedMessage], Deferred]
@@ -422,7 +424,8 @@ class _TwistedLogHandler(logging.Handler):
 
 def makeService(config, reactor=None, *, handler: Handler = route_message,
                 open_journal: Callable[[], Journal] | None = None) -> service.MultiService:
-    """The bridge as a MultiService: worker pool, journal, MLLP listener (started in that order).
+    """The bridge as a MultiService: worker pool, publishing (stages, gateway), journal, MLLP
+    listener (started in that order).
 
     *config* is a :class:`Config`, or :class:`Options` (whose ``config`` names the file).
     """
@@ -436,6 +439,10 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     pool = WorkerPoolService(reactor, size=max(2, min(8, os.cpu_count() or 2)))
     ctx.run_blocking = pool.run_blocking
     pool.setServiceParent(top)
+    if handler is route_message:
+        # Before the journal: resumed messages need the pipeline's stages and gateway.
+        from bridge.publishing import PublishingService
+        PublishingService(ctx).setServiceParent(top)
     receiver = Receiver(ctx, handler)
     if open_journal is None:
         def open_journal():

@@ -31,15 +31,15 @@ def make_oru(control_id: str = "CTRL0001", *, version: str = "2.5", facility: st
 
 
 def config_table(state_dir: Path, **sections) -> dict:
-    """A configuration table for tests: free MLLP port, state in *state_dir*."""
-    for name in ("mappings", "templates"):
-        (state_dir / name).mkdir(parents=True, exist_ok=True)
+    """A configuration table for tests: free MLLP port, state in *state_dir*, the checkout's
+    mappings and templates, no validation rules unless a test installs them."""
     table = {
         "state_dir": str(state_dir),
         "mllp": {"host": "127.0.0.1", "port": 0},
         "certificates": {"development": True},
-        "mapping": {"dir": str(state_dir / "mappings"), "templates": str(state_dir / "templates"),
-                    "practitioners": ""},
+        "mapping": {"dir": str(CHECKOUT / "mappings"), "templates": str(CHECKOUT / "templates"),
+                    "practitioners": str(CHECKOUT / "mappings" / "practitioners.csv")},
+        "validation": {"rules_dir": str(state_dir / "rules")},
         "web": {"port": 0},
     }
     for key, value in sections.items():

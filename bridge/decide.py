@@ -1,0 +1,114 @@
+"""Which gateway operation a routed message becomes, from the document registry.
+
+architecture.md: one message makes one document, keyed by structure + type +
+accession. gateway.md section 5 fixes the ids: local id ``<accession>_<seq>``,
+seq never reused; a replacement keeps the set id and raises versionNumber;
+after a delete, a new publication starts a new set. This module is pure: the
+registry rows come in, a :class:`Plan` goes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+from lxml import etree
+
+from bridge.identifiers import DocumentIds, document_ids
+from bridge.journal import Document
+from bridge.model import Action
+
+PUBLISHED = "published"
+PENDING = "pending"
+DELETED = "deleted"
+REPLACED = "replaced"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    action: Action
+    """CREATE, REPLACE, DELETE or IGNORE."""
+    reason: str = ""
+    """For IGNORE: what the sender is told (MSA-3)."""
+    seq: int = 0
+    ids: DocumentIds | None = None
+    """The version to publish (CREATE, REPLACE)."""
+    target: Document | None = None
+    """The version replaced or deleted."""
+    resumed: Document | None = None
+    """A pending version whose outcome is unknown: published again with the same ids."""
+
+
+def current(documents: Sequence[Document]) -> Document | None:
+    """The version the citizen sees now: the highest seq still published."""
+    live = [d for d in documents if d.state == PUBLISHED]
+    return max(live, key=lambda d: d.seq) if live else None
+
+
+def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, doc_type: str,
+           repository: str, accession: str, repository_index: int | None = None,
+           uncertain: Document | None = None) -> Plan:
+    """The plan for a routed *action* (PUBLISH, DELETE, IGNORE) given the registry rows of its key.
+
+    *uncertain*: a pending version whose gateway call may have landed (the
+    request left and no final answer was recorded). It is published again with
+    the same ids, never under a new id (gateway.md section 8).
+    """
+    if action is Action.IGNORE:
+        return Plan(action=Action.IGNORE, reason="not final: not published yet")
+    live = current(documents)
+    if action is Action.DELETE:
+        if live is None:
+            return Plan(action=Action.IGNORE, reason="nothing to delete: accession never published")
+        return Plan(action=Action.DELETE, target=live)
+    if uncertain is not None:
+        previous = _previous_of(uncertain, documents)
+        ids = _ids(uncertain, previous)
+        return Plan(action=Action.REPLACE if previous else Action.CREATE, seq=uncertain.seq, ids=ids,
+                    target=previous, resumed=uncertain)
+    seq = max((d.seq for d in documents), default=0) + 1
+    if live is None:
+        ids = document_ids(structure_cf, doc_type, repository, accession, seq=seq,
+                           repository_index=repository_index)
+        return Plan(action=Action.CREATE, seq=seq, ids=ids)
+    ids = document_ids(structure_cf, doc_type, repository, accession, seq=seq,
+                       repository_index=repository_index, previous_id=live.document_id,
+                       previous_version=live.version, set_id=live.set_id)
+    return Plan(action=Action.REPLACE, seq=seq, ids=ids, target=live)
+
+
+def _previous_of(pending: Document, documents: Sequence[Document]) -> Document | None:
+    if pending.version <= 1:
+        return None
+    for d in documents:
+        if d.set_id == pending.set_id and d.version == pending.version - 1:
+            return d
+    return None
+
+
+def _ids(pending: Document, previous: Document | None) -> DocumentIds:
+    root, _, extension = pending.document_id.rpartition("^")
+    set_root, _, set_extension = pending.set_id.rpartition("^")
+    prev = tuple(previous.document_id.rsplit("^", 1)) if previous else None
+    return DocumentIds(root=root, extension=extension, set_root=set_root, set_extension=set_extension,
+                       version_number=pending.version, previous=prev)
+
+
+#: Header elements that differ between versions of the same content.
+_VERSION_ELEMENTS = ("id", "setId", "versionNumber", "relatedDocument", "effectiveTime")
+_HL7 = "urn:hl7-org:v3"
+
+
+def content_hash(cda: bytes) -> str:
+    """SHA-256 of the CDA without what identifies its version (ids, version, time, RPLC).
+
+    Two renderings of the same report content hash the same, so a re-sent
+    final result identical to the published version is recognised.
+    """
+    root = etree.fromstring(cda, etree.XMLParser(resolve_entities=False, no_network=True))
+    for child in list(root):
+        if isinstance(child.tag, str) and etree.QName(child).localname in _VERSION_ELEMENTS \
+                and etree.QName(child).namespace == _HL7:
+            root.remove(child)
+    return hashlib.sha256(etree.tostring(root, method="c14n")).hexdigest()

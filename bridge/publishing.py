@@ -1,0 +1,99 @@
+"""Everything the pipeline needs, loaded once at start, and the embedded gateway.
+
+interface.md, "Install and run": the embedded default runs the gateway
+simulator on loopback (mutual TLS with the generated development PKI),
+generates development certificates on first start, and says loudly when no
+validation rules are installed. :class:`PublishingService` does this when the
+service starts and puts the :class:`~bridge.pipeline.Publisher` on the
+service context; it stops the gateway client and the simulator on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+from twisted.application import service
+from twisted.internet import defer
+
+from bridge import certs, validate
+from bridge.gateway.client import GatewayClient, reactor_sleep
+from bridge.mapping import load_mappings
+from bridge.pipeline import Publisher
+from bridge.render import make_environment
+from bridge.route import load_routing
+from bridge.sign import PdfSigner
+
+log = logging.getLogger(__name__)
+
+#: Where the running service writes the embedded gateway's URL, for the CLI.
+GATEWAY_URL_FILE = "gateway.url"
+
+
+def embedded_simulator_config(config, pki: certs.DevPki):
+    """The configuration the embedded simulator runs with: mutual TLS with the development PKI."""
+    sim = config.simulator
+    if sim.tls_cert is None:
+        sim = dataclasses.replace(sim, tls_cert=pki.server_cert, tls_key=pki.server_key,
+                                  tls_client_ca=pki.ca_cert)
+    return dataclasses.replace(config, simulator=sim)
+
+
+def load_stages(config):
+    """Routing rules, mappings, templates and validation rules (None: validation OFF)."""
+    routing = load_routing(config.mapping.dir)
+    mappings = load_mappings(config.mapping.dir, config.mapping.practitioners)
+    env = make_environment(config.mapping.templates)
+    rules = validate.load_rules(config.validation.rules_dir)
+    if rules is None:
+        log.warning("%s", validate.no_rules_message(config.validation.rules_dir))
+    else:
+        rules.warm()
+    return routing, mappings, env, rules
+
+
+class PublishingService(service.Service):
+    """Builds the Publisher (and the embedded simulator) on start; closes them on stop."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.simulator = None
+
+    def startService(self):
+        super().startService()
+        config = self.ctx.config
+        reactor = self.ctx.reactor
+        pki = certs.ensure_development_certificates(config)
+        if pki is not None:
+            log.info("development certificates in %s", pki.ca_cert.parent)
+        routing, mappings, env, rules = load_stages(config)
+        _, sign = certs.load_credentials(config)
+        base_url = None
+        if config.embedded_gateway:
+            from bridge.simulator.server import start_simulator
+
+            if pki is None:
+                pki = certs.development_pki_paths(config)
+            self.simulator = start_simulator(embedded_simulator_config(config, pki), reactor,
+                                             rules=rules or False)
+            base_url = self.simulator.url
+            url_file = config.state_dir / GATEWAY_URL_FILE
+            url_file.parent.mkdir(parents=True, exist_ok=True)
+            url_file.write_text(base_url + "\n")
+            log.info("embedded gateway simulator at %s (registry %s)", base_url, config.simulator.registry)
+        client = GatewayClient.from_config(config, sleep=reactor_sleep(reactor), base_url=base_url,
+                                           sign_credential=sign)
+        self.ctx.publisher = Publisher(config=config, routing=routing, mappings=mappings, env=env,
+                                       rules=rules, signer=PdfSigner.from_credential(sign), client=client)
+        log.info("gateway %s as %s", base_url or config.gateway.base_url, sign.cn)
+
+    def stopService(self):
+        super().stopService()
+        publisher = getattr(self.ctx, "publisher", None)
+        d = defer.succeed(None)
+        if publisher is not None:
+            d = defer.Deferred.fromFuture(asyncio.ensure_future(publisher.client.aclose()))
+        if self.simulator is not None:
+            d.addBoth(lambda _: self.simulator.stop())
+        return d
