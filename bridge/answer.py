@@ -59,6 +59,10 @@ def build_ack(source: ParsedMessage | Header, outcome: Outcome, *, control_id: s
     segments = [msh, msa]
     modern = _modern(header.version)
     for item in outcome.errors:
+        if not modern and item.severity == "I":
+            # ERR-1 has no severity: before v2.5 an informational item (the document
+            # id) stays in the journal only (interface.md, ACK contract).
+            continue
         text = _escape_limited(item.text, header, ERR_TEXT_MAX)
         location = _location(item.location, header)
         if modern:

@@ -145,3 +145,12 @@ def test_msa2_is_always_msh10(control_id, version, code, text):
     parsed = python_hl7.parse(ack.decode("iso-8859-1"))
     assert str(parsed.segment("MSA")[2]) == control_id
     assert len(ack.split(b"\r")[1].split(b"|", 3)[3]) <= MSA3_MAX
+
+
+def test_info_item_only_in_journal_before_v25():
+    outcome = Outcome(code=AckCode.AA, text="X-Cart-id 1234", errors=(
+        ErrItem(code="0", text="published 2.16.840.1.113883.2.9.2.90.4.4^X", severity="I"),))
+    _, parsed = ack_of(make_oru(version="2.4"), outcome)
+    assert not any(str(s[0]) == "ERR" for s in parsed)
+    _, parsed = ack_of(make_oru(version="2.5"), outcome)
+    assert str(parsed.segment("ERR")[4]) == "I"
