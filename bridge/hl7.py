@@ -172,7 +172,6 @@ def parse_message(raw: bytes, default_charset: str = "iso-8859-1") -> ParsedMess
 # this part does. Message content is always left to python-hl7.
 
 _SEGMENT_START = re.compile(rb"(?:^|(?<=[\r\n]))(MSH|FHS|BHS|BTS|FTS)(?=[^A-Za-z0-9\r\n])")
-_ENVELOPE = (b"FHS", b"BHS", b"BTS", b"FTS")
 
 
 @dataclass(frozen=True, slots=True)

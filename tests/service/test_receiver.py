@@ -1,6 +1,5 @@
 """Receiver: journal first, resend rules, routing, ack modes (in process, :memory: journal)."""
 
-import dataclasses
 
 import hl7 as python_hl7
 import pytest
