@@ -31,6 +31,19 @@ log = logging.getLogger(__name__)
 GATEWAY_URL_FILE = "gateway.url"
 
 
+def gateway_url(config) -> str:
+    """The gateway's base URL: configured, or the running service's embedded simulator."""
+    if not config.embedded_gateway:
+        return config.gateway.base_url
+    path = config.state_dir / GATEWAY_URL_FILE
+    try:
+        return path.read_text().strip()
+    except OSError:
+        from bridge.errors import GatewayUnavailable
+        raise GatewayUnavailable(f"the embedded gateway runs inside `fse-bridge serve`: start it first "
+                                 f"(no {path})") from None
+
+
 def embedded_simulator_config(config, pki: certs.DevPki):
     """The configuration the embedded simulator runs with: mutual TLS with the development PKI."""
     sim = config.simulator

@@ -1,4 +1,6 @@
-"""`fse-bridge journal list / show ID / export / resubmit ID` (interface.md, "Commands").
+"""`fse-bridge journal list / show ID / export / resubmit ID / update-metadata ID --set K=V`.
+
+interface.md, "Commands".
 
 Reads the journal the configuration names (``journal.path`` under ``state_dir``).
 ``show`` finds an entry by its id, control id (MSH-10), document id or X-Cart-id.
@@ -40,6 +42,14 @@ def add_arguments(parser) -> None:
     export.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     resubmit = action("resubmit", "journal the entry's bytes again as a new entry, processed at the next start")
     resubmit.add_argument("key")
+    update = action("update-metadata", "update a published document's metadata at the gateway "
+                    "(PUT documents/{id}/metadata)")
+    update.add_argument("key", help="journal entry id, control id, document id or X-Cart-id")
+    update.add_argument("--set", dest="settings", metavar="KEY=VALUE", action="append", required=True,
+                        help="a gateway field: tipologiaStruttura, assettoOrganizzativo, tipoAttivitaClinica, "
+                             "tipoDocumentoLivAlto, administrativeRequest, dataInizioPrestazione, "
+                             "dataFinePrestazione, attiCliniciRegoleAccesso (e.g. P99), descriptions, "
+                             "conservazioneANorma; lists comma-separated")
 
 
 def open_store(args):
@@ -53,7 +63,9 @@ def open_store(args):
 def run(args) -> int:
     store = open_store(args)
     try:
-        return {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit}[args.action](store, args)
+        actions = {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit,
+                   "update-metadata": _update_metadata}
+        return actions[args.action](store, args)
     finally:
         store.close()
 
@@ -121,3 +133,54 @@ def _resubmit(store, args) -> int:
     store.commit()
     print(f"entry {entry.id} journaled from entry {found[0].id}; the service processes it at its next start")
     return 0
+
+
+def _update_metadata(store, args) -> int:
+    """One metadata call, journaled under the entry that published the document."""
+    import asyncio
+    import json
+
+    from bridge import metadata
+    from bridge.gateway.client import GatewayClient
+    from bridge.pipeline import SUBMISSION_ROOT, submission_record
+    from bridge.publishing import gateway_url
+
+    config = load_config(args)
+    found = _find_one(store, args.key)
+    document_id = next((e.document_id for e in reversed(found) if e.document_id), None)
+    if document_id is None:
+        raise BridgeError(f"{args.key!r} names no published document")
+    document = store.find_document(document_id)
+    if document is None or document.state != "published":
+        state = document.state if document else "unknown"
+        raise BridgeError(f"{document_id} is not the published version ({state}): "
+                          "metadata can be updated only on the current version")
+    sub, entry_id = metadata.submission_for(store, document_id)
+    store.begin()
+    number = store.next_value("submission")
+    store.commit()
+    sub = metadata.apply_settings(sub, args.settings, submission_id=f"{SUBMISSION_ROOT}.{number}")
+
+    async def call():
+        client = GatewayClient.from_config(config, sleep=asyncio.sleep, base_url=gateway_url(config))
+        async with client:
+            return await client.metadata(sub)
+
+    store.begin()
+    call_id = store.gateway_call_sent(entry_id, "metadata", document_id)
+    store.add_artifact(entry_id, "metadata", "submission.json", json.dumps(submission_record(sub)).encode())
+    store.commit()
+    result = asyncio.run(call())
+    store.begin()
+    for index, attempt in enumerate(result.attempts):
+        if index:
+            call_id = store.gateway_call_sent(entry_id, "metadata", document_id)
+        store.gateway_call_answered(
+            call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
+            span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
+            warning=attempt.warning, problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
+    store.commit()
+    print(result.summary())
+    if result.warning:
+        print(f"warning: {result.warning}")
+    return 0 if result.published else 1

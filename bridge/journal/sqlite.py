@@ -252,6 +252,11 @@ class SqliteStore:
                               " AND seq = ?", (structure, doc_type, accession, seq)).fetchone()
         return Document(**{k: row[k] for k in _DOC_COLUMNS}) if row else None
 
+    def find_document(self, document_id: str) -> Document | None:
+        """The registry entry of *document_id*, if any."""
+        row = self.db.execute("SELECT * FROM documents WHERE document_id = ?", (document_id,)).fetchone()
+        return Document(**{k: row[k] for k in _DOC_COLUMNS}) if row else None
+
     def documents_for(self, structure: str, doc_type: str, accession: str) -> list[Document]:
         """Every registry entry of one accession (all seq), by seq."""
         rows = self.db.execute("SELECT * FROM documents WHERE structure = ? AND doc_type = ? AND accession = ?"

@@ -1,0 +1,67 @@
+"""Metadata update of a published document (gateway.md section 1, PUT documents/{id}/metadata).
+
+An operator changes what INI knows of a document (for example obscuring it,
+P99, at the patient's request) without sending the document again. The
+values start from the submission that published the document (kept in the
+journal) and the changes use the gateway's own field names, so what the
+operator types is what the Region's documentation says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from bridge.errors import InvalidValue
+from bridge.gateway.bodies import Submission, check_submission
+
+#: Gateway field name → (Submission field, is a list).
+FIELDS = {
+    "tipologiaStruttura": ("facility_type", False),
+    "assettoOrganizzativo": ("practice_setting", False),
+    "tipoAttivitaClinica": ("clinical_activity", False),
+    "tipoDocumentoLivAlto": ("class_code", False),
+    "administrativeRequest": ("administrative_request", True),
+    "dataInizioPrestazione": ("start", False),
+    "dataFinePrestazione": ("end", False),
+    "attiCliniciRegoleAccesso": ("event_codes", True),
+    "descriptions": ("descriptions", True),
+    "conservazioneANorma": ("conservation", False),
+}
+
+
+def apply_settings(sub: Submission, settings: list[str], *, submission_id: str) -> Submission:
+    """*sub* with ``KEY=VALUE`` changes applied (lists comma-separated; empty value clears).
+
+    Raises InvalidValue naming the key when a key is unknown or a value is
+    outside the gateway's value sets.
+    """
+    changes = {"submission_id": submission_id}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        key = key.strip()
+        if not sep or key not in FIELDS:
+            raise InvalidValue(f"--set {key or setting!r}: expected KEY=VALUE with KEY one of "
+                               f"{', '.join(FIELDS)}")
+        name, is_list = FIELDS[key]
+        value = value.strip()
+        if is_list:
+            changes[name] = tuple(v.strip() for v in value.split(",") if v.strip())
+        else:
+            changes[name] = value or None
+    updated = dataclasses.replace(sub, **changes)
+    check_submission(updated)
+    return updated
+
+
+def submission_for(store, document_id: str) -> tuple[Submission, int]:
+    """The latest recorded submission of *document_id* and the journal entry that made it."""
+    from bridge.pipeline import submission_from_record
+
+    for entry in reversed(store.find(document_id)):
+        for artifact in reversed(store.artifacts(entry.id)):
+            if artifact.name == "submission.json":
+                record = json.loads(artifact.content)
+                if record.get("document_id") == document_id:
+                    return submission_from_record(record), entry.id
+    raise InvalidValue(f"no publication of {document_id} in the journal")

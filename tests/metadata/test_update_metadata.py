@@ -1,0 +1,74 @@
+"""`fse-bridge journal update-metadata ID --set KEY=VALUE...` (issue 6, "Actions")."""
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from bridge import metadata
+from bridge.errors import InvalidValue
+from bridge.gateway.bodies import Submission
+from bridge.model import DocumentType
+from fse_helpers import CHECKOUT
+
+sys.path.insert(0, str(CHECKOUT / "tests" / "service"))
+from mllp_server import MllpClient, ServerProcess, msa_fields  # noqa: E402
+
+SUB = Submission(document_id="2.16.840.1.113883.2.9.2.90.4.4^01386030488.RAD.999.X_1",
+                 repository_id="2.16.840.1.113883.2.9.2.90.4.5.999", document_type=DocumentType.RAD,
+                 facility_type="Territorio", practice_setting="AD_PSC103", clinical_activity="ERP",
+                 submission_id="2.16.840.1.113883.2.9.2.90.4.3.1", patient_id="RMSLSO31M04Z404R",
+                 administrative_request=("SSN",))
+
+
+def test_settings_use_the_gateway_field_names():
+    sub = metadata.apply_settings(SUB, ["attiCliniciRegoleAccesso=P99", "administrativeRequest=NOSSN",
+                                        "tipologiaStruttura=Ospedale"],
+                                  submission_id="2.16.840.1.113883.2.9.2.90.4.3.7")
+    assert sub.event_codes == ("P99",) and sub.administrative_request == ("NOSSN",)
+    assert sub.facility_type == "Ospedale" and sub.submission_id.endswith(".7")
+    assert sub.document_id == SUB.document_id
+
+
+@pytest.mark.parametrize("setting, field", [("colour=red", "colour"), ("tipologiaStruttura=Castello",
+                                                                        "tipologiaStruttura"),
+                                            ("dataInizioPrestazione=2026", "dataInizioPrestazione")])
+def test_bad_settings_name_the_field(setting, field):
+    with pytest.raises(InvalidValue, match=field):
+        metadata.apply_settings(SUB, [setting], submission_id="2.16.840.1.113883.2.9.2.90.4.3.7")
+
+
+def _registry(state_dir):
+    base = (state_dir / "gateway.url").read_text().strip().removesuffix("gateway/v2/")
+    context = ssl.create_default_context(cafile=str(state_dir / "certs" / "ca.pem"))
+    context.load_cert_chain(str(state_dir / "certs" / "auth.pem"), str(state_dir / "certs" / "auth.key"))
+    with urllib.request.urlopen(base + "_sim/registry", context=context) as answer:
+        return json.load(answer)
+
+
+def test_update_metadata_of_a_published_document(tmp_path):
+    server = ServerProcess(tmp_path).start()
+    try:
+        with MllpClient(server.port) as client:
+            ack = client.exchange((CHECKOUT / "examples" / "rad.hl7").read_bytes())
+        assert msa_fields(ack)[0][0] == "AA", server.log()
+        run = [sys.executable, "-m", "bridge", "journal", "update-metadata", "RAD0001",
+               "--set", "attiCliniciRegoleAccesso=P99", "--config", str(server.config_path)]
+        done = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "HTTP 200" in done.stdout and "X-Cart-id" in done.stdout
+        [document] = [d for d in _registry(tmp_path) if ".RAD." in d["id"]]
+        assert document["metadata_updates"] == 1
+        show = subprocess.run([sys.executable, "-m", "bridge", "journal", "show", "RAD0001", "--config",
+                               str(server.config_path)], capture_output=True, text=True)
+        assert "gateway call" in show.stdout and "metadata" in show.stdout
+        # The current version only: an unknown key is refused before any call.
+        bad = subprocess.run(run[:-4] + ["--set", "colour=red", "--config", str(server.config_path)],
+                             capture_output=True, text=True)
+        assert bad.returncode == 1 and "colour" in bad.stderr
+    finally:
+        assert server.terminate() == 0, server.log()
