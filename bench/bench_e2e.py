@@ -1,0 +1,384 @@
+"""End to end: MLLP in, FSE publication, ACK out, with a prompt and a slow gateway.
+
+    python bench/bench_e2e.py [--senders 16] [--messages 320] [--delay 0.5]
+                              [--cpu-docs 100] [--no-rules] [--skip-e2e] [--skip-cpu]
+
+issue 6, "Benchmark". Two parts:
+
+1. Throughput. ``fse-bridge serve`` runs as a subprocess (embedded simulator,
+   temporary state folder, the reference rules installed from
+   ../shared/reference unless --no-rules, ack mode "outcome"). N senders each
+   keep one MLLP connection and send their share of the messages one at a time,
+   waiting for each ACK (as a sender does). Messages are the examples/ ORU^R01
+   of the five types with fresh control ids and accessions, so each one is a
+   new publication. Run twice, on a fresh server each time: with the simulator
+   answering at once, and with it holding every answer *--delay* seconds
+   (``POST /_sim/faults``). Prints messages/s, ACK latency, the server's CPU per
+   message (bridge and embedded simulator together), and the ratio of the two
+   throughputs (goal: at least 0.9).
+
+2. CPU per document, in this process, one stage after the other as the
+   pipeline calls them: parse, route, map, render, validate (the installed
+   reference rules), package = pdf (PDF/A-3 with the CDA embedded) + sign
+   (PAdES). Process CPU time and wall time, median and p95 per stage and in
+   total (goal: 25 ms median in total).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+REFERENCE = CHECKOUT / ".." / "shared" / "reference"
+EXAMPLES = ("lab", "rad", "rsa", "rap", "ldo")
+START_TIMEOUT_S = 60.0
+STAGES = ("parse", "route", "map", "render", "validate", "pdf", "sign", "package", "total")
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Template:
+    """One example message and the values replaced to make it a new message."""
+
+    name: str
+    raw: bytes
+    control_id: bytes
+    accession: bytes
+
+
+def load_templates() -> list[Template]:
+    from bridge.hl7 import parse_message
+
+    templates = []
+    for name in EXAMPLES:
+        raw = (CHECKOUT / "examples" / f"{name}.hl7").read_bytes()
+        parsed = parse_message(raw, "iso-8859-1")
+        accession = parsed.get("OBR", 3) or parsed.get("ORC", 3)
+        templates.append(Template(name, raw, parsed.control_id.encode(), accession.encode()))
+    return templates
+
+
+def fresh(template: Template, tag: str) -> bytes:
+    """*template* with control id and accession made unique by *tag* (ASCII, same in any charset)."""
+    raw = template.raw.replace(b"|" + template.control_id + b"|", f"|{tag}|".encode(), 1)
+    return re.sub(rb"(?<=[|^])" + re.escape(template.accession) + rb"(?=[|^\r\n])",
+                  template.accession + b"-" + tag.encode(), raw)
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+class Server:
+    """``fse-bridge serve`` in a subprocess on a fresh state folder."""
+
+    def __init__(self, workdir: Path, rules_dir: Path | None):
+        self.state = workdir
+        self.config_path = workdir / "bridge.toml"
+        rules = rules_dir or workdir / "no-rules"
+        mappings = CHECKOUT / "mappings"
+        self.config_path.write_text(
+            f'state_dir = "{workdir}"\n'
+            f'[mllp]\nhost = "127.0.0.1"\nport = 0\nmax_connections = 256\n'
+            f'[ack]\nmode = "outcome"\n'
+            f'[certificates]\ndevelopment = true\n'
+            f'[mapping]\ndir = "{mappings}"\ntemplates = "{CHECKOUT / "templates"}"\n'
+            f'practitioners = "{mappings / "practitioners.csv"}"\n'
+            f'[validation]\nrules_dir = "{rules}"\n'
+            f'[web]\nport = 0\n'
+            f'[logging]\nlevel = "WARNING"\n')
+        self.port_file = workdir / "mllp.port"
+        self.log_path = workdir / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def __enter__(self) -> "Server":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path),
+             "--port-file", str(self.port_file)],
+            cwd=CHECKOUT, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise SystemExit(f"server did not start:\n{self.log_path.read_text(errors='replace')}")
+            time.sleep(0.1)
+        self.port = int(self.port_file.read_text())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def gateway_url(self) -> str:
+        return (self.state / "gateway.url").read_text().strip()
+
+    def simulator(self, method: str, hook: str, payload=None):
+        """Call the embedded simulator's /_sim/ hook over its mutual TLS."""
+        import httpx
+
+        certs = self.state / "certs"
+        context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        context.load_cert_chain(str(certs / "auth.pem"), str(certs / "auth.key"))
+        base = self.gateway_url().split("/gateway/")[0]
+        with httpx.Client(verify=context, timeout=30) as client:
+            response = client.request(method, f"{base}/_sim/{hook}", json=payload)
+            response.raise_for_status()
+            return response.json()
+
+
+# -- the senders --------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    label: str
+    messages: int
+    seconds: float
+    latencies: list[float]
+    server_cpu_s: float
+    not_aa: dict[str, int]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+async def send_all(port: int, batches: list[list[bytes]]) -> tuple[list[float], dict[str, int]]:
+    """Each batch on its own connection, one message at a time; ACK latencies and non-AA codes."""
+    from bridge.receive import MllpDecoder, frame
+
+    latencies: list[float] = []
+    not_aa: dict[str, int] = {}
+
+    async def sender(batch: list[bytes]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        decoder = MllpDecoder(16 * 1024 * 1024)
+        try:
+            for message in batch:
+                started = time.perf_counter()
+                writer.write(frame(message))
+                await writer.drain()
+                answers: list[bytes] = []
+                while not answers:
+                    data = await reader.read(65536)
+                    if not data:
+                        raise RuntimeError("the server closed the connection")
+                    answers.extend(decoder.feed(data))
+                latencies.append(time.perf_counter() - started)
+                code = _msa1(answers[0])
+                if code != "AA":
+                    not_aa[code] = not_aa.get(code, 0) + 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(sender(batch) for batch in batches))
+    return latencies, not_aa
+
+
+def _msa1(ack: bytes) -> str:
+    for segment in ack.split(b"\r"):
+        if segment.startswith(b"MSA"):
+            return segment.split(b"|")[1].decode("ascii", "replace")
+    return "?"
+
+
+def run_e2e(label: str, workdir: Path, rules_dir: Path | None, templates: list[Template], *,
+            senders: int, messages: int, delay_s: float) -> RunResult:
+    with Server(workdir, rules_dir) as server:
+        # Warm-up, untimed: one message per type (first-use costs: fonts, code tables, TLS session).
+        warm = [[fresh(t, f"W{label[0]}{i}")] for i, t in enumerate(templates)]
+        asyncio.run(send_all(server.port, warm))
+        if delay_s > 0:
+            server.simulator("POST", "faults", [{"delay_s": delay_s, "times": 10 ** 9}])
+        batches = [[fresh(templates[(s + i) % len(templates)], f"{label[0]}{s:02d}x{i:04d}")
+                    for i in range(s, messages, senders)] for s in range(senders)]
+        cpu_before = server.cpu_seconds()
+        started = time.perf_counter()
+        latencies, not_aa = asyncio.run(send_all(server.port, batches))
+        seconds = time.perf_counter() - started
+        cpu = server.cpu_seconds() - cpu_before
+        if delay_s > 0:
+            server.simulator("DELETE", "faults")
+    return RunResult(label, messages, seconds, latencies, cpu, not_aa)
+
+
+def print_run(result: RunResult) -> None:
+    lat = sorted(result.latencies)
+    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+    print(f"{result.label:<14}{result.messages:>6}{result.seconds:>9.1f}{result.rate:>10.1f}"
+          f"{statistics.median(lat) * 1e3:>11.0f}{p95 * 1e3:>9.0f}"
+          f"{result.server_cpu_s / result.messages * 1e3:>13.1f}"
+          f"  {', '.join(f'{k} {v}' for k, v in result.not_aa.items()) or 'all AA'}")
+
+
+# -- CPU per document, in process ---------------------------------------------------------
+
+
+def cpu_per_document(templates: list[Template], rules_dir: Path | None, workdir: Path,
+                     docs: int) -> list[tuple[str, dict[str, tuple[float, float]]]]:
+    """(document type, {stage: (CPU s, wall s)}) for *docs* documents (the examples, cycled)."""
+    from bridge import certs, config as config_module, validate
+    from bridge.decide import decide
+    from bridge.hl7 import parse_message
+    from bridge.mapping import load_mappings, map_report
+    from bridge.model import Action
+    from bridge.package import build_unsigned_pdf
+    from bridge.render import make_environment, render_cda
+    from bridge.route import load_routing, route
+    from bridge.sign import PdfSigner
+
+    mappings_dir = CHECKOUT / "mappings"
+    config = config_module.from_dict({
+        "state_dir": str(workdir), "certificates": {"development": True},
+        "mapping": {"dir": str(mappings_dir), "templates": str(CHECKOUT / "templates"),
+                    "practitioners": str(mappings_dir / "practitioners.csv")},
+        "validation": {"rules_dir": str(rules_dir or workdir / "no-rules")}}, base_dir=workdir)
+    routing = load_routing(config.mapping.dir)
+    mappings = load_mappings(config.mapping.dir, config.mapping.practitioners)
+    env = make_environment(config.mapping.templates)
+    rules = validate.load_rules(config.validation.rules_dir)
+    if rules is not None:
+        rules.warm()
+    _, sign = certs.load_credentials(config)
+    signer = PdfSigner.from_credential(sign)
+    structure = config.structure
+
+    def one(raw: bytes) -> dict[str, tuple[float, float]]:
+        """(process CPU, wall) seconds per stage: process CPU counts the helper threads
+        some libraries use (the schematron engine's runtime), thread CPU would not."""
+        times: dict[str, tuple[float, float]] = {}
+        marks = [(time.process_time(), time.perf_counter())]
+
+        def lap(stage: str) -> None:
+            now = (time.process_time(), time.perf_counter())
+            times[stage] = (now[0] - marks[-1][0], now[1] - marks[-1][1])
+            marks.append(now)
+
+        parsed = parse_message(raw, config.mllp.default_charset)
+        lap("parse")
+        routed = route(parsed, routing)
+        lap("route")
+        assert routed.action is Action.PUBLISH, routed.reason
+        plan = decide(routed.action, [], structure_cf=structure.fiscal_code, doc_type=routed.doc_type.name,
+                      repository=structure.repository, accession=routed.accession)
+        report = map_report(parsed, routed, mappings, structure)
+        lap("map")
+        cda = render_cda(report, env, plan.ids)
+        lap("render")
+        if rules is not None:
+            outcome = validate.validate_cda(cda, rules, routed.doc_type)
+            if not outcome.ok:
+                raise SystemExit(f"{routed.doc_type.name} does not validate: {outcome.summary()}")
+        lap("validate")
+        # package_pdf split in its two halves: PDF/A-3 with the CDA embedded, PAdES signature.
+        unsigned = build_unsigned_pdf(cda, signer_name=signer.display_name)
+        lap("pdf")
+        signer.sign(unsigned)
+        lap("sign")
+        times["package"] = tuple(a + b for a, b in zip(times["pdf"], times["sign"]))
+        times["total"] = (marks[-1][0] - marks[0][0], marks[-1][1] - marks[0][1])
+        return routed.doc_type.name, times
+
+    for i, template in enumerate(templates):   # warm-up, not counted
+        one(fresh(template, f"CW{i}"))
+    samples = [one(fresh(templates[i % len(templates)], f"C{i:05d}")) for i in range(docs)]
+    return samples
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--messages", type=int, default=320, help="messages per run (default 320)")
+    parser.add_argument("--delay", type=float, default=0.5, help="gateway delay of the second run, seconds")
+    parser.add_argument("--cpu-docs", type=int, default=100, help="documents for the in-process CPU figures")
+    parser.add_argument("--no-rules", action="store_true", help="local validation OFF (no rules installed)")
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--skip-cpu", action="store_true")
+    args = parser.parse_args(argv)
+
+    from bridge.rules import install_rules
+
+    templates = load_templates()
+    with tempfile.TemporaryDirectory(prefix="fse-bridge-bench-") as tmp:
+        tmp = Path(tmp)
+        rules_dir = None
+        if not args.no_rules:
+            rules_dir = tmp / "rules"
+            install_rules(str(REFERENCE.resolve()), rules_dir)
+        print(f"fse-bridge end to end, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+              f"validation {'ON (reference rules)' if rules_dir else 'OFF'}; examples {', '.join(EXAMPLES)}")
+
+        if not args.skip_e2e:
+            print(f"\nthroughput: {args.senders} senders, ack mode outcome, {args.messages} messages per run")
+            print(f"{'run':<14}{'msgs':>6}{'s':>9}{'msgs/s':>10}{'p50 ms':>11}{'p95 ms':>9}"
+                  f"{'CPU ms/msg':>13}  ACKs")
+            runs = []
+            for label, delay in (("gateway 0 ms", 0.0), (f"gateway {args.delay * 1e3:.0f} ms", args.delay)):
+                workdir = tmp / f"run-{len(runs)}"
+                workdir.mkdir()
+                result = run_e2e(label, workdir, rules_dir, templates, senders=args.senders,
+                                 messages=args.messages, delay_s=delay)
+                runs.append(result)
+                print_run(result)
+            ratio = runs[1].rate / runs[0].rate
+            print(f"ratio {runs[1].label} / {runs[0].label}: {ratio:.2f} (goal >= 0.9)")
+            if any(r.not_aa for r in runs):
+                print("some ACKs were not AA: see the server log (run with a kept state folder)")
+
+        if not args.skip_cpu:
+            workdir = tmp / "cpu"
+            workdir.mkdir()
+            samples = cpu_per_document(templates, rules_dir, workdir, args.cpu_docs)
+            print(f"\nCPU per document, in process, one thread ({args.cpu_docs} documents, examples cycled; "
+                  f"process CPU time and wall time)")
+            print(f"{'stage':<10}{'CPU p50 ms':>12}{'CPU p95 ms':>12}{'wall p50 ms':>13}{'wall p95 ms':>13}")
+            for stage in STAGES:
+                cpu = [t[stage][0] for _, t in samples]
+                wall = [t[stage][1] for _, t in samples]
+                print(f"{stage:<10}{statistics.median(cpu) * 1e3:>12.2f}{percentile(cpu, 0.95) * 1e3:>12.2f}"
+                      f"{statistics.median(wall) * 1e3:>13.2f}{percentile(wall, 0.95) * 1e3:>13.2f}")
+            print("total CPU median by type: " + ", ".join(
+                f"{kind} {statistics.median(t['total'][0] for k, t in samples if k == kind) * 1e3:.1f} ms"
+                for kind in dict.fromkeys(k for k, _ in samples)))
+            median_total = statistics.median(t["total"][0] for _, t in samples)
+            print(f"goal: total CPU median <= 25 ms: {'met' if median_total <= 0.025 else 'not met'} "
+                  f"({median_total * 1e3:.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
