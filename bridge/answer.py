@@ -55,7 +55,7 @@ def build_ack(source: ParsedMessage | Header, outcome: Outcome, *, control_id: s
     sep = header.separator
     code = ack_code_for(header, outcome.code)
     msh = _msh(header, control_id or new_control_id(), now)
-    msa = sep.join(["MSA", code.value, header.control_id, _escape_limited(outcome.text, header, MSA3_MAX)])
+    msa = sep.join(["MSA", code.value, _clean(header.control_id), _escape_limited(outcome.text, header, MSA3_MAX)])
     segments = [msh, msa]
     modern = _modern(header.version)
     for item in outcome.errors:
@@ -105,7 +105,7 @@ def _envelope_segment(header: Header, control_id: str | None, stamp: str) -> str
     fields = [header.segment, header.encoding_characters, header.field(5), header.field(6),
               header.field(3), header.field(4), stamp, "", "", "", control_id or new_control_id(),
               header.control_id]
-    return header.separator.join([fields[0]] + fields[1:])
+    return _clean(header.separator.join(fields))
 
 
 def _msh(header: Header, control_id: str, now: datetime.datetime | None) -> str:
@@ -129,7 +129,12 @@ def _msh(header: Header, control_id: str, now: datetime.datetime | None) -> str:
     charset = header.field(18)
     if charset:
         fields += ["", "", "", "", "", charset]  # MSH-13..17 empty, MSH-18 as received
-    return "MSH" + header.separator + header.separator.join(fields)
+    return _clean("MSH" + header.separator + header.separator.join(fields))
+
+
+def _clean(text: str) -> str:
+    """Fields echoed from the message, without control characters (0x0B or 0x1C would end the MLLP frame)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else " " for c in text)
 
 
 def _timestamp(now: datetime.datetime | None) -> str:

@@ -151,11 +151,24 @@ def decode(raw: bytes, default_charset: str) -> tuple[str, str]:
     return text, codec
 
 
+def _delimiter(ch: str) -> bool:
+    """A character that can separate fields or components: printable ASCII, not a letter or digit."""
+    return len(ch) == 1 and "!" <= ch <= "~" and not ch.isalnum()
+
+
+def _encoding_characters(chars: str, separator: str) -> bool:
+    """MSH-2 as seen in the field: 1 to 5 distinct delimiters, none the field separator."""
+    return (1 <= len(chars) <= 5 and all(_delimiter(c) for c in chars) and separator not in chars
+            and len(set(chars)) == len(chars))
+
+
 def parse_message(raw: bytes, default_charset: str = "iso-8859-1") -> ParsedMessage:
     """Decode and parse one message. Raises :class:`ParseError` with an HL7 location."""
     text, codec = decode(raw, default_charset)
-    if len(text) < 8 or text[3] in "\r\n" or text[3].isalnum():
+    if len(text) < 8 or not _delimiter(text[3]):
         raise ParseError("MSH segment too short or without a field separator", location="MSH^1^1")
+    if not _encoding_characters(text[4:].split(text[3], 1)[0], text[3]):
+        raise ParseError("MSH-2 encoding characters unusable", location="MSH^1^2")
     try:
         message = hl7.parse(text)
         message.segment("MSH")
@@ -249,32 +262,38 @@ def default_header(charset: str = "ascii") -> Header:
 def read_header(raw: bytes, default_charset: str = "iso-8859-1") -> Header | None:
     """The first MSH of *raw*, read tolerantly (never raises), or None if there is none.
 
-    Used to answer frames that cannot be parsed: bytes that the declared
+    Used to answer messages that cannot be parsed: bytes that the declared
     charset cannot decode are replaced, so MSH-3..MSH-12 can still be echoed.
+    A field separator that cannot delimit anything gives None; unusable
+    encoding characters are answered with the standard ``^~\\&``.
     """
     body = raw[len(_BOM):] if raw.startswith(_BOM) else raw
-    match = re.search(rb"(?:^|[\r\n])MSH(?=[^A-Za-z0-9\r\n])", body) if not body.startswith(b"MSH") else None
-    start = 0 if body.startswith(b"MSH") else (match.end() - 3 if match else -1)
-    if start < 0 or len(body) < start + 4:
+    match = re.search(rb"(?:^|[\r\n])MSH", body)
+    if match is None:
         return None
-    line = re.split(rb"[\r\n]", body[start:], maxsplit=1)[0]
+    line = re.split(rb"[\r\n]", body[match.end() - 3:], maxsplit=1)[0]
+    if len(line) < 4 or not _delimiter(line[3:4].decode("latin-1")):
+        return None
     try:
         codec = charset_of(line, default_charset)
     except ParseError:
         codec = default_charset
-    text = line.decode(codec, "replace")
+    return _header("MSH", line.decode(codec, "replace"), codec)
+
+
+def _header(segment: str, text: str, charset: str) -> Header:
     sep = text[3]
     parts = text.split(sep)
-    # parts[0] = "MSH", parts[1] = MSH-2; store with MSH-1 (the separator) in place.
-    fields = ("MSH", sep) + tuple(parts[1:])
-    return Header(segment="MSH", fields=fields, charset=codec)
+    if len(parts) < 2 or not _encoding_characters(parts[1], sep):
+        parts[1:2] = ["^~\\&"]
+    # parts[0] = the segment name, parts[1] = SEG-2; store with SEG-1 (the separator) in place.
+    return Header(segment=segment, fields=(segment, sep) + tuple(parts[1:]), charset=charset)
 
 
-def _header_of_segment(segment: bytes, charset: str) -> Header:
-    text = segment.decode(charset, "replace")
-    sep = text[3] if len(text) > 3 else "|"
-    parts = text.split(sep)
-    return Header(segment=text[:3], fields=(text[:3], sep) + tuple(parts[1:]), charset=charset)
+def _header_of_segment(segment: bytes, charset: str) -> Header | None:
+    if len(segment) < 4 or not _delimiter(segment[3:4].decode("latin-1")):
+        return None
+    return _header(segment[:3].decode("ascii"), segment.decode(charset, "replace"), charset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,15 +334,13 @@ def split_batch(frame: bytes, default_charset: str = "iso-8859-1") -> Batch:
         if name == b"MSH":
             messages.append(chunk)
         elif name in (b"FHS", b"BHS") and name not in headers:
-            segment = re.split(rb"[\r\n]", chunk, maxsplit=1)[0]
-            headers[name] = _header_of_segment(segment, default_charset)
+            header = _header_of_segment(re.split(rb"[\r\n]", chunk, maxsplit=1)[0], default_charset)
+            if header is not None:
+                headers[name] = header
     return Batch(messages=tuple(messages), file_header=headers.get(b"FHS"),
                  batch_header=headers.get(b"BHS"), leading=leading)
 
 
 def header_of(parsed: ParsedMessage) -> Header:
     """The MSH of a parsed message as a :class:`Header` (for answering it)."""
-    first = parsed.text.split("\r", 1)[0]
-    sep = first[3]
-    parts = first.split(sep)
-    return Header(segment="MSH", fields=("MSH", sep) + tuple(parts[1:]), charset=parsed.charset)
+    return _header("MSH", parsed.text.split("\r", 1)[0], parsed.charset)

@@ -154,3 +154,28 @@ def test_info_item_only_in_journal_before_v25():
     assert not any(str(s[0]) == "ERR" for s in parsed)
     _, parsed = ack_of(make_oru(version="2.5"), outcome)
     assert str(parsed.segment("ERR")[4]) == "I"
+
+
+frames = st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda head, tail: head + tail,
+              st.sampled_from([b"MSH|^~\\&|", b"MSH|", b"MSH#$%\\*#", b"\xef\xbb\xbfMSH|^~&|", b"BHS|^~\\&|"]),
+              st.binary(max_size=300)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(frames)
+def test_any_frame_can_be_answered(frame_bytes):
+    """Whatever a frame holds, each of its messages gets an ACK (never an exception)."""
+    from bridge.errors import ParseError
+    batch = split_batch(frame_bytes)
+    acks = []
+    for raw in batch.messages or (batch.leading,):
+        try:
+            source = parse_message(raw, "iso-8859-1")
+        except ParseError:
+            source = read_header(raw) or default_header()
+        acks.append(build_ack(source, Outcome(code=AckCode.AE, text="x"), now=NOW))
+    answer = build_batch_ack(batch, acks, now=NOW)
+    assert answer.count(b"\rMSA") == len(acks) >= 1
+    assert b"\x0b" not in answer and b"\x1c" not in answer
