@@ -28,14 +28,14 @@ REPLACED = "replaced"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     action: Action
-    """CREATE, REPLACE, DELETE or IGNORE."""
+    """CREATE, REPLACE, DELETE, METADATA or IGNORE."""
     reason: str = ""
     """For IGNORE: what the sender is told (MSA-3)."""
     seq: int = 0
     ids: DocumentIds | None = None
     """The version to publish (CREATE, REPLACE)."""
     target: Document | None = None
-    """The version replaced or deleted."""
+    """The version replaced, deleted or updated."""
     resumed: Document | None = None
     """A pending version whose outcome is unknown: published again with the same ids."""
 
@@ -49,7 +49,7 @@ def current(documents: Sequence[Document]) -> Document | None:
 def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, doc_type: str,
            repository: str, accession: str, repository_index: int | None = None,
            uncertain: Document | None = None) -> Plan:
-    """The plan for a routed *action* (PUBLISH, DELETE, IGNORE) given the registry rows of its key.
+    """The plan for a routed *action* (PUBLISH, DELETE, METADATA, IGNORE) given the registry rows.
 
     *uncertain*: a pending version whose gateway call may have landed (the
     request left and no final answer was recorded). It is published again with
@@ -62,6 +62,10 @@ def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, 
         if live is None:
             return Plan(action=Action.IGNORE, reason="nothing to delete: accession never published")
         return Plan(action=Action.DELETE, target=live)
+    if action is Action.METADATA:
+        if live is None:
+            return Plan(action=Action.IGNORE, reason="no metadata to update: accession not published")
+        return Plan(action=Action.METADATA, target=live)
     if uncertain is not None:
         previous = _previous_of(uncertain, documents)
         ids = _ids(uncertain, previous)

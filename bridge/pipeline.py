@@ -110,6 +110,8 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route
         return Outcome(code=AckCode.AA, text=f"not published: {plan.reason}", operation="ignore")
     if plan.action is Action.DELETE:
         return await _delete(ctx, pub, entry, plan)
+    if plan.action is Action.METADATA:
+        return await _update_metadata(ctx, pub, entry, plan, routed.settings)
 
     report: Report = await ctx.run_blocking(map_report, parsed, routed, pub.mappings, structure)
     cda: bytes = await ctx.run_blocking(render_cda, report, pub.env, plan.ids)
@@ -172,6 +174,21 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     return _published(result, target.document_id, "delete")
 
 
+async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
+    from bridge.metadata import apply_settings
+
+    journal = ctx.journal
+    target = plan.target
+    number = await journal.next_value("submission")
+    sub = apply_settings(await _stored_submission(journal, target), list(settings),
+                         submission_id=f"{SUBMISSION_ROOT}.{number}")
+    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
+    if result.outcome_class is not OutcomeClass.PUBLISHED:
+        return _failure(result, document_id=target.document_id, operation="metadata")
+    return _published(result, target.document_id, "metadata")
+
+
 async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> None:
     if pub.rules is None:
         await journal_note(ctx, entry, "validate", "local validation OFF: no rules installed")
@@ -225,7 +242,8 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call) -> 
 
 
 def _published(result: GatewayResult, document_id: str, operation: str) -> Outcome:
-    verb = {"create": "published", "replace": "replaced", "delete": "deleted"}[operation]
+    verb = {"create": "published", "replace": "replaced", "delete": "deleted",
+            "metadata": "metadata updated"}[operation]
     return Outcome(code=AckCode.AA, text=f"X-Cart-id {result.x_cart_id}" if result.x_cart_id else verb,
                    errors=(ErrItem(code=ACCEPTED, severity="I", text=f"{verb} {document_id}"),),
                    document_id=document_id, operation=operation, x_cart_id=result.x_cart_id,

@@ -41,6 +41,10 @@ class RoutingRules:
     delete: tuple[tuple[Path, frozenset[str]], ...]
     status: Path
     publish: frozenset[str]
+    metadata: tuple[tuple[Path, frozenset[str]], ...] = ()
+    """Conditions that make a message a metadata update of the published document."""
+    metadata_set: tuple[tuple[str, Path], ...] = ()
+    """(gateway field name, HL7 path) pairs read for a metadata update."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +56,8 @@ class Route:
     reason: str
     corrected: bool = False
     """Some group has status C (a correction; the same as F for publishing)."""
+    settings: tuple[str, ...] = ()
+    """METADATA: ``KEY=VALUE`` changes (gateway field names), as bridge.metadata takes them."""
 
 
 def _doc_type(value: str, file: str, key: str) -> DocumentType:
@@ -99,7 +105,11 @@ def load_routing(mapping_dir: str | FsPath) -> RoutingRules:
         delete=tuple((_path(d["path"], file, "action.delete"), frozenset(v.upper() for v in d["values"]))
                      for d in action.get("delete", [])),
         status=_path(action.get("status", "OBR-25"), file, "action.status"),
-        publish=frozenset(v.upper() for v in action.get("publish", ["F", "C"])))
+        publish=frozenset(v.upper() for v in action.get("publish", ["F", "C"])),
+        metadata=tuple((_path(d["path"], file, "action.metadata"), frozenset(v.upper() for v in d["values"]))
+                       for d in action.get("metadata", [])),
+        metadata_set=tuple((name, _path(p, file, f"action.metadata_set.{name}"))
+                           for name, p in action.get("metadata_set", {}).items()))
 
 
 def _sender_matches(application: str, facility: str, reader: Reader) -> bool:
@@ -152,6 +162,14 @@ def route(parsed: ParsedMessage, rules: RoutingRules) -> Route:
         if any(v in values for v in _group_values(reader, path)):
             return Route(doc_type=doc_type, action=Action.DELETE, accession=accession,
                          reason=f"{path} cancels the report")
+    for path, values in rules.metadata:
+        if any(v in values for v in _group_values(reader, path)):
+            settings = tuple(
+                f"{name}=" + ",".join(v for i in reader.occurrences(p.segment)[:1] for v in reader.values(i, p)
+                                      if v.strip())
+                for name, p in rules.metadata_set)
+            return Route(doc_type=doc_type, action=Action.METADATA, accession=accession,
+                         reason=f"{path} asks for a metadata update", settings=settings)
     statuses = _group_values(reader, rules.status)
     if statuses and all(s in rules.publish for s in statuses):
         return Route(doc_type=doc_type, action=Action.PUBLISH, accession=accession,

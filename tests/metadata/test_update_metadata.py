@@ -72,3 +72,64 @@ def test_update_metadata_of_a_published_document(tmp_path):
         assert bad.returncode == 1 and "colour" in bad.stderr
     finally:
         assert server.terminate() == 0, server.log()
+
+
+def _metadata_mappings(tmp_path):
+    """A copy of the shipped mappings with the metadata routing rule switched on."""
+    import shutil
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(CHECKOUT / "mappings", folder)
+    routing = folder / "routing.toml"
+    text = routing.read_text()
+    text = text.replace('# metadata = [{ path = "OBR-25", values = ["M"] }]',
+                        'metadata = [{ path = "OBR-25", values = ["M"] }]')
+    text = text.replace("# [action.metadata_set]\n# attiCliniciRegoleAccesso", "[action.metadata_set]\n"
+                        "attiCliniciRegoleAccesso")
+    routing.write_text(text)
+    return folder
+
+
+def _as_metadata_request(raw: bytes, control_id: bytes) -> bytes:
+    segments = raw.replace(b"\r\n", b"\r").rstrip(b"\r").split(b"\r")
+    out = []
+    for segment in segments:
+        fields = segment.split(b"|")
+        if fields[0] == b"MSH":
+            fields[9] = control_id
+        if fields[0] == b"OBR":
+            fields += [b""] * (26 - len(fields))
+            fields[25] = b"M"
+        out.append(b"|".join(fields))
+    return b"\r".join(out + [b"ZFS|P99"]) + b"\r"
+
+
+def test_routing_rule_makes_a_metadata_update(tmp_path):
+    from bridge.hl7 import parse_message
+    from bridge.model import Action
+    from bridge.route import load_routing, route
+
+    mappings = _metadata_mappings(tmp_path)
+    raw = (CHECKOUT / "examples" / "rad.hl7").read_bytes()
+    request = _as_metadata_request(raw, b"RAD-M1")
+    routed = route(parse_message(request), load_routing(mappings))
+    assert routed.action is Action.METADATA and routed.settings == ("attiCliniciRegoleAccesso=P99",)
+    # The shipped rules have it off: the same message is just not final.
+    assert route(parse_message(request), load_routing(CHECKOUT / "mappings")).action is Action.IGNORE
+
+    (tmp_path / "state").mkdir()
+    server = ServerProcess(tmp_path / "state", mapping={"dir": str(mappings)}).start()
+    try:
+        with MllpClient(server.port) as client:
+            before = client.exchange(request)
+            assert msa_fields(before)[0][:3] == ["AA", "RAD-M1", "not published: no metadata to update: "
+                                                 "accession not published"], before
+            assert msa_fields(client.exchange(raw))[0][0] == "AA"
+            answer = client.exchange(_as_metadata_request(raw, b"RAD-M2"))
+        msa = msa_fields(answer)[0]
+        assert msa[0] == "AA" and msa[2].startswith("X-Cart-id "), answer
+        assert b"ERR" not in answer  # v2.4: the document id stays in the journal
+        [document] = [d for d in _registry(tmp_path / "state") if ".RAD." in d["id"]]
+        assert document["metadata_updates"] == 1
+    finally:
+        assert server.terminate() == 0, server.log()
