@@ -114,6 +114,7 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
     def __init__(self):
         self._answers: deque[list] = deque()   # [Deferred, result or None, done]
         self._closing = False
+        self._paused = False
         self.peer = ""
         self.decoder: MllpDecoder | None = None
 
@@ -145,6 +146,10 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
     def _queue(self, d: Deferred) -> None:
         slot = [d, None, False]
         self._answers.append(slot)
+        if len(self._answers) >= self.factory.max_pending and not self._paused:
+            # A sender that pipelines faster than we answer waits in TCP, not in our memory.
+            self._paused = True
+            self.transport.pauseProducing()
 
         def done(result):
             slot[1], slot[2] = result, True
@@ -162,6 +167,9 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
             if self.transport is not None and result:
                 self.transport.write(frame(result))
                 self.resetTimeout()
+        if self._paused and len(self._answers) <= self.factory.max_pending // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resumeProducing()
         if self._closing and not self._answers and self.transport is not None:
             self.transport.loseConnection()
 
@@ -196,12 +204,14 @@ class MllpFactory(protocol.Factory):
     def __init__(self, handle_frame: Callable[[bytes, str], Deferred | bytes],
                  handle_oversize: Callable[[bytes, str], Deferred | bytes], *,
                  max_frame: int = 4 * 1024 * 1024, max_connections: int = 64,
-                 idle_timeout: float | None = 600.0, clock=None):
+                 idle_timeout: float | None = 600.0, max_pending: int = 64, clock=None):
         self.handle_frame = handle_frame
         self.handle_oversize = handle_oversize
         self.max_frame = max_frame
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.max_pending = max_pending
+        """Frames awaiting their answer on one connection before reading from it pauses."""
         self.clock = clock
         self.connections: set[MllpProtocol] = set()
 

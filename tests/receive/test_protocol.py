@@ -131,3 +131,18 @@ def test_a_failing_handler_does_not_block_later_answers():
     handler.calls[0][1].errback(RuntimeError("bug"))
     handler.calls[1][1].callback(b"ack-b")
     assert answers(transport) == [b"ack-b"]
+
+
+def test_reading_pauses_while_too_many_answers_are_due():
+    handler, factory = make(max_pending=4)
+    proto, transport = connect(factory)
+    proto.dataReceived(frame(b"1") + frame(b"2") + frame(b"3"))
+    assert transport.producerState == "producing"
+    proto.dataReceived(frame(b"4") + frame(b"5"))
+    assert transport.producerState == "paused"
+    for n, (_, d) in enumerate(handler.calls[:3]):
+        d.callback(b"ack%d" % n)
+    assert transport.producerState == "producing"
+    for n, (_, d) in enumerate(handler.calls[3:], start=3):
+        d.callback(b"ack%d" % n)
+    assert answers(transport) == [b"ack0", b"ack1", b"ack2", b"ack3", b"ack4"]
