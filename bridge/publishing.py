@@ -63,6 +63,7 @@ def load_stages(config):
         log.warning("%s", validate.no_rules_message(config.validation.rules_dir))
     else:
         rules.warm()
+        log.info("local validation ON: CDA XSD and schematrons from %s", config.validation.rules_dir)
     return routing, mappings, env, rules
 
 
