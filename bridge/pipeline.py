@@ -121,7 +121,9 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route
     if plan.action is Action.REPLACE and plan.resumed is None and digest == plan.target.content_hash:
         return Outcome(code=AckCode.AA, text="already published: identical to the published version",
                        document_id=plan.target.document_id, operation="ignore")
-    await _validate(ctx, pub, entry, cda, routed.doc_type)
+    refusal = await _validate(ctx, pub, entry, cda, routed.doc_type)
+    if refusal is not None:
+        return refusal
 
     document = Document(structure=key[0], doc_type=key[1], accession=key[2], seq=plan.seq,
                         document_id=plan.ids.document_id,
@@ -189,10 +191,11 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
     return _published(result, target.document_id, "metadata")
 
 
-async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> None:
+async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> Outcome | None:
+    """Local XSD + schematron; the AE to answer when the CDA fails (one ERR per finding, rule id first)."""
     if pub.rules is None:
         await journal_note(ctx, entry, "validate", "local validation OFF: no rules installed")
-        return
+        return None
     from bridge.validate import validate_cda
 
     report = await ctx.run_blocking(validate_cda, cda, pub.rules, doc_type)
@@ -202,14 +205,13 @@ async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: Doc
                                    _json({"summary": report.summary(), "findings": findings}))
     await ctx.journal.set_state(entry.id, "validated", report.summary())
     if report.ok:
-        return
+        return None
     errors = report.errors
-    first = errors[0]
-    error = ValidationFailed(f"local validation failed: {first.rule_id or 'XSD'}")
-    error.items = tuple(
-        ErrItem(code="207", text=f"{i.rule_id}: {i.message}" if i.rule_id else i.message)
-        for i in errors[:MAX_ERR_SEGMENTS])
-    raise error
+    error = ValidationFailed(f"local validation failed: {errors[0].rule_id or 'XSD'}")
+    # interface.md: every finding (up to the limit) is an ERR; ERR-8 starts with the rule id.
+    return Outcome(code=AckCode(error.ack_code), text=error.message, details={"validation": report.summary()},
+                   errors=tuple(ErrItem(code=error.err_code, text=f"{i.rule_id}: {i.message}" if i.rule_id
+                                        else i.message) for i in errors[:MAX_ERR_SEGMENTS]))
 
 
 async def journal_note(ctx, entry: Entry, stage: str, text: str) -> None:
