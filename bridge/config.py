@@ -69,6 +69,10 @@ class GatewaySettings:
     """First back-off delay; doubled at each retry up to max_backoff_s."""
     max_backoff_s: float = 30.0
     token_lifetime_s: int = 300
+    requeue_s: float = 60.0
+    """A message already acknowledged ("commit" or enhanced mode) that the gateway could not
+    take now is tried again after this delay, doubled each time up to requeue_max_s."""
+    requeue_max_s: float = 3600.0
     paths: GatewayPaths = field(default_factory=GatewayPaths)
 
 

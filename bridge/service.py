@@ -101,10 +101,14 @@ def route_message(ctx: ServiceContext, entry: Entry, parsed: ParsedMessage) -> D
 class Receiver:
     """Turns frames into answers: journal, resend rules, handler, ACK (interface.md, ACK contract)."""
 
-    def __init__(self, ctx: ServiceContext, handler: Handler = route_message, *, now=None):
+    def __init__(self, ctx: ServiceContext, handler: Handler = route_message, *, now=None, clock=None):
         self.ctx = ctx
         self.handler = handler
         self._now = now
+        self._clock = clock or ctx.reactor
+        """Schedules the retries of messages already acknowledged (IReactorTime)."""
+        self._requeued: dict[int, int] = {}
+        self._retries: dict[int, Any] = {}
         self._commit_mode = ctx.config.ack.mode == "commit"
         self._default_charset = ctx.config.mllp.default_charset
         self._waiters: dict[int, list[Deferred]] = {}
@@ -201,6 +205,8 @@ class Receiver:
         except Exception:  # the one broad catch: anything unexpected is AR 207, logged
             log.exception("processing entry %d (control id %s) failed", entry.id, parsed.control_id)
             outcome = Outcome.from_error(BridgeError("internal error, see the service log"))
+        if self._requeue(entry, parsed, outcome):
+            return entry.ack
         ack = answer.build_ack(parsed, outcome, now=self._stamp())
         # The ACK does not wait for this commit (one fsync per message, not two): the
         # message itself is already durable, the journal applies operations in order (a
@@ -211,6 +217,30 @@ class Receiver:
         log.info("message %s (entry %d) finished: %s %s", parsed.control_id, entry.id, outcome.code.value,
                  outcome.text[:80])
         return entry.ack if entry.ack is not None else ack
+
+    def _requeue(self, entry: Entry, parsed: ParsedMessage, outcome: Outcome) -> bool:
+        """Try again later a message already acknowledged (commit or enhanced mode) that the
+        gateway could not take now: its sender will not resend it, so the bridge must.
+
+        The entry stays unfinished (state "waiting"), so a restart resumes it too.
+        """
+        if entry.ack is None or outcome.code is not AckCode.AR or not outcome.operation:
+            return False
+        attempt = self._requeued.get(entry.id, 0) + 1
+        self._requeued[entry.id] = attempt
+        gateway = self.ctx.config.gateway
+        delay = min(gateway.requeue_s * 2 ** (attempt - 1), gateway.requeue_max_s)
+        reason = "; ".join(e.text for e in outcome.errors) or outcome.text
+        self.ctx.journal.set_state(entry.id, "waiting", f"attempt {attempt}: {reason}; next in {delay:.0f}s")
+        log.warning("message %s (entry %d) not taken by the gateway (%s): trying again in %.0fs",
+                    parsed.control_id, entry.id, reason[:120], delay)
+
+        def again():
+            self._retries.pop(entry.id, None)
+            self.process(entry, parsed)
+
+        self._retries[entry.id] = self._clock.callLater(delay, again)
+        return True
 
     def _finished(self, stored_ack: bytes | None, entry_id: int) -> None:
         for waiter in self._waiters.pop(entry_id, []):
@@ -257,6 +287,13 @@ class Receiver:
                 yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(parsed or header, outcome))
                 continue
             yield self.process(entry, parsed)
+
+    def cancel_retries(self) -> None:
+        """On stop: the scheduled retries' entries stay unfinished; the next start resumes them."""
+        for call in self._retries.values():
+            if call.active():
+                call.cancel()
+        self._retries.clear()
 
     def drain(self, timeout: float = STOP_GRACE_S) -> Deferred:
         """Fires when in-flight processing is over, or after *timeout* seconds."""
@@ -313,6 +350,7 @@ class JournalService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self.receiver.cancel_retries()
         d = self.receiver.drain()
         d.addCallback(lambda _: self.ctx.journal.close())
         d.addCallback(lambda _: log.info("journal closed"))

@@ -249,3 +249,45 @@ def test_resume_answers_a_journaled_conflict_with_ae_205(make_receiver):
     yield r.resume()
     entry = yield r.ctx.journal.get(other.entry.id)
     assert entry.outcome == "AE" and b"|205^" in entry.ack
+
+
+@pytest_twisted.inlineCallbacks
+def test_commit_mode_retries_what_the_gateway_could_not_take(tmp_path, pipeline_stub):
+    from twisted.internet.task import Clock
+
+    cfg = config_module.from_dict(config_table(tmp_path, ack={"mode": "commit"},
+                                               gateway={"requeue_s": 10, "requeue_max_s": 15}),
+                                  base_dir=tmp_path)
+    ctx = ServiceContext(config=cfg, reactor=reactor(), journal=SqliteJournal(":memory:", reactor=reactor()))
+    answers = [Outcome(code=AckCode.AR, text="gateway down", operation="create"),
+               Outcome(code=AckCode.AR, text="gateway down", operation="create"),
+               Outcome(code=AckCode.AA, text="X-Cart-id 1", operation="create")]
+    calls = []
+
+    def handler(ctx, entry, parsed):
+        calls.append(entry.id)
+        return defer.succeed(answers[len(calls) - 1])
+
+    clock = Clock()
+    r = Receiver(ctx, handler, clock=clock)
+    try:
+        ack = yield r.handle_frame(make_oru("RQ1").encode(), "peer")
+        assert msa(ack)[1] == "AA"
+        yield r.drain(5)
+        [entry] = yield ctx.journal.find("RQ1")
+        assert entry.outcome is None and entry.state == "waiting" and len(calls) == 1
+        assert [e.id for e in (yield ctx.journal.unfinished())] == [entry.id]   # a restart resumes it
+        clock.advance(10)
+        yield r.drain(5)
+        assert len(calls) == 2 and (yield ctx.journal.get(entry.id)).state == "waiting"
+        clock.advance(14)   # the second delay is 15 s (doubled, capped)
+        assert len(calls) == 2
+        clock.advance(1)
+        yield r.drain(5)
+        yield ctx.journal.get(entry.id)   # after the outcome's commit
+        done = yield ctx.journal.get(entry.id)
+        assert len(calls) == 3 and done.outcome == "AA" and done.ack == ack
+        # An AR without a gateway call (nothing would change by waiting) is final.
+        assert not r._requeue(entry, None, Outcome(code=AckCode.AR, text="type unknown"))
+    finally:
+        ctx.journal.close()
