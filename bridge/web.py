@@ -1,0 +1,347 @@
+"""The status page: health, recent messages, one message explained.
+
+interface.md, "Install and run": a status page on ``[web]`` host/port
+(127.0.0.1:8080 by default; port 0 = any free port) and ``/healthz``, which
+says whether local validation is ON or OFF. Three resources, Twisted Web:
+
+- ``GET /healthz``: JSON (journal open, gateway, validation, MLLP port,
+  unfinished messages); 200 when healthy, 503 otherwise;
+- ``GET /``: a small HTML page of the recent messages (``?before=ID`` pages on);
+- ``GET /messages/<id>``: JSON of one journal entry with its state
+  transitions and gateway calls (``<id>`` may also be a control id, document
+  id or X-Cart-id).
+
+Only what the journal holds about processing is shown: never the raw message,
+the ACK bytes, artifact contents or a gateway problem's free-text detail, so
+no patient data leaves through this page.
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import json
+import logging
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.web import pages, resource, server
+
+from bridge import validate
+
+log = logging.getLogger(__name__)
+
+#: Messages listed on the page (newest first).
+PAGE_SIZE = 50
+#: A journal that does not answer within this many seconds makes /healthz answer 503.
+JOURNAL_PROBE_TIMEOUT_S = 5.0
+#: Fields of a gateway problem body shown; "detail" may quote the document, so it is left out.
+PROBLEM_FIELDS = ("type", "title", "status")
+
+
+# -- what the resources say ---------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def health(ctx, listener=None):
+    """``(healthy, body)`` for /healthz. *listener*: the MLLP service, for its bound port."""
+    config = ctx.config
+    journal_open, unfinished, by_state = False, None, {}
+    if ctx.journal is not None:
+        try:
+            probe = ctx.journal.unfinished()
+            probe.addTimeout(JOURNAL_PROBE_TIMEOUT_S, ctx.reactor)
+            entries = yield probe
+        except Exception as exc:  # a closed or stuck journal is what this check is for
+            log.warning("health: the journal did not answer: %s", exc)
+        else:
+            journal_open = True
+            unfinished = len(entries)
+            by_state = dict(sorted(collections.Counter(e.state for e in entries).items()))
+    port = _listening_port(listener)
+    publisher = getattr(ctx, "publisher", None)
+    if publisher is not None:
+        gateway_url = publisher.client.base_url
+        rules_on = publisher.rules is not None
+    else:
+        gateway_url = None if config.embedded_gateway else config.gateway.base_url
+        rules_on = validate.load_rules(config.validation.rules_dir) is not None
+    healthy = journal_open and (listener is None or port is not None)
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "journal": {"open": journal_open, "backend": config.journal.backend,
+                    "path": str(getattr(ctx.journal, "path", config.journal.path))},
+        "gateway": {"embedded": config.embedded_gateway, "url": gateway_url},
+        "validation": {"local": "ON" if rules_on else "OFF", "rules_dir": str(config.validation.rules_dir)},
+        "mllp": {"host": config.mllp.host, "port": port if port is not None else config.mllp.port,
+                 "listening": port is not None, "tls": config.mllp.tls_cert is not None},
+        "ack_mode": config.ack.mode,
+        "unfinished": {"total": unfinished, "by_state": by_state},
+    }
+    if not rules_on:
+        body["validation"]["notice"] = "local validation is OFF: install the rules with `fse-bridge rules install`"
+    return healthy, body
+
+
+def _listening_port(listener) -> int | None:
+    port = getattr(listener, "port", None) if listener is not None else None
+    if port is None or not getattr(listener, "running", True):
+        return None
+    return port.getHost().port
+
+
+def entry_summary(entry) -> dict[str, Any]:
+    """The fields of a journal entry that say how it was processed (no message content)."""
+    return {
+        "id": entry.id, "received_at": entry.received_at, "updated_at": entry.updated_at,
+        "peer": entry.peer, "facility": entry.msh4, "control_id": entry.msh10,
+        "message_type": entry.message_type, "charset": entry.charset, "state": entry.state,
+        "outcome": entry.outcome, "ack_code": entry.ack_code, "resend_of": entry.resend_of,
+        "operation": entry.operation, "document_id": entry.document_id, "x_cart_id": entry.x_cart_id,
+        "trace_id": entry.trace_id, "workflow_instance_id": entry.workflow_instance_id,
+        "error": entry.error,
+    }
+
+
+def call_summary(call) -> dict[str, Any]:
+    return {
+        "id": call.id, "operation": call.operation, "document_id": call.document_id, "state": call.state,
+        "at": call.at, "http_status": call.http_status, "x_cart_id": call.x_cart_id,
+        "trace_id": call.trace_id, "span_id": call.span_id, "workflow_instance_id": call.workflow_instance_id,
+        "warning": call.warning, "problem": _problem(call.problem),
+    }
+
+
+def _problem(text: str | None) -> dict | str | None:
+    """The gateway's problem type/title/status; a network error text as it is (it names no patient)."""
+    if not text:
+        return None
+    try:
+        problem = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(problem, dict):
+        return None
+    return {k: problem[k] for k in PROBLEM_FIELDS if k in problem}
+
+
+@defer.inlineCallbacks
+def message_detail(journal, key: str):
+    """``(status, body)`` for /messages/<key>: the entry, its transitions, gateway calls and
+    the names of the artifacts recorded for it."""
+    if key.isdigit():
+        entry = yield journal.get(int(key))
+        entries = [entry] if entry is not None else []
+    else:
+        entries = yield journal.find(key)
+    if not entries:
+        return 404, {"error": f"no journal entry {key}"}
+    if len(entries) > 1:
+        return 300, {"error": f"{len(entries)} journal entries match {key}",
+                     "matches": [entry_summary(e) for e in entries]}
+    entry = entries[0]
+    transitions = yield journal.transitions(entry.id)
+    calls = yield journal.gateway_calls(entry.id)
+    artifacts = yield journal.artifacts(entry.id)
+    body = entry_summary(entry)
+    body["transitions"] = [{"state": t.state, "at": t.at, "detail": t.detail} for t in transitions]
+    body["gateway_calls"] = [call_summary(c) for c in calls]
+    body["artifacts"] = [{"stage": a.stage, "name": a.name, "at": a.at, "bytes": len(a.content)}
+                         for a in artifacts]
+    return 200, body
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+_COLUMNS = ("id", "received", "state", "facility", "control id", "type", "outcome", "document id",
+            "X-Cart-id")
+
+_STYLE = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:90%}"
+          "td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}th{background:#eee}"
+          ".AA{color:#060}.AE{color:#a60}.AR{color:#a00}.off{color:#a00;font-weight:bold}")
+
+
+def render_page(healthy: bool, status: dict, entries: list) -> bytes:
+    """The status page: health in a line or two, then the recent messages."""
+    e = html.escape
+    validation = status["validation"]
+    gateway = status["gateway"]
+    unfinished = status["unfinished"]["total"]
+    rows = []
+    for entry in entries:
+        cells = [f'<a href="messages/{entry.id}">{entry.id}</a>', e(entry.received_at[:19].replace("T", " ")),
+                 e(entry.state), e(entry.msh4), e(entry.msh10), e(entry.message_type),
+                 f'<span class="{e(entry.outcome or "")}">{e(entry.outcome or "…")}</span>',
+                 e(entry.document_id or ""), e(entry.x_cart_id or "")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    more = (f'<p><a href="?before={entries[-1].id}">older messages</a></p>'
+            if len(entries) == PAGE_SIZE else "")
+    validation_text = (f'local validation ON ({e(validation["rules_dir"])})' if validation["local"] == "ON"
+                       else f'<span class="off">local validation OFF</span>: no rules in '
+                            f'{e(validation["rules_dir"])} (<code>fse-bridge rules install</code>)')
+    gateway_text = ("embedded simulator" if gateway["embedded"] else "gateway") + (
+        f' {e(gateway["url"])}' if gateway["url"] else "")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="15">
+<title>fse-bridge status</title><style>{_STYLE}</style></head><body>
+<h1>fse-bridge</h1>
+<p>Status: <b>{"ok" if healthy else '<span class="off">unavailable</span>'}</b>;
+MLLP port {status["mllp"]["port"]}; ack mode {e(status["ack_mode"])};
+{gateway_text}; {validation_text};
+unfinished messages: {"?" if unfinished is None else unfinished}.
+<a href="healthz">/healthz</a></p>
+<h2>Recent messages</h2>
+<table><tr>{"".join(f"<th>{c}</th>" for c in _COLUMNS)}</tr>
+{chr(10).join(rows) or f'<tr><td colspan="{len(_COLUMNS)}">none yet</td></tr>'}
+</table>{more}
+</body></html>
+"""
+    return page.encode("utf-8")
+
+
+# -- Twisted Web ----------------------------------------------------------------------------
+
+
+def _answer(request, d: defer.Deferred, *, what: str):
+    """Finish *request* with the ``(status, content_type, bytes)`` *d* fires with."""
+
+    def write(result):
+        status, content_type, data = result
+        if request.finished or request._disconnected:
+            return
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", content_type)
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.write(data)
+        request.finish()
+
+    def failed(failure):
+        log.error("status page: %s failed: %s", what, failure.getErrorMessage())
+        return 500, b"application/json", _json({"error": "internal error, see the service log"})
+
+    d.addErrback(failed).addCallback(write)
+    d.addErrback(lambda f: log.error("status page: answering failed: %s", f.getErrorMessage()))
+    return server.NOT_DONE_YET
+
+
+def _json(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+JSON = b"application/json; charset=utf-8"
+
+
+class HealthResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, ctx, listener):
+        super().__init__()
+        self.ctx, self.listener = ctx, listener
+
+    def render_GET(self, request):
+        d = health(self.ctx, self.listener)
+        d.addCallback(lambda r: (200 if r[0] else 503, JSON, _json(r[1])))
+        return _answer(request, d, what="/healthz")
+
+
+class MessageResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, ctx, key: str):
+        super().__init__()
+        self.ctx, self.key = ctx, key
+
+    def render_GET(self, request):
+        if self.ctx.journal is None:
+            return _answer(request, defer.succeed((503, JSON, _json({"error": "journal not open"}))),
+                           what="/messages")
+        d = message_detail(self.ctx.journal, self.key)
+        d.addCallback(lambda r: (r[0], JSON, _json(r[1])))
+        return _answer(request, d, what="/messages")
+
+
+class MessagesResource(resource.Resource):
+    def __init__(self, ctx):
+        super().__init__()
+        self.ctx = ctx
+
+    def getChild(self, path: bytes, request):
+        key = path.decode("utf-8", "replace").strip()
+        if not key:
+            return pages.notFound(detail="give a message id: /messages/<id>")
+        return MessageResource(self.ctx, key)
+
+
+class StatusPage(resource.Resource):
+    """``/``: the HTML page; children ``healthz`` and ``messages``."""
+
+    def __init__(self, ctx, listener=None):
+        super().__init__()
+        self.ctx, self.listener = ctx, listener
+        self.putChild(b"healthz", HealthResource(ctx, listener))
+        self.putChild(b"messages", MessagesResource(ctx))
+
+    def getChild(self, path: bytes, request):
+        if path == b"":
+            return self
+        return pages.notFound()
+
+    def render_GET(self, request):
+        before = _int_arg(request, b"before")
+        d = self._page(before)
+        return _answer(request, d, what="/")
+
+    @defer.inlineCallbacks
+    def _page(self, before):
+        healthy, status = yield health(self.ctx, self.listener)
+        entries = []
+        if self.ctx.journal is not None and status["journal"]["open"]:
+            entries = yield self.ctx.journal.entries(PAGE_SIZE, before)
+        return 200, b"text/html; charset=utf-8", render_page(healthy, status, entries)
+
+
+def _int_arg(request, name: bytes) -> int | None:
+    values = request.args.get(name) or []
+    try:
+        return int(values[0]) if values else None
+    except ValueError:
+        return None
+
+
+class _QuietSite(server.Site):
+    """No access log: health probes every few seconds would drown the service log."""
+
+    def log(self, request):
+        pass
+
+
+class WebService(service.Service):
+    """The status page on ``[web]`` host/port. *listener*: the MLLP service (for /healthz).
+
+    In makeService, after the MLLP listener: ``WebService(ctx, top.listener).setServiceParent(top)``.
+    """
+
+    def __init__(self, ctx, listener=None):
+        self.ctx = ctx
+        self.listener = listener
+        self.port = None
+
+    @property
+    def url(self) -> str:
+        address = self.port.getHost()
+        return f"http://{address.host}:{address.port}/"
+
+    def startService(self):
+        super().startService()
+        settings = self.ctx.config.web
+        site = _QuietSite(StatusPage(self.ctx, self.listener))
+        site.displayTracebacks = False
+        site.noisy = False
+        self.port = self.ctx.reactor.listenTCP(settings.port, site, interface=settings.host)
+        log.info("status page on %s", self.url)
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)

@@ -1,0 +1,266 @@
+"""The status page (bridge.web) over real sockets, on the service built by makeService.
+
+Full-pipeline tests run the real stages and the embedded simulator in process;
+the others use a handler answering at once (their subject is the page, not
+the pipeline). Blocking clients run in threads: the reactor must go on.
+"""
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+
+from bridge import config as config_module
+from bridge.model import AckCode
+from bridge.outcome import Outcome
+from bridge.receive import MllpDecoder, frame
+from bridge.service import makeService
+from bridge.web import WebService
+from fse_helpers import CHECKOUT, SHARED, config_table, make_oru
+
+LAB = (CHECKOUT / "examples" / "lab.hl7").read_bytes()
+#: What the page must never show of the example's patient (names, fiscal code, address, phone).
+PATIENT = (b"Rossi", b"Alessio", b"RMSLSO31M04Z404R", b"Via Roma", b"1234567", b"alessio.rossi")
+
+
+def answer_at_once(ctx, entry, parsed):
+    return defer.succeed(Outcome(code=AckCode.AA, text="received"))
+
+
+@defer.inlineCallbacks
+def start(tmp_path, *, handler=None, **sections):
+    """makeService plus the status page, started; ``(top, web)``."""
+    from twisted.internet import reactor
+
+    cfg = config_module.from_dict(config_table(tmp_path, **sections), base_dir=tmp_path)
+    top = makeService(cfg, reactor, **({"handler": handler} if handler else {}))
+    web = WebService(top.context, top.listener)
+    web.setServiceParent(top)
+    top.startService()
+    yield top.resumed
+    return top, web
+
+
+def get(url: str) -> defer.Deferred:
+    """``(status, content type, body)`` of a GET, in a thread."""
+    def blocking():
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.status, response.headers["Content-Type"], response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read()
+    return deferToThread(blocking)
+
+
+def exchange(port: int, payload: bytes) -> defer.Deferred:
+    """One MLLP exchange, in a thread; the ACK's MSA fields."""
+    def blocking():
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.sendall(frame(payload))
+            decoder, frames = MllpDecoder(), []
+            while not frames:
+                data = s.recv(65536)
+                assert data, "connection closed"
+                frames += list(decoder.feed(data))
+        msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
+        return msa.decode("utf-8").split("|")[1:4]
+    return deferToThread(blocking)
+
+
+# -- the embedded default: the real pipeline and simulator -------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_healthz_page_and_message_json_after_a_publication(tmp_path):
+    top, web = yield start(tmp_path)
+    try:
+        status, content_type, body = yield get(web.url + "healthz")
+        assert status == 200 and content_type.startswith("application/json")
+        health = json.loads(body)
+        assert health["status"] == "ok"
+        assert health["journal"]["open"] is True
+        assert health["gateway"]["embedded"] is True
+        assert health["gateway"]["url"].startswith("https://localhost:")
+        assert health["validation"]["local"] == "OFF" and "rules install" in health["validation"]["notice"]
+        assert health["validation"]["rules_dir"] == str(tmp_path / "rules")
+        assert health["mllp"] == {"host": "127.0.0.1", "port": top.mllp_port, "listening": True, "tls": False}
+        assert health["unfinished"] == {"total": 0, "by_state": {}}
+
+        code, control_id, text = yield exchange(top.mllp_port, LAB)
+        assert (code, control_id) == ("AA", "LAB0001") and text.startswith("X-Cart-id ")
+        x_cart_id = text.split()[1]
+
+        status, content_type, page = yield get(web.url)
+        assert status == 200 and content_type.startswith("text/html")
+        assert b"LAB0001" in page and b"ORU^R01" in page and x_cart_id.encode() in page
+        assert b"01386030488.LAB.999.A26-00412_1" in page
+        assert b'href="messages/1"' in page and b"local validation OFF" in page
+        for secret in PATIENT:
+            assert secret not in page, secret
+
+        status, _, body = yield get(web.url + "messages/1")
+        assert status == 200
+        message = json.loads(body)
+        assert message["control_id"] == "LAB0001" and message["outcome"] == "AA"
+        assert message["state"] == "done" and message["operation"] == "create"
+        assert message["x_cart_id"] == x_cart_id
+        assert message["document_id"].endswith("01386030488.LAB.999.A26-00412_1")
+        states = [t["state"] for t in message["transitions"]]
+        assert states[0] == "received" and states[-1] == "done"
+        assert {"routed", "rendered", "packaged", "submitting"} <= set(states)
+        [call] = message["gateway_calls"]
+        assert call["operation"] == "create" and call["http_status"] == 202
+        assert call["x_cart_id"] == x_cart_id and call["state"] == "answered"
+        assert {(a["stage"], a["name"]) for a in message["artifacts"]} >= {
+            ("render", "cda.xml"), ("package", "document.pdf"), ("submit", "submission.json")}
+        assert all(isinstance(a["bytes"], int) and a["bytes"] > 0 for a in message["artifacts"])
+        # No message content: no raw bytes, no ACK, no artifact content, no patient data.
+        assert not {"raw", "ack", "content"} & set(message)
+        for secret in PATIENT:
+            assert secret not in body, secret
+        assert b"MSH|" not in body and b"PID|" not in body and b"%PDF" not in body
+
+        # The same entry by its X-Cart-id.
+        status, _, body = yield get(web.url + "messages/" + x_cart_id)
+        assert status == 200 and json.loads(body)["id"] == 1
+    finally:
+        yield top.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_gateway_refusal_shows_problem_type_without_its_detail(tmp_path):
+    top, web = yield start(tmp_path)
+    try:
+        simulator = top.context.publisher.client.base_url.split("/gateway/")[0]
+        # The simulator's hooks need the development client certificate (mutual TLS).
+        yield deferToThread(_post_fault, simulator, tmp_path / "certs",
+                            {"operation": "create", "status": 400, "problem": "syntax"})
+        code, _, _ = yield exchange(top.mllp_port, LAB)
+        assert code == "AE"
+        _, _, body = yield get(web.url + "messages/1")
+        message = json.loads(body)
+        assert message["outcome"] == "AE" and message["state"] == "failed"
+        problem = message["gateway_calls"][0]["problem"]
+        assert problem["status"] == 400 and problem["type"] and "detail" not in problem
+        assert b"scripted by the simulator" not in body
+    finally:
+        yield top.stopService()
+
+
+def _post_fault(base: str, certs: Path, fault: dict) -> None:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "auth.pem"), str(certs / "auth.key"))
+    request = urllib.request.Request(f"{base}/_sim/faults", data=json.dumps([fault]).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        assert response.status == 200
+
+
+# -- the page itself (a handler answering at once) ------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_healthz_answers_503_once_the_journal_is_closed(tmp_path):
+    top, web = yield start(tmp_path, handler=answer_at_once)
+    try:
+        status, _, _ = yield get(web.url + "healthz")
+        assert status == 200
+        yield top.context.journal.close()
+        status, _, body = yield get(web.url + "healthz")
+        health = json.loads(body)
+        assert status == 503 and health["status"] == "unavailable" and health["journal"]["open"] is False
+        status, _, _ = yield get(web.url)
+        assert status == 200   # the page still says what it can
+    finally:
+        top.context.journal = _ClosedJournal()
+        yield top.stopService()
+
+
+class _ClosedJournal:
+    """Stands in for the journal closed by the test above, so the service can stop."""
+
+    def close(self):
+        return defer.succeed(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_healthz_reports_installed_rules_and_unfinished_messages(tmp_path):
+    from bridge.rules import install_rules
+
+    install_rules(str((SHARED / "reference").resolve()), tmp_path / "rules")
+    blocked = defer.Deferred()
+    top, web = yield start(tmp_path, handler=lambda ctx, entry, parsed: blocked,
+                           gateway={"base_url": "https://gateway.example/gateway/v2/"})
+    try:
+        # One message held by the handler: journaled, not finished.
+        pending = exchange(top.mllp_port, make_oru("HOLD1").encode())
+        for _ in range(200):
+            _, _, body = yield get(web.url + "healthz")
+            if json.loads(body)["unfinished"]["total"]:
+                break
+        health = json.loads(body)
+        assert health["validation"] == {"local": "ON", "rules_dir": str(tmp_path / "rules")}
+        assert health["gateway"] == {"embedded": False, "url": "https://gateway.example/gateway/v2/"}
+        assert health["unfinished"] == {"total": 1, "by_state": {"received": 1}}
+        blocked.callback(Outcome(code=AckCode.AA, text="done"))
+        assert (yield pending)[0] == "AA"
+    finally:
+        yield top.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_page_escapes_what_senders_wrote_and_pages_on(tmp_path):
+    from bridge import web as web_module
+
+    top, web = yield start(tmp_path, handler=answer_at_once)
+    try:
+        yield exchange(top.mllp_port, make_oru("<b>X&1</b>", facility="<i>F</i>").encode())
+        for n in range(web_module.PAGE_SIZE):
+            yield exchange(top.mllp_port, make_oru(f"P{n:03d}").encode())
+        _, _, page = yield get(web.url)
+        assert b"P049" in page and b"<b>X&1</b>" not in page
+        assert b'href="?before=2"' in page
+        _, _, older = yield get(web.url + "?before=2")
+        assert b"&lt;b&gt;X&amp;1&lt;/b&gt;" in older and b"&lt;i&gt;F&lt;/i&gt;" in older
+        assert b"<i>F</i>" not in older and b"P000" not in older
+        for secret in (b"ROSSI", b"MARIO", b"RSSMRA80A01H501U"):
+            assert secret not in page + older
+    finally:
+        yield top.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_unknown_message_and_ambiguous_key(tmp_path):
+    top, web = yield start(tmp_path, handler=answer_at_once)
+    try:
+        status, content_type, body = yield get(web.url + "messages/999")
+        assert status == 404 and content_type.startswith("application/json")
+        assert json.loads(body)["error"] == "no journal entry 999"
+        # Two facilities, one control id: the key names two entries.
+        yield exchange(top.mllp_port, make_oru("SAME", facility="A").encode())
+        yield exchange(top.mllp_port, make_oru("SAME", facility="B").encode())
+        status, _, body = yield get(web.url + "messages/SAME")
+        answer = json.loads(body)
+        assert status == 300 and [m["facility"] for m in answer["matches"]] == ["A", "B"]
+        status, _, _ = yield get(web.url + "nothing-here")
+        assert status == 404
+    finally:
+        yield top.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_web_service_stops_listening(tmp_path):
+    top, web = yield start(tmp_path, handler=answer_at_once)
+    port = web.port.getHost().port
+    assert port != 0 and port != top.mllp_port
+    yield top.stopService()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
