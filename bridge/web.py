@@ -22,6 +22,7 @@ import collections
 import html
 import json
 import logging
+import re
 from typing import Any
 
 from twisted.application import service
@@ -38,6 +39,15 @@ PAGE_SIZE = 50
 JOURNAL_PROBE_TIMEOUT_S = 5.0
 #: Fields of a gateway problem body shown; "detail" may quote the document, so it is left out.
 PROBLEM_FIELDS = ("type", "title", "status")
+#: A fiscal code (or any 16-character code of capitals and digits with both): some official
+#: schematron messages quote it (ERRORE-46 "codice fiscale '...'"), and those messages are
+#: in an entry's error text.
+_FISCAL_CODE = re.compile(r"\b(?=[A-Z0-9]{0,15}[0-9])(?=[A-Z0-9]{0,15}[A-Z])[A-Z0-9]{16}\b")
+
+
+def redact(text: str | None) -> str | None:
+    """*text* with fiscal codes masked."""
+    return _FISCAL_CODE.sub("[redacted]", text) if text else text
 
 
 # -- what the resources say ---------------------------------------------------------------
@@ -100,7 +110,7 @@ def entry_summary(entry) -> dict[str, Any]:
         "outcome": entry.outcome, "ack_code": entry.ack_code, "resend_of": entry.resend_of,
         "operation": entry.operation, "document_id": entry.document_id, "x_cart_id": entry.x_cart_id,
         "trace_id": entry.trace_id, "workflow_instance_id": entry.workflow_instance_id,
-        "error": entry.error,
+        "error": redact(entry.error),
     }
 
 
@@ -120,7 +130,7 @@ def _problem(text: str | None) -> dict | str | None:
     try:
         problem = json.loads(text)
     except ValueError:
-        return text
+        return redact(text)
     if not isinstance(problem, dict):
         return None
     return {k: problem[k] for k in PROBLEM_FIELDS if k in problem}
@@ -145,7 +155,7 @@ def message_detail(journal, key: str):
     calls = yield journal.gateway_calls(entry.id)
     artifacts = yield journal.artifacts(entry.id)
     body = entry_summary(entry)
-    body["transitions"] = [{"state": t.state, "at": t.at, "detail": t.detail} for t in transitions]
+    body["transitions"] = [{"state": t.state, "at": t.at, "detail": redact(t.detail)} for t in transitions]
     body["gateway_calls"] = [call_summary(c) for c in calls]
     body["artifacts"] = [{"stage": a.stage, "name": a.name, "at": a.at, "bytes": len(a.content)}
                          for a in artifacts]

@@ -196,16 +196,19 @@ def test_healthz_reports_installed_rules_and_unfinished_messages(tmp_path):
     from bridge.rules import install_rules
 
     install_rules(str((SHARED / "reference").resolve()), tmp_path / "rules")
-    blocked = defer.Deferred()
-    top, web = yield start(tmp_path, handler=lambda ctx, entry, parsed: blocked,
+    called, blocked = defer.Deferred(), defer.Deferred()
+
+    def hold(ctx, entry, parsed):
+        called.callback(entry.id)
+        return blocked
+
+    top, web = yield start(tmp_path, handler=hold,
                            gateway={"base_url": "https://gateway.example/gateway/v2/"})
     try:
         # One message held by the handler: journaled, not finished.
         pending = exchange(top.mllp_port, make_oru("HOLD1").encode())
-        for _ in range(200):
-            _, _, body = yield get(web.url + "healthz")
-            if json.loads(body)["unfinished"]["total"]:
-                break
+        assert (yield called) == 1
+        _, _, body = yield get(web.url + "healthz")
         health = json.loads(body)
         assert health["validation"] == {"local": "ON", "rules_dir": str(tmp_path / "rules")}
         assert health["gateway"] == {"embedded": False, "url": "https://gateway.example/gateway/v2/"}
@@ -264,3 +267,26 @@ def test_web_service_stops_listening(tmp_path):
     yield top.stopService()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_fiscal_codes_quoted_by_validation_messages_are_masked(tmp_path):
+    from bridge.outcome import ErrItem
+
+    # Official schematron messages may quote the patient's fiscal code (ERRORE-46).
+    quoted = "schematron ERRORE-46: codice fiscale 'RSSMRA80A01H501U' cittadino ed operatore"
+
+    def refuse(ctx, entry, parsed):
+        return defer.succeed(Outcome(code=AckCode.AE, text="local validation failed: ERRORE-46",
+                                     errors=(ErrItem(code="207", text=quoted),)))
+
+    top, web = yield start(tmp_path, handler=refuse)
+    try:
+        code, _, _ = yield exchange(top.mllp_port, make_oru("CF1").encode())
+        assert code == "AE"
+        _, _, body = yield get(web.url + "messages/1")
+        message = json.loads(body)
+        assert message["outcome"] == "AE" and "ERRORE-46" in message["error"]
+        assert "[redacted]" in message["error"] and b"RSSMRA80A01H501U" not in body
+    finally:
+        yield top.stopService()
