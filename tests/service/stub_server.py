@@ -20,7 +20,7 @@ def main() -> int:
 
     from bridge.service import install_asyncio_reactor
     reactor = install_asyncio_reactor()
-    from twisted.internet import defer
+    from twisted.internet import defer, task
 
     from bridge import config
     from bridge.model import AckCode
@@ -30,7 +30,11 @@ def main() -> int:
     def stub(ctx, entry, parsed):
         # The service's own routing (AR 200/201 for other types), then AA instead of the pipeline.
         refused = unsupported(parsed)
-        return defer.succeed(Outcome.from_error(refused) if refused else Outcome(code=AckCode.AA, text="received"))
+        outcome = Outcome.from_error(refused) if refused else Outcome(code=AckCode.AA, text="received")
+        if parsed.get("PID", 5, 1) == "SLOW":
+            # A patient named SLOW takes a second: work in flight when a test stops the service.
+            return task.deferLater(reactor, 1.0, lambda: outcome)
+        return defer.succeed(outcome)
 
     top = makeService(config.load(args.config), reactor, handler=stub)
     reactor.callWhenRunning(top.startService)

@@ -6,6 +6,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -177,6 +178,35 @@ def test_restart_resumes_journaled_unfinished_messages(tmp_path):
     assert "resuming 1 journaled message" in proc.log()
     db = sqlite3.connect(proc.journal_path)
     assert db.execute("SELECT msh10, outcome, ack FROM messages").fetchall() == [("R1", "AA", answer)]
+
+
+def test_sigterm_finishes_work_in_flight(tmp_path):
+    proc = ServerProcess(tmp_path, **STUB).start()
+    with MllpClient(proc.port) as client:
+        client.send(make_oru("SLOW1", name="SLOW^ONE").encode())
+        # Bounded poll of a real condition: the message is journaled (and being processed).
+        deadline = time.monotonic() + 30
+        while not _journaled(proc.journal_path, "SLOW1"):
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.02)
+        proc.proc.send_signal(signal.SIGTERM)
+        answer = client.receive()
+    assert proc.wait() == 0, proc.log()
+    assert msa_fields(answer)[0][:2] == ["AA", "SLOW1"]
+    db = sqlite3.connect(proc.journal_path)
+    assert db.execute("SELECT outcome, ack FROM messages").fetchall() == [("AA", answer)]
+
+
+def _journaled(path, control_id) -> bool:
+    if not path.exists():
+        return False
+    db = sqlite3.connect(path)
+    try:
+        return bool(db.execute("SELECT 1 FROM messages WHERE msh10 = ?", (control_id,)).fetchone())
+    except sqlite3.OperationalError:   # schema not created yet
+        return False
+    finally:
+        db.close()
 
 
 def test_sigint_also_stops_cleanly(tmp_path):
