@@ -80,19 +80,18 @@ def fresh(template: Template, tag: str) -> bytes:
                   template.accession + b"-" + tag.encode(), raw)
 
 
-# -- the server ---------------------------------------------------------------------------
+# -- the processes ------------------------------------------------------------------------
 
 
-class Server:
-    """``fse-bridge serve`` in a subprocess on a fresh state folder."""
-
-    def __init__(self, workdir: Path, rules_dir: Path | None):
-        self.state = workdir
-        self.config_path = workdir / "bridge.toml"
-        rules = rules_dir or workdir / "no-rules"
-        mappings = CHECKOUT / "mappings"
-        self.config_path.write_text(
-            f'state_dir = "{workdir}"\n'
+def write_config(workdir: Path, rules_dir: Path | None, name: str, *, gateway_url: str = "embedded") -> Path:
+    """A configuration file: state in *workdir*, development certificates there, the checkout's
+    mappings; *gateway_url*: an external gateway instead of the embedded one. The external
+    simulator (``name="simulator"``) gets the development server certificate."""
+    rules = rules_dir or workdir / "no-rules"
+    mappings = CHECKOUT / "mappings"
+    certs = workdir / "certs"
+    path = workdir / f"{name}.toml"
+    text = (f'state_dir = "{workdir}"\n'
             f'[mllp]\nhost = "127.0.0.1"\nport = 0\nmax_connections = 256\n'
             f'[ack]\nmode = "outcome"\n'
             f'[certificates]\ndevelopment = true\n'
@@ -101,27 +100,37 @@ class Server:
             f'[validation]\nrules_dir = "{rules}"\n'
             f'[web]\nport = 0\n'
             f'[logging]\nlevel = "WARNING"\n')
-        self.port_file = workdir / "mllp.port"
-        self.log_path = workdir / "server.log"
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
+    if gateway_url != "embedded":
+        text += f'[gateway]\nbase_url = "{gateway_url}"\n'
+    if name == "simulator":
+        text += (f'[simulator]\nhost = "127.0.0.1"\nport = 0\ntls_cert = "{certs / "server.pem"}"\n'
+                 f'tls_key = "{certs / "server.key"}"\ntls_client_ca = "{certs / "ca.pem"}"\n')
+    path.write_text(text)
+    return path
 
-    def __enter__(self) -> "Server":
+
+class Process:
+    """A ``python -m bridge COMMAND --config FILE`` subprocess, its log in the state folder."""
+
+    def __init__(self, workdir: Path, name: str, argv: list[str]):
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.log"
+        self.argv = argv
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready) -> None:
+        """Start, then wait until ``ready()`` returns true (it is polled)."""
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path),
-             "--port-file", str(self.port_file)],
-            cwd=CHECKOUT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", *self.argv], cwd=CHECKOUT,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self.port_file.exists():
+        while not ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()
-                raise SystemExit(f"server did not start:\n{self.log_path.read_text(errors='replace')}")
-            time.sleep(0.1)
-        self.port = int(self.port_file.read_text())
-        return self
+                raise SystemExit(f"{self.argv[0]} did not start:\n{self.log_path.read_text(errors='replace')}")
+            time.sleep(0.1)   # polling a child process's start, not synchronising a test
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(60)
@@ -131,21 +140,68 @@ class Server:
         self._log.close()
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (Linux /proc)."""
+        """User + system CPU time of the process so far (Linux /proc)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def gateway_url(self) -> str:
-        return (self.state / "gateway.url").read_text().strip()
 
-    def simulator(self, method: str, hook: str, payload=None):
-        """Call the embedded simulator's /_sim/ hook over its mutual TLS."""
+class Setup:
+    """``fse-bridge serve`` on a fresh state folder; with *external*, the gateway simulator runs
+    as its own process (``fse-bridge simulator``) as a remote gateway would, else embedded."""
+
+    def __init__(self, workdir: Path, rules_dir: Path | None, *, external: bool):
+        self.workdir = workdir
+        self.rules_dir = rules_dir
+        self.external = external
+        self.simulator: Process | None = None
+        self.server: Process | None = None
+        self.port = 0
+        self.gateway_url = ""
+
+    def __enter__(self) -> "Setup":
+        from bridge import certs, config as config_module
+
+        config = write_config(self.workdir, self.rules_dir, "bridge")
+        # Both processes use the same development PKI, made here first.
+        certs.ensure_development_certificates(config_module.load(config))
+        if self.external:
+            sim_config = write_config(self.workdir, self.rules_dir, "simulator")
+            self.simulator = Process(self.workdir, "simulator", ["simulator", "--config", str(sim_config)])
+            self.simulator.start(lambda: "listening on" in self.simulator.log_path.read_text(errors="replace"))
+            log = self.simulator.log_path.read_text(errors="replace")
+            self.gateway_url = re.search(r"listening on (\S+)", log).group(1)
+            config = write_config(self.workdir, self.rules_dir, "bridge", gateway_url=self.gateway_url)
+        port_file = self.workdir / "mllp.port"
+        self.server = Process(self.workdir, "server", ["serve", "--config", str(config),
+                                                        "--port-file", str(port_file)])
+        try:
+            self.server.start(port_file.exists)
+        except BaseException:
+            if self.simulator:
+                self.simulator.stop()
+            raise
+        self.port = int(port_file.read_text())
+        if not self.external:
+            self.gateway_url = (self.workdir / "gateway.url").read_text().strip()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+        if self.simulator:
+            self.simulator.stop()
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(bridge, external simulator) CPU seconds so far."""
+        return self.server.cpu_seconds(), self.simulator.cpu_seconds() if self.simulator else 0.0
+
+    def simulator_hook(self, method: str, hook: str, payload=None):
+        """Call the simulator's /_sim/ hook over its mutual TLS (the development client certificate)."""
         import httpx
 
-        certs = self.state / "certs"
+        certs = self.workdir / "certs"
         context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
         context.load_cert_chain(str(certs / "auth.pem"), str(certs / "auth.key"))
-        base = self.gateway_url().split("/gateway/")[0]
+        base = self.gateway_url.split("/gateway/")[0]
         with httpx.Client(verify=context, timeout=30) as client:
             response = client.request(method, f"{base}/_sim/{hook}", json=payload)
             response.raise_for_status()
@@ -161,8 +217,13 @@ class RunResult:
     messages: int
     seconds: float
     latencies: list[float]
-    server_cpu_s: float
+    bridge_cpu_s: float
+    simulator_cpu_s: float
     not_aa: dict[str, int]
+    unloaded_s: float
+    """Median latency of a message sent alone (the gateway answering at once)."""
+    stages: dict[str, float]
+    """Median seconds between journaled states (see INTERVALS)."""
 
     @property
     def rate(self) -> float:
@@ -209,31 +270,70 @@ def _msa1(ack: bytes) -> str:
 
 
 def run_e2e(label: str, workdir: Path, rules_dir: Path | None, templates: list[Template], *,
-            senders: int, messages: int, delay_s: float) -> RunResult:
-    with Server(workdir, rules_dir) as server:
-        # Warm-up, untimed: one message per type (first-use costs: fonts, code tables, TLS session).
-        warm = [[fresh(t, f"W{label[0]}{i}")] for i, t in enumerate(templates)]
-        asyncio.run(send_all(server.port, warm))
+            senders: int, messages: int, delay_s: float, external: bool) -> RunResult:
+    with Setup(workdir, rules_dir, external=external) as setup:
+        tag = f"{'X' if external else 'E'}{int(delay_s * 1000)}"
+        # Warm-up, untimed: each type once (first-use costs: fonts, code tables, TLS session), then
+        # each type once more alone on the server: the latency of a message nothing competes with.
+        for round_ in range(2):
+            warm = [[fresh(t, f"W{tag}x{round_}x{i}") for i, t in enumerate(templates)]]
+            unloaded, not_aa = asyncio.run(send_all(setup.port, warm))
+            if not_aa:
+                raise SystemExit(f"warm-up not AA ({not_aa}): see {setup.server.log_path}")
         if delay_s > 0:
-            server.simulator("POST", "faults", [{"delay_s": delay_s, "times": 10 ** 9}])
-        batches = [[fresh(templates[(s + i) % len(templates)], f"{label[0]}{s:02d}x{i:04d}")
-                    for i in range(s, messages, senders)] for s in range(senders)]
-        cpu_before = server.cpu_seconds()
+            setup.simulator_hook("POST", "faults", [{"delay_s": delay_s, "times": 10 ** 9}])
+        batches = [[fresh(templates[i % len(templates)], f"{tag}x{i:05d}") for i in range(s, messages, senders)]
+                   for s in range(senders)]
+        cpu_before = setup.cpu_seconds()
         started = time.perf_counter()
-        latencies, not_aa = asyncio.run(send_all(server.port, batches))
+        latencies, not_aa = asyncio.run(send_all(setup.port, batches))
         seconds = time.perf_counter() - started
-        cpu = server.cpu_seconds() - cpu_before
-        if delay_s > 0:
-            server.simulator("DELETE", "faults")
-    return RunResult(label, messages, seconds, latencies, cpu, not_aa)
+        cpu_after = setup.cpu_seconds()
+    stages = stage_latencies(workdir / "journal.sqlite", f"{tag}x")
+    return RunResult(label, messages, seconds, latencies, cpu_after[0] - cpu_before[0],
+                     cpu_after[1] - cpu_before[1], not_aa, statistics.median(unloaded), stages)
+
+
+#: Where a message's time goes, from the journal's timestamps: (label, from state, to state).
+INTERVALS = (("journaled>routed", "received", "routed"),
+             ("routed>rendered", "routed", "rendered"),
+             ("rendered>validated", "rendered", "validated"),
+             ("validated>packaged", "validated", "packaged"),
+             ("packaged>submitting", "packaged", "submitting"),
+             ("submitting>answered", "submitting", "answered"))
+
+
+def stage_latencies(journal: Path, prefix: str) -> dict[str, float]:
+    """Median seconds between the recorded states of the timed messages (control id *prefix*...)."""
+    import datetime
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    when: dict[int, dict[str, float]] = {}
+    for message_id, state, at in db.execute(
+            "SELECT t.message_id, t.state, t.at FROM transitions t JOIN messages m ON m.id = t.message_id"
+            " WHERE m.msh10 LIKE ? UNION ALL SELECT g.message_id, 'answered', g.at FROM gateway_calls g"
+            " JOIN messages m ON m.id = g.message_id WHERE m.msh10 LIKE ?", (prefix + "%", prefix + "%")):
+        when.setdefault(message_id, {})[state] = datetime.datetime.fromisoformat(at).timestamp()
+    db.close()
+    result = {}
+    for label, start, end in INTERVALS:
+        spans = [t[end] - t[start] for t in when.values() if start in t and end in t]
+        if spans:
+            result[label] = statistics.median(spans)
+    return result
+
+
+RUN_HEADER = (f"{'run':<28}{'msgs':>6}{'s':>8}{'msgs/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'min ms':>9}"
+              f"{'bridge CPU ms/msg':>19}{'sim CPU ms/msg':>16}  ACKs")
 
 
 def print_run(result: RunResult) -> None:
     lat = sorted(result.latencies)
-    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-    print(f"{result.label:<14}{result.messages:>6}{result.seconds:>9.1f}{result.rate:>10.1f}"
-          f"{statistics.median(lat) * 1e3:>11.0f}{p95 * 1e3:>9.0f}"
-          f"{result.server_cpu_s / result.messages * 1e3:>13.1f}"
+    sim = f"{result.simulator_cpu_s / result.messages * 1e3:>16.1f}" if result.simulator_cpu_s else f"{'(in bridge)':>16}"
+    print(f"{result.label:<28}{result.messages:>6}{result.seconds:>8.1f}{result.rate:>9.1f}"
+          f"{statistics.median(lat) * 1e3:>9.0f}{percentile(lat, 0.95) * 1e3:>9.0f}{lat[0] * 1e3:>9.0f}"
+          f"{result.bridge_cpu_s / result.messages * 1e3:>19.1f}{sim}"
           f"  {', '.join(f'{k} {v}' for k, v in result.not_aa.items()) or 'all AA'}")
 
 
@@ -326,6 +426,9 @@ def main(argv=None) -> int:
     parser.add_argument("--delay", type=float, default=0.5, help="gateway delay of the second run, seconds")
     parser.add_argument("--cpu-docs", type=int, default=100, help="documents for the in-process CPU figures")
     parser.add_argument("--no-rules", action="store_true", help="local validation OFF (no rules installed)")
+    parser.add_argument("--gateway", choices=("embedded", "external", "both"), default="both",
+                        help="the simulator in the bridge's process (the embedded default), in its own "
+                             "process (as a remote gateway), or both (default)")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-cpu", action="store_true")
     args = parser.parse_args(argv)
@@ -343,21 +446,37 @@ def main(argv=None) -> int:
               f"validation {'ON (reference rules)' if rules_dir else 'OFF'}; examples {', '.join(EXAMPLES)}")
 
         if not args.skip_e2e:
-            print(f"\nthroughput: {args.senders} senders, ack mode outcome, {args.messages} messages per run")
-            print(f"{'run':<14}{'msgs':>6}{'s':>9}{'msgs/s':>10}{'p50 ms':>11}{'p95 ms':>9}"
-                  f"{'CPU ms/msg':>13}  ACKs")
-            runs = []
-            for label, delay in (("gateway 0 ms", 0.0), (f"gateway {args.delay * 1e3:.0f} ms", args.delay)):
-                workdir = tmp / f"run-{len(runs)}"
-                workdir.mkdir()
-                result = run_e2e(label, workdir, rules_dir, templates, senders=args.senders,
-                                 messages=args.messages, delay_s=delay)
-                runs.append(result)
-                print_run(result)
-            ratio = runs[1].rate / runs[0].rate
-            print(f"ratio {runs[1].label} / {runs[0].label}: {ratio:.2f} (goal >= 0.9)")
-            if any(r.not_aa for r in runs):
-                print("some ACKs were not AA: see the server log (run with a kept state folder)")
+            print(f"\nthroughput: {args.senders} senders (one connection each, next message after the ACK), "
+                  f"ack mode outcome, {args.messages} messages per run")
+            print(RUN_HEADER)
+            gateways = {"embedded": [False], "external": [True], "both": [False, True]}[args.gateway]
+            all_runs = []
+            for external in gateways:
+                runs = []
+                where = "external simulator" if external else "embedded simulator"
+                for delay in (0.0, args.delay):
+                    workdir = tmp / f"run-{'x' if external else 'e'}-{len(runs)}"
+                    workdir.mkdir()
+                    runs.append(run_e2e(f"{where}, {delay * 1e3:.0f} ms", workdir, rules_dir, templates,
+                                        senders=args.senders, messages=args.messages, delay_s=delay,
+                                        external=external))
+                    print_run(runs[-1])
+                    all_runs.append(runs[-1])
+                ratio = runs[1].rate / runs[0].rate
+                # Each sender has one message in flight: at most senders / (delay + unloaded latency).
+                ceiling = args.senders / (args.delay + runs[0].unloaded_s)
+                print(f"{'':<28}ratio {args.delay * 1e3:.0f} ms / 0 ms: {ratio:.2f} (goal >= 0.9); "
+                      f"one message alone: {runs[0].unloaded_s * 1e3:.0f} ms; senders' ceiling at "
+                      f"{args.delay * 1e3:.0f} ms: {args.senders} / ({args.delay:.2f} s + "
+                      f"{runs[0].unloaded_s:.3f} s) = {ceiling:.1f} msgs/s")
+                if any(r.not_aa for r in runs):
+                    print("some ACKs were not AA")
+            print("\nwhere a message's time goes (median ms between the states the journal recorded)")
+            print(f"{'run':<28}" + "".join(f"{label:>21}" for label, _, _ in INTERVALS))
+            for result in all_runs:
+                print(f"{result.label:<28}" + "".join(
+                    f"{result.stages[label] * 1e3:>21.1f}" if label in result.stages else f"{'-':>21}"
+                    for label, _, _ in INTERVALS))
 
         if not args.skip_cpu:
             workdir = tmp / "cpu"
