@@ -9,7 +9,6 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest_twisted
@@ -40,8 +39,10 @@ def start(tmp_path, *, handler=None, **sections):
 
     cfg = config_module.from_dict(config_table(tmp_path, **sections), base_dir=tmp_path)
     top = makeService(cfg, reactor, **({"handler": handler} if handler else {}))
-    web = WebService(top.context, top.listener)
-    web.setServiceParent(top)
+    web = next((child for child in top if isinstance(child, WebService)), None)
+    if web is None:   # makeService does not add the status page yet
+        web = WebService(top.context, top.listener)
+        web.setServiceParent(top)
     top.startService()
     yield top.resumed
     return top, web
