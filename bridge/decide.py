@@ -67,7 +67,7 @@ def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, 
             return Plan(action=Action.IGNORE, reason="no metadata to update: accession not published")
         return Plan(action=Action.METADATA, target=live)
     if uncertain is not None:
-        previous = _previous_of(uncertain, documents)
+        previous = previous_of(uncertain, documents)
         ids = _ids(uncertain, previous)
         return Plan(action=Action.REPLACE if previous else Action.CREATE, seq=uncertain.seq, ids=ids,
                     target=previous, resumed=uncertain)
@@ -82,13 +82,17 @@ def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, 
     return Plan(action=Action.REPLACE, seq=seq, ids=ids, target=live)
 
 
-def _previous_of(pending: Document, documents: Sequence[Document]) -> Document | None:
+def previous_of(pending: Document, documents: Sequence[Document]) -> Document | None:
+    """The version *pending* replaces: the same set's previous version that reached the gateway.
+
+    A pending row of that version number left behind by a crash before its call
+    (a later seq then took its place) is not it.
+    """
     if pending.version <= 1:
         return None
-    for d in documents:
-        if d.set_id == pending.set_id and d.version == pending.version - 1:
-            return d
-    return None
+    earlier = [d for d in documents if d.set_id == pending.set_id and d.version == pending.version - 1
+               and d.state != PENDING and d.seq < pending.seq]
+    return max(earlier, key=lambda d: d.seq, default=None)
 
 
 def _ids(pending: Document, previous: Document | None) -> DocumentIds:
