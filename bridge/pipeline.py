@@ -25,7 +25,7 @@ from typing import Any
 from twisted.internet import defer
 
 from bridge import decide as decide_module
-from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, decide
+from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, decide, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
@@ -66,6 +66,11 @@ class Publisher:
     def lock(self, key) -> defer.DeferredLock:
         return self.locks.setdefault(key, defer.DeferredLock())
 
+    def forget_lock(self, key, lock: defer.DeferredLock) -> None:
+        """Drop a lock nobody holds or waits for (one per accession would otherwise pile up)."""
+        if not lock.locked and not lock.waiting and self.locks.get(key) is lock:
+            del self.locks[key]
+
 
 def process(ctx, entry: Entry, parsed) -> defer.Deferred:
     """Process one journaled message; a Deferred of its :class:`Outcome`."""
@@ -87,6 +92,15 @@ async def _process(ctx, entry: Entry, parsed) -> Outcome:
     lock = pub.lock(key)
     await lock.acquire()
     try:
+        # A restart processes again a message whose outcome was not recorded; it may
+        # have been published, or answered and followed by later messages, before the stop.
+        documents = await journal.documents_for(*key)
+        earlier = await _earlier_outcome(journal, entry, documents)
+        if earlier is not None:
+            return earlier
+        if any(d.message_id is not None and d.message_id > entry.id for d in documents):
+            return Outcome(code=AckCode.AA, operation="ignore",
+                           text="not published: a later message for this accession was processed first")
         # Twice at most: a resumed uncertain version that turns out to have landed
         # with other content is then replaced by this message's content.
         for _ in range(2):
@@ -96,6 +110,7 @@ async def _process(ctx, entry: Entry, parsed) -> Outcome:
         raise GatewayUnavailable("the registry did not settle; the message will be processed again")
     finally:
         lock.release()
+        pub.forget_lock(key, lock)
 
 
 async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route, key) -> Outcome | None:
@@ -172,7 +187,8 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     result = await _submit(ctx, entry, "delete", target.document_id, pub.client.delete(sub, resend=resend))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return _failure(result, document_id=target.document_id, operation="delete")
-    await journal.put_document(dataclasses.replace(target, state=DELETED))
+    # The deleting message is recorded: the registry row was last changed by it.
+    await journal.put_document(dataclasses.replace(target, state=DELETED, message_id=entry.id))
     return _published(result, target.document_id, "delete")
 
 
@@ -244,12 +260,60 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call) -> 
 
 
 def _published(result: GatewayResult, document_id: str, operation: str) -> Outcome:
+    return _published_outcome(document_id, operation, x_cart_id=result.x_cart_id, trace_id=result.trace_id,
+                              workflow_instance_id=result.workflow_instance_id)
+
+
+def _published_outcome(document_id: str, operation: str, *, x_cart_id: str | None, trace_id: str | None,
+                       workflow_instance_id: str | None) -> Outcome:
     verb = {"create": "published", "replace": "replaced", "delete": "deleted",
             "metadata": "metadata updated"}[operation]
-    return Outcome(code=AckCode.AA, text=f"X-Cart-id {result.x_cart_id}" if result.x_cart_id else verb,
+    return Outcome(code=AckCode.AA, text=f"X-Cart-id {x_cart_id}" if x_cart_id else verb,
                    errors=(ErrItem(code=ACCEPTED, severity="I", text=f"{verb} {document_id}"),),
-                   document_id=document_id, operation=operation, x_cart_id=result.x_cart_id,
-                   trace_id=result.trace_id, workflow_instance_id=result.workflow_instance_id)
+                   document_id=document_id, operation=operation, x_cart_id=x_cart_id,
+                   trace_id=trace_id, workflow_instance_id=workflow_instance_id)
+
+
+async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
+    """This message's own gateway success from before the last stop, if any (registry settled).
+
+    The gateway's answer (gateway.json) is journaled before the registry is
+    updated and long before the outcome: a kill in between must neither lose
+    the publication nor make it again.
+    """
+    record = None
+    for artifact in await journal.artifacts(entry.id):
+        if artifact.name == "gateway.json":
+            record = json.loads(artifact.content)
+    if record is None or record.get("outcome") != OutcomeClass.PUBLISHED.value:
+        return None
+    operation, document_id = record["operation"], record["document_id"]
+    document = next((d for d in documents if d.document_id == document_id), None)
+    if document is None:
+        return None
+    if operation == "delete":
+        if document.state == PUBLISHED:
+            await journal.put_document(dataclasses.replace(document, state=DELETED, message_id=entry.id))
+    elif operation in ("create", "replace"):
+        if document.message_id != entry.id:
+            # A resumed version that landed with another message's content: this
+            # message's own content is still to be published.
+            if document.state == PENDING:
+                await _settle_published(journal, document, documents)
+            return None
+        if document.state == PENDING:
+            await _settle_published(journal, document, documents)
+    last = (record.get("attempts") or [{}])[-1]
+    return _published_outcome(document_id, operation, x_cart_id=last.get("x_cart_id"),
+                              trace_id=last.get("trace_id"), workflow_instance_id=last.get("workflow_instance_id"))
+
+
+async def _settle_published(journal, document: Document, documents) -> None:
+    """Record *document* as the published version (and the version it replaced as replaced)."""
+    await journal.put_document(dataclasses.replace(document, state=PUBLISHED))
+    previous = previous_of(document, documents)
+    if previous is not None and previous.state == PUBLISHED:
+        await journal.put_document(dataclasses.replace(previous, state=REPLACED))
 
 
 def _failure(result: GatewayResult, *, document_id: str, operation: str) -> Outcome:
@@ -272,12 +336,13 @@ async def _uncertain_version(journal, documents) -> Document | None:
 
 
 async def _was_sent(journal, message_id: int, operation: str | None, document_id: str) -> bool:
-    """True when a call for *document_id* left and got no definitive answer (it may have landed)."""
+    """True when a call for *document_id* left and may have landed (or did) without the registry saying so."""
     for call in await journal.gateway_calls(message_id):
         if call.document_id != document_id or (operation and call.operation != operation):
             continue
+        # 2xx: it landed, and the registry was not updated before the stop (a resend reconciles).
         if call.state == "sent" or call.http_status is None or call.http_status >= 500 \
-                or call.http_status in (404, 409, 429):
+                or call.http_status in (404, 409, 429) or 200 <= call.http_status < 300:
             return True
     return False
 
