@@ -1,7 +1,8 @@
 """End to end: MLLP in, FSE publication, ACK out, with a prompt and a slow gateway.
 
     python bench/bench_e2e.py [--senders 16] [--messages 320] [--delay 0.5]
-                              [--cpu-docs 100] [--no-rules] [--skip-e2e] [--skip-cpu]
+                              [--gateway embedded|external|both] [--cpu-docs 100]
+                              [--no-rules] [--skip-e2e] [--skip-cpu]
 
 issue 6, "Benchmark". Two parts:
 
