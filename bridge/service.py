@@ -463,7 +463,7 @@ class _TwistedLogHandler(logging.Handler):
 def makeService(config, reactor=None, *, handler: Handler = route_message,
                 open_journal: Callable[[], Journal] | None = None) -> service.MultiService:
     """The bridge as a MultiService: worker pool, publishing (stages, gateway), journal, MLLP
-    listener (started in that order).
+    listener, status page (started in that order).
 
     *config* is a :class:`Config`, or :class:`Options` (whose ``config`` names the file).
     """
@@ -489,6 +489,8 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     JournalService(ctx, receiver, open_journal).setServiceParent(top)
     top.listener = MllpService(ctx, receiver)
     top.listener.setServiceParent(top)
+    from bridge.web import WebService
+    WebService(ctx, top.listener).setServiceParent(top)
     top.receiver = receiver
     top.context = ctx
     return top
