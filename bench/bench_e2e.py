@@ -2,7 +2,7 @@
 
     python bench/bench_e2e.py [--senders 16] [--messages 320] [--delay 0.5]
                               [--gateway embedded|external|both] [--cpu-docs 100]
-                              [--no-rules] [--skip-e2e] [--skip-cpu]
+                              [--no-rules] [--workdir DIR] [--skip-e2e] [--skip-cpu]
 
 issue 6, "Benchmark". Two parts:
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -448,6 +449,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gateway", choices=("embedded", "external", "both"), default="both",
                         help="the simulator in the bridge's process (the embedded default), in its own "
                              "process (as a remote gateway), or both (default)")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the state folders (journals, logs) under this folder instead of deleting them")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--skip-cpu", action="store_true")
     args = parser.parse_args(argv)
@@ -455,7 +458,10 @@ def main(argv=None) -> int:
     from bridge.rules import install_rules
 
     templates = load_templates()
-    with tempfile.TemporaryDirectory(prefix="fse-bridge-bench-") as tmp:
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(tempfile.mkdtemp(prefix="fse-bridge-bench-", dir=args.workdir)))
+          if args.workdir else tempfile.TemporaryDirectory(prefix="fse-bridge-bench-")) as tmp:
         tmp = Path(tmp)
         rules_dir = None
         if not args.no_rules:
@@ -490,7 +496,7 @@ def main(argv=None) -> int:
                       f"ceiling at {args.delay * 1e3:.0f} ms: {args.senders} / ({args.delay:.2f} s + "
                       f"{runs[0].unloaded_s:.3f} s) = {ceiling:.1f} msgs/s")
                 if any(r.not_aa for r in runs):
-                    print("some ACKs were not AA")
+                    print("some ACKs were not AA: see server.log in the state folders (--workdir keeps them)")
             print("\nwhere a message's time goes (median ms between the states the journal recorded)")
             print(f"{'run':<28}" + "".join(f"{label:>21}" for label, _, _ in INTERVALS))
             for result in all_runs:
