@@ -41,9 +41,14 @@ class Plan:
 
 
 def current(documents: Sequence[Document]) -> Document | None:
-    """The version the citizen sees now: the highest seq still published."""
-    live = [d for d in documents if d.state == PUBLISHED]
-    return max(live, key=lambda d: d.seq) if live else None
+    """The version the citizen sees now: the newest version that reached the gateway, if published.
+
+    Only the newest can be: an older row still marked published (a stop between
+    recording a replacement and marking the version it replaced) is not live.
+    """
+    landed = [d for d in documents if d.state != PENDING]
+    newest = max(landed, key=lambda d: d.seq) if landed else None
+    return newest if newest is not None and newest.state == PUBLISHED else None
 
 
 def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, doc_type: str,

@@ -295,22 +295,21 @@ async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
         if document.state == PUBLISHED:
             await journal.put_document(dataclasses.replace(document, state=DELETED, message_id=entry.id))
     elif operation in ("create", "replace"):
+        await _settle_published(journal, document, documents)
         if document.message_id != entry.id:
             # A resumed version that landed with another message's content: this
             # message's own content is still to be published.
-            if document.state == PENDING:
-                await _settle_published(journal, document, documents)
             return None
-        if document.state == PENDING:
-            await _settle_published(journal, document, documents)
     last = (record.get("attempts") or [{}])[-1]
     return _published_outcome(document_id, operation, x_cart_id=last.get("x_cart_id"),
                               trace_id=last.get("trace_id"), workflow_instance_id=last.get("workflow_instance_id"))
 
 
 async def _settle_published(journal, document: Document, documents) -> None:
-    """Record *document* as the published version (and the version it replaced as replaced)."""
-    await journal.put_document(dataclasses.replace(document, state=PUBLISHED))
+    """Record *document* as landed (published, unless a later message replaced or deleted it
+    since) and the version it replaced as replaced; what is already recorded is kept."""
+    if document.state == PENDING:
+        await journal.put_document(dataclasses.replace(document, state=PUBLISHED))
     previous = previous_of(document, documents)
     if previous is not None and previous.state == PUBLISHED:
         await journal.put_document(dataclasses.replace(previous, state=REPLACED))
