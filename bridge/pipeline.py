@@ -117,7 +117,10 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route
     journal = ctx.journal
     structure = pub.config.structure
     documents = await journal.documents_for(*key)
-    uncertain = await _uncertain_version(journal, documents) if routed.action is Action.PUBLISH else None
+    uncertain = await _uncertain_version(journal, documents) \
+        if routed.action in (Action.PUBLISH, Action.DELETE) else None
+    if routed.action is Action.DELETE and uncertain is not None:
+        return await _delete_uncertain(ctx, pub, entry, uncertain, documents)
     plan = decide(routed.action, documents, structure_cf=structure.fiscal_code, doc_type=routed.doc_type.name,
                   repository=structure.repository, accession=routed.accession,
                   repository_index=structure.repository_index, uncertain=uncertain)
@@ -190,6 +193,45 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     # The deleting message is recorded: the registry row was last changed by it.
     await journal.put_document(dataclasses.replace(target, state=DELETED, message_id=entry.id))
     return _published(result, target.document_id, "delete")
+
+
+async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Document, documents) -> Outcome:
+    """A cancellation while a version's publication is uncertain (its call left without a final
+    answer, e.g. after an AR): that version is deleted if it landed; if it did not (the
+    resent delete's 404), the version it was to replace is the live one and is deleted.
+
+    Rows are marked at the end, the uncertain one last: until then a restart finds the
+    same uncertainty and does the same again.
+    """
+    journal = ctx.journal
+    previous = previous_of(uncertain, documents)
+    sub = await _stored_submission(journal, uncertain)
+    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    result = await _submit(ctx, entry, "delete", uncertain.document_id, pub.client.delete(sub, resend=True))
+    if result.outcome_class is not OutcomeClass.PUBLISHED:
+        return _failure(result, document_id=uncertain.document_id, operation="delete")
+    target = uncertain
+    if result.reconciled and previous is not None and previous.state == PUBLISHED:
+        target = previous
+        sub = await _stored_submission(journal, previous)
+        await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+        resend = await _was_sent(journal, entry.id, "delete", previous.document_id)
+        result = await _submit(ctx, entry, "delete", previous.document_id, pub.client.delete(sub, resend=resend))
+        if result.outcome_class is not OutcomeClass.PUBLISHED:
+            return _failure(result, document_id=previous.document_id, operation="delete")
+    await _settle_deleted(journal, entry, uncertain, previous, previous_deleted=target is previous)
+    return _published(result, target.document_id, "delete")
+
+
+async def _settle_deleted(journal, entry: Entry, uncertain: Document, previous: Document | None, *,
+                          previous_deleted: bool) -> None:
+    """Record the end of the cancellation of an *uncertain* version: the version it was to
+    replace is deleted (the uncertain one never landed) or replaced (it had), then the
+    uncertain one is marked deleted."""
+    if previous is not None and previous.state == PUBLISHED:
+        await journal.put_document(dataclasses.replace(previous, state=DELETED, message_id=entry.id)
+                                   if previous_deleted else dataclasses.replace(previous, state=REPLACED))
+    await journal.put_document(dataclasses.replace(uncertain, state=DELETED, message_id=entry.id))
 
 
 async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
@@ -281,19 +323,29 @@ async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
     updated and long before the outcome: a kill in between must neither lose
     the publication nor make it again.
     """
-    record = None
-    for artifact in await journal.artifacts(entry.id):
-        if artifact.name == "gateway.json":
-            record = json.loads(artifact.content)
-    if record is None or record.get("outcome") != OutcomeClass.PUBLISHED.value:
+    records = [json.loads(a.content) for a in await journal.artifacts(entry.id) if a.name == "gateway.json"]
+    if not records or records[-1].get("outcome") != OutcomeClass.PUBLISHED.value:
         return None
+    record = records[-1]
+    by_id = {d.document_id: d for d in documents}
     operation, document_id = record["operation"], record["document_id"]
-    document = next((d for d in documents if d.document_id == document_id), None)
+    document = by_id.get(document_id)
     if document is None:
         return None
     if operation == "delete":
-        if document.state == PUBLISHED:
-            await journal.put_document(dataclasses.replace(document, state=DELETED, message_id=entry.id))
+        if document.state == PENDING:
+            # The cancelled version was uncertain (_delete_uncertain).
+            previous = previous_of(document, documents)
+            if record.get("reconciled") and previous is not None and previous.state == PUBLISHED:
+                return None   # it never landed: the live version it was to replace is still to delete
+            await _settle_deleted(journal, entry, document, previous, previous_deleted=False)
+        elif document.state == PUBLISHED:
+            uncertain = [by_id[r["document_id"]] for r in records[:-1] if r["operation"] == "delete"
+                         and r["document_id"] in by_id and by_id[r["document_id"]].state == PENDING]
+            if uncertain:
+                await _settle_deleted(journal, entry, uncertain[-1], document, previous_deleted=True)
+            else:
+                await journal.put_document(dataclasses.replace(document, state=DELETED, message_id=entry.id))
     elif operation in ("create", "replace"):
         await _settle_published(journal, document, documents)
         if document.message_id != entry.id:
