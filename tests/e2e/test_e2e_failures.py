@@ -144,3 +144,34 @@ def test_unsupported_message_type_is_ar(bridge, unique):
     ack = bridge.exchange(message)
     assert ack.code == "AR" and [(e["location"], e["code"]) for e in ack.errors] == [("MSH^1^9^2", "201")], ack
     assert len(bridge.requests()) == seen
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+def test_cancellation_after_a_correction_left_uncertain(bridge, unique, landed):
+    """A correction ends AR with its outcome unknown (the gateway may have it); the cancellation that
+    follows removes whatever is live, and a later result starts a new set."""
+    accession = unique("UNC-")
+    first, second = doc_id("LAB", accession, 1), doc_id("LAB", accession, 2)
+    assert bridge.exchange(document_message("LAB", unique("U"), accession)).code == "AA"
+    # Both attempts of the correction fail; with "landed" the first was processed before its
+    # connection dropped (the correction is live at the gateway).
+    first_attempt = {"operation": "replace", "action": "drop-after-processing"} if landed else \
+        {"operation": "replace", "status": 503}
+    bridge.faults(first_attempt, {"operation": "replace", "status": 503})
+    ack = bridge.exchange(document_message("LAB", unique("U"), accession, status="C", variant=7))
+    assert ack.code == "AR", ack
+    [chain] = chains(bridge.registry(), accession)
+    assert [d["status"] for d in chain] == (["replaced", "current"] if landed else ["current"])
+
+    ack = bridge.exchange(document_message("LAB", unique("U"), accession, status="X"))
+    assert ack.code == "AA" and ack.x_cart_id, ack
+    assert ack.errors[0]["text"] == f"deleted {second if landed else first}", ack
+    [chain] = chains(bridge.registry(), accession)
+    assert [d["status"] for d in chain] == (["replaced", "deleted"] if landed else ["deleted"])
+    assert not [d for d in bridge.registry() if d["status"] == "current" and accession in d["id"]]
+
+    ack = bridge.exchange(document_message("LAB", unique("U"), accession, variant=8))
+    third = doc_id("LAB", accession, 3)
+    assert ack.code == "AA" and ack.errors[0]["text"] == f"published {third}", ack
+    assert [(d["id"], d["status"], d["version"]) for d in chains(bridge.registry(), accession)[-1]] == \
+        [(third, "current", 1)]
