@@ -1,6 +1,6 @@
 """End to end: MLLP in, FSE publication, ACK out, with a prompt and a slow gateway.
 
-    python bench/bench_e2e.py [--senders 16] [--messages 320] [--delay 0.5]
+    python bench/bench_e2e.py [--senders 16] [--window 1] [--messages 320] [--delay 0.5]
                               [--gateway embedded|external|both] [--cpu-docs 100]
                               [--no-rules] [--workdir DIR] [--skip-e2e] [--skip-cpu]
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -245,9 +246,10 @@ class RunResult:
         return (last - first) / (self.completions[last] - self.completions[first])
 
 
-async def send_all(port: int, batches: list[list[bytes]]) -> tuple[list[float], list[float], dict[str, int]]:
-    """Each batch on its own connection, one message at a time; ACK latencies, ACK times (from
-    the start) and non-AA codes."""
+async def send_all(port: int, batches: list[list[bytes]], window: int = 1
+                   ) -> tuple[list[float], list[float], dict[str, int]]:
+    """Each batch on its own connection, at most *window* messages awaiting their ACK (1: the next
+    message after the ACK); ACK latencies, ACK times (from the start) and non-AA codes."""
     from bridge.receive import MllpDecoder, frame
 
     begin = time.perf_counter()
@@ -258,21 +260,24 @@ async def send_all(port: int, batches: list[list[bytes]]) -> tuple[list[float], 
     async def sender(batch: list[bytes]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         decoder = MllpDecoder(16 * 1024 * 1024)
+        sent: collections.deque[float] = collections.deque()
+        answers: collections.deque[bytes] = collections.deque()
+        pending = list(reversed(batch))
         try:
-            for message in batch:
-                started = time.perf_counter()
-                writer.write(frame(message))
+            while pending or sent:
+                while pending and len(sent) < window:
+                    sent.append(time.perf_counter())
+                    writer.write(frame(pending.pop()))
                 await writer.drain()
-                answers: list[bytes] = []
                 while not answers:
                     data = await reader.read(65536)
                     if not data:
                         raise RuntimeError("the server closed the connection")
                     answers.extend(decoder.feed(data))
                 now = time.perf_counter()
-                latencies.append(now - started)
+                latencies.append(now - sent.popleft())
                 completions.append(now - begin)
-                code = _msa1(answers[0])
+                code = _msa1(answers.popleft())
                 if code != "AA":
                     not_aa[code] = not_aa.get(code, 0) + 1
         finally:
@@ -290,7 +295,7 @@ def _msa1(ack: bytes) -> str:
 
 
 def run_e2e(label: str, workdir: Path, rules_dir: Path | None, templates: list[Template], *,
-            senders: int, messages: int, delay_s: float, external: bool) -> RunResult:
+            senders: int, messages: int, delay_s: float, external: bool, window: int = 1) -> RunResult:
     with Setup(workdir, rules_dir, external=external) as setup:
         tag = f"{'X' if external else 'E'}{int(delay_s * 1000)}"
         # Warm-up, untimed: each type once (first-use costs: fonts, code tables, TLS session), then
@@ -306,7 +311,7 @@ def run_e2e(label: str, workdir: Path, rules_dir: Path | None, templates: list[T
                    for s in range(senders)]
         cpu_before = setup.cpu_seconds()
         started = time.perf_counter()
-        latencies, completions, not_aa = asyncio.run(send_all(setup.port, batches))
+        latencies, completions, not_aa = asyncio.run(send_all(setup.port, batches, window))
         seconds = time.perf_counter() - started
         cpu_after = setup.cpu_seconds()
     stages = stage_latencies(workdir / "journal.sqlite", f"{tag}x")
@@ -442,6 +447,9 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--window", type=int, default=1,
+                        help="messages a sender sends before waiting for the first ACK (default 1: "
+                             "the next message after the ACK; more: a pipelining sender)")
     parser.add_argument("--messages", type=int, default=320, help="messages per run (default 320)")
     parser.add_argument("--delay", type=float, default=0.5, help="gateway delay of the second run, seconds")
     parser.add_argument("--cpu-docs", type=int, default=100, help="documents for the in-process CPU figures")
@@ -471,7 +479,9 @@ def main(argv=None) -> int:
               f"validation {'ON (reference rules)' if rules_dir else 'OFF'}; examples {', '.join(EXAMPLES)}")
 
         if not args.skip_e2e:
-            print(f"\nthroughput: {args.senders} senders (one connection each, next message after the ACK), "
+            pace = ("next message after the ACK" if args.window == 1
+                    else f"up to {args.window} messages awaiting their ACK")
+            print(f"\nthroughput: {args.senders} senders (one connection each, {pace}), "
                   f"ack mode outcome, {args.messages} messages per run")
             print(RUN_HEADER)
             gateways = {"embedded": [False], "external": [True], "both": [False, True]}[args.gateway]
@@ -484,16 +494,17 @@ def main(argv=None) -> int:
                     workdir.mkdir()
                     runs.append(run_e2e(f"{where}, {delay * 1e3:.0f} ms", workdir, rules_dir, templates,
                                         senders=args.senders, messages=args.messages, delay_s=delay,
+                                        window=args.window,
                                         external=external))
                     print_run(runs[-1])
                     all_runs.append(runs[-1])
                 ratio = runs[1].rate / runs[0].rate
                 steady = runs[1].steady_rate / runs[0].steady_rate
-                # Each sender has one message in flight: at most senders / (delay + unloaded latency).
-                ceiling = args.senders / (args.delay + runs[0].unloaded_s)
+                # Each sender has *window* messages in flight: at most that many per (delay + latency).
+                ceiling = args.senders * args.window / (args.delay + runs[0].unloaded_s)
                 print(f"{'':<28}ratio {args.delay * 1e3:.0f} ms / 0 ms: {ratio:.2f}, steady {steady:.2f} "
                       f"(goal >= 0.9); one message alone: {runs[0].unloaded_s * 1e3:.0f} ms; senders' "
-                      f"ceiling at {args.delay * 1e3:.0f} ms: {args.senders} / ({args.delay:.2f} s + "
+                      f"ceiling at {args.delay * 1e3:.0f} ms: {args.senders * args.window} / ({args.delay:.2f} s + "
                       f"{runs[0].unloaded_s:.3f} s) = {ceiling:.1f} msgs/s")
                 if any(r.not_aa for r in runs):
                     print("some ACKs were not AA: see server.log in the state folders (--workdir keeps them)")
