@@ -29,7 +29,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.web import pages, resource, server
 
-from bridge import validate
+from bridge import __version__, validate
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def health(ctx, listener=None):
     healthy = journal_open and (listener is None or port is not None)
     body = {
         "status": "ok" if healthy else "unavailable",
+        "version": __version__,
         "journal": {"open": journal_open, "backend": config.journal.backend,
                     "path": str(getattr(ctx.journal, "path", config.journal.path))},
         "gateway": {"embedded": config.embedded_gateway, "url": gateway_url},

@@ -15,6 +15,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
+import bridge
 from bridge import config as config_module
 from bridge.model import AckCode
 from bridge.outcome import Outcome
@@ -84,7 +85,7 @@ def test_healthz_page_and_message_json_after_a_publication(tmp_path):
         status, content_type, body = yield get(web.url + "healthz")
         assert status == 200 and content_type.startswith("application/json")
         health = json.loads(body)
-        assert health["status"] == "ok"
+        assert health["status"] == "ok" and health["version"] == bridge.__version__
         assert health["journal"]["open"] is True
         assert health["gateway"]["embedded"] is True
         assert health["gateway"]["url"].startswith("https://localhost:")
