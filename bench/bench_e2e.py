@@ -232,7 +232,7 @@ class RunResult:
     unloaded_s: float
     """Median latency of a message sent alone (the gateway answering at once)."""
     stages: dict[str, float]
-    """Median seconds between journaled states (see INTERVALS)."""
+    """Median seconds between consecutive journaled states (see STATES)."""
 
     @property
     def rate(self) -> float:
@@ -319,13 +319,16 @@ def run_e2e(label: str, workdir: Path, rules_dir: Path | None, templates: list[T
                      cpu_after[1] - cpu_before[1], not_aa, statistics.median(unloaded), stages)
 
 
-#: Where a message's time goes, from the journal's timestamps: (label, from state, to state).
-INTERVALS = (("journaled>routed", "received", "routed"),
-             ("routed>rendered", "routed", "rendered"),
-             ("rendered>validated", "rendered", "validated"),
-             ("validated>packaged", "validated", "packaged"),
-             ("packaged>submitting", "packaged", "submitting"),
-             ("submitting>answered", "submitting", "answered"))
+#: Where a message's time goes: the states the pipeline journals, in order ("answered": the
+#: gateway call's answer recorded; "validated" is absent when local validation is OFF).
+STATES = ("received", "routed", "rendered", "validated", "packaged", "submitting", "answered")
+
+
+def interval_labels(results) -> list[str]:
+    """The intervals some run measured, in pipeline order."""
+    seen = {label for r in results for label in r.stages}
+    order = [f"{a}>{b}" for i, a in enumerate(STATES) for b in STATES[i + 1:]]
+    return [label for label in order if label in seen]
 
 
 def stage_latencies(journal: Path, prefix: str) -> dict[str, float]:
@@ -341,12 +344,12 @@ def stage_latencies(journal: Path, prefix: str) -> dict[str, float]:
             " JOIN messages m ON m.id = g.message_id WHERE m.msh10 LIKE ?", (prefix + "%", prefix + "%")):
         when.setdefault(message_id, {})[state] = datetime.datetime.fromisoformat(at).timestamp()
     db.close()
-    result = {}
-    for label, start, end in INTERVALS:
-        spans = [t[end] - t[start] for t in when.values() if start in t and end in t]
-        if spans:
-            result[label] = statistics.median(spans)
-    return result
+    spans: dict[str, list[float]] = {}
+    for times in when.values():
+        present = [state for state in STATES if state in times]
+        for start, end in zip(present, present[1:]):
+            spans.setdefault(f"{start}>{end}", []).append(times[end] - times[start])
+    return {label: statistics.median(values) for label, values in spans.items()}
 
 
 RUN_HEADER = (f"{'run':<28}{'msgs':>6}{'s':>7}{'msgs/s':>8}{'steady':>8}{'p50 ms':>8}{'p95 ms':>8}{'min ms':>8}"
@@ -394,9 +397,9 @@ def cpu_per_document(templates: list[Template], rules_dir: Path | None, workdir:
     signer = PdfSigner.from_credential(sign)
     structure = config.structure
 
-    def one(raw: bytes) -> dict[str, tuple[float, float]]:
-        """(process CPU, wall) seconds per stage: process CPU counts the helper threads
-        some libraries use (the schematron engine's runtime), thread CPU would not."""
+    def one(raw: bytes) -> tuple[str, dict[str, tuple[float, float]]]:
+        """The document type and (process CPU, wall) seconds per stage: process CPU counts the
+        helper threads some libraries use (the schematron engine's runtime), thread CPU would not."""
         times: dict[str, tuple[float, float]] = {}
         marks = [(time.process_time(), time.perf_counter())]
 
@@ -432,8 +435,7 @@ def cpu_per_document(templates: list[Template], rules_dir: Path | None, workdir:
 
     for i, template in enumerate(templates):   # warm-up, not counted
         one(fresh(template, f"CW{i}"))
-    samples = [one(fresh(templates[i % len(templates)], f"C{i:05d}")) for i in range(docs)]
-    return samples
+    return [one(fresh(templates[i % len(templates)], f"C{i:05d}")) for i in range(docs)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -494,8 +496,7 @@ def main(argv=None) -> int:
                     workdir.mkdir()
                     runs.append(run_e2e(f"{where}, {delay * 1e3:.0f} ms", workdir, rules_dir, templates,
                                         senders=args.senders, messages=args.messages, delay_s=delay,
-                                        window=args.window,
-                                        external=external))
+                                        window=args.window, external=external))
                     print_run(runs[-1])
                     all_runs.append(runs[-1])
                 ratio = runs[1].rate / runs[0].rate
@@ -509,11 +510,12 @@ def main(argv=None) -> int:
                 if any(r.not_aa for r in runs):
                     print("some ACKs were not AA: see server.log in the state folders (--workdir keeps them)")
             print("\nwhere a message's time goes (median ms between the states the journal recorded)")
-            print(f"{'run':<28}" + "".join(f"{label:>21}" for label, _, _ in INTERVALS))
+            labels = interval_labels(all_runs)
+            print(f"{'run':<28}" + "".join(f"{label:>21}" for label in labels))
             for result in all_runs:
                 print(f"{result.label:<28}" + "".join(
                     f"{result.stages[label] * 1e3:>21.1f}" if label in result.stages else f"{'-':>21}"
-                    for label, _, _ in INTERVALS))
+                    for label in labels))
 
         if not args.skip_cpu:
             workdir = tmp / "cpu"
