@@ -284,3 +284,41 @@ def test_fiscal_codes_quoted_by_validation_messages_are_masked(tmp_path):
         assert "[redacted]" in message["error"] and b"RSSMRA80A01H501U" not in body
     finally:
         yield top.stopService()
+
+
+def test_serve_says_where_the_status_page_is_and_it_answers(tmp_path):
+    """`fse-bridge serve` as a user runs it: one log line gives the page's address."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    from fse_helpers import to_toml
+
+    config = tmp_path / "bridge.toml"
+    config.write_text(to_toml(config_table(tmp_path)))
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--config", str(config)], cwd=CHECKOUT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    lines, found = [], threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if "status page on" in line:
+                found.set()
+        found.set()   # the process ended
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert found.wait(60), "no status page line"
+        match = re.search(r"status page on (http://127\.0\.0\.1:\d+/)", "".join(lines))
+        assert match, "".join(lines)
+        with urllib.request.urlopen(match.group(1) + "healthz", timeout=30) as response:
+            health = json.loads(response.read())
+        assert response.status == 200 and health["status"] == "ok"
+        assert health["validation"]["local"] == "OFF" and health["gateway"]["embedded"] is True
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0, "".join(lines)
