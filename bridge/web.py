@@ -216,10 +216,13 @@ unfinished messages: {"?" if unfinished is None else unfinished}.
 
 def _answer(request, d: defer.Deferred, *, what: str):
     """Finish *request* with the ``(status, content_type, bytes)`` *d* fires with."""
+    gone: list = []
+    # Fires with an error if the client goes away first: then there is nobody to answer.
+    request.notifyFinish().addErrback(gone.append)
 
     def write(result):
         status, content_type, data = result
-        if request.finished or request._disconnected:
+        if gone or request.finished:
             return
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", content_type)
