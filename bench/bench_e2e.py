@@ -448,7 +448,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--senders", type=int, default=16, help="MLLP connections sending at once (default 16)")
     parser.add_argument("--window", type=int, default=1,
                         help="messages a sender sends before waiting for the first ACK (default 1: "
                              "the next message after the ACK; more: a pipelining sender)")
@@ -461,8 +461,8 @@ def main(argv=None) -> int:
                              "process (as a remote gateway), or both (default)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the state folders (journals, logs) under this folder instead of deleting them")
-    parser.add_argument("--skip-e2e", action="store_true")
-    parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--skip-e2e", action="store_true", help="only the in-process CPU figures")
+    parser.add_argument("--skip-cpu", action="store_true", help="only the throughput runs")
     args = parser.parse_args(argv)
 
     from bridge.rules import install_rules
