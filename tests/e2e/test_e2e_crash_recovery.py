@@ -32,7 +32,7 @@ from .test_e2e_chains import doc_id
 TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 SENDERS = 3
 ACCESSIONS = 12
-KILLS = 4
+KILLS = 6
 #: Journal states a kill waits for (None: kill at once), so kills land in every stage.
 STAGES = ("received", "routed", "rendered", "packaged", "submitting", None)
 
