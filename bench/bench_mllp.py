@@ -204,7 +204,7 @@ class Server:
         config = state / "bridge.toml"
         config.write_text(
             f'state_dir = "{state}"\n[mllp]\nport = 0\nmax_connections = 1024\n'
-            f'[certificates]\ndevelopment = true\n[logging]\nlevel = "WARNING"\n'
+            f'[certificates]\ndevelopment = true\n[logging]\nlevel = "WARNING"\n[web]\nport = 0\n'
             f'[mapping]\ndir = "{state / "mappings"}"\ntemplates = "{state / "templates"}"\npractitioners = ""\n')
         port_file = state / "mllp.port"
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", "fse-bridge", "--port-file",

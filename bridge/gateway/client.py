@@ -279,8 +279,11 @@ class GatewayClient:
         self.clock = clock
         self.on_send = on_send
         self._sleep = sleep
+        # Enough kept-alive connections for every sender's call at once: a new mutual-TLS
+        # handshake per call past httpx's default 20 would cost more than the call.
         self._http = httpx.AsyncClient(verify=verify, transport=transport,
                                        timeout=httpx.Timeout(timeout_s),
+                                       limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
                                        headers={"Accept": "application/json"})
 
     @classmethod
