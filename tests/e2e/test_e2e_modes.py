@@ -12,7 +12,7 @@ import pytest
 
 from fse_helpers import CHECKOUT
 
-from .e2e_kit import EXAMPLES, Bridge, chains, document_message, poll
+from .e2e_kit import EXAMPLES, FAST_GATEWAY, Bridge, chains, document_message, poll
 from .test_e2e_chains import doc_id
 
 #: The README's order: one per type, then the correction and the cancellation of lab.hl7.
@@ -45,7 +45,8 @@ def test_examples_pass_local_validation_and_are_published(validating_bridge):
 
 @pytest.fixture(scope="module")
 def commit_bridge(tmp_path_factory):
-    bridge = Bridge(tmp_path_factory.mktemp("commit"), ack={"mode": "commit"}).start()
+    gateway = dict(FAST_GATEWAY, requeue_s=0.2, requeue_max_s=0.5)
+    bridge = Bridge(tmp_path_factory.mktemp("commit"), ack={"mode": "commit"}, gateway=gateway).start()
     yield bridge
     assert bridge.stop() == 0, bridge.log()[-4000:]
 
@@ -73,6 +74,24 @@ def test_commit_mode_answers_once_journaled_and_journals_the_outcome(commit_brid
     assert ack.code == "AA", ack
     entry = bridge.finished(ack.control_id)
     assert entry["outcome"] == "AE" and "practitioner" in entry["error"]
+
+
+def test_commit_mode_tries_again_what_the_gateway_could_not_take(commit_bridge, unique):
+    """The sender got AA and will not resend: after an AR from the gateway the bridge waits and
+    tries again itself; the publication then shows in the journal and at the gateway."""
+    bridge = commit_bridge
+    accession = unique("CMW-")
+    bridge.faults({"operation": "create", "status": 503, "times": 2})   # both attempts of the first try
+    ack = bridge.exchange(document_message("RSA", unique("CW"), accession))
+    assert (ack.code, ack.text) == ("AA", "received"), ack
+    entry = bridge.finished(ack.control_id)
+    assert (entry["outcome"], entry["document_id"]) == ("AA", doc_id("RSA", accession, 1))
+    states = [r["state"] for r in bridge.query("SELECT state FROM transitions WHERE message_id = ? ORDER BY id",
+                                               entry["id"])]
+    assert "waiting" in states and states[-1] == "done", states
+    assert [c["http_status"] for c in bridge.calls(entry["id"])][:2] == [503, 503]
+    [chain] = chains(bridge.registry(), accession)
+    assert [(d["id"], d["status"]) for d in chain] == [(entry["document_id"], "current")]
 
 
 def test_a_slow_gateway_does_not_stop_another_sender(bridge, unique):
