@@ -8,11 +8,11 @@ Nothing here waits by sleeping: every wait is a bounded poll of a real condition
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -246,7 +246,6 @@ class Bridge:
     def _client(self) -> httpx.Client:
         if self._http is None:
             certs = self.state_dir / "certs"
-            import ssl
             context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
             context.load_cert_chain(str(certs / "auth.pem"), str(certs / "auth.key"))
             url = httpx.URL(self.gateway_url)
@@ -352,10 +351,6 @@ def accession_of(document_id: str) -> str:
     return extension.split(".", 3)[3].rsplit("_", 1)[0]
 
 
-def seq_of(document_id: str) -> int:
-    return int(document_id.rsplit("_", 1)[1])
-
-
 def chains(registry: list[dict], accession: str) -> list[list[dict]]:
     """The document sets of *accession* in the simulator's registry, each by version, oldest set first."""
     docs = [d for d in registry if accession_of(d["id"]) == accession]
@@ -364,7 +359,3 @@ def chains(registry: list[dict], accession: str) -> list[list[dict]]:
         sets.setdefault(d["set_id"], []).append(d)
     return sorted((sorted(s, key=lambda d: d["version"]) for s in sets.values()),
                   key=lambda s: s[0]["created"])
-
-
-def json_artifact(artifacts: dict[str, bytes], name: str) -> dict:
-    return json.loads(artifacts[name])

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .e2e_kit import Ack, Bridge, MllpDecoder, accession_of, chains, document_message, frame, poll
+from bridge.receive import MllpDecoder, frame
+
+from .e2e_kit import Ack, Bridge, accession_of, chains, document_message, poll
 from .test_e2e_chains import doc_id
 
 TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
