@@ -10,6 +10,15 @@ the ACK is built from (interface.md, ACK contract).
 Messages for the same structure + type + accession are processed one at a
 time (a lock per key), so the registry decisions of :mod:`bridge.decide`
 never race.
+
+Recovery (issue 6, "a kill at any point loses nothing"): a restart processes
+again every message without a recorded outcome. Such a message first takes
+its own journaled gateway success as its outcome (settling the registry rows
+the kill left behind); it is not applied again when a later message already
+changed its accession (its ACK may have gone out before its outcome was
+committed); a version whose call left without a final answer is sent again
+with the same ids and reconciled (409/404), never under a new id; and a
+cancellation deletes whatever such a version left live.
 """
 
 from __future__ import annotations
