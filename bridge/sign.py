@@ -17,15 +17,17 @@ the key without touching the packaging.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import io
 import threading
 from typing import Protocol
 
+from asn1crypto import cms as asn1_cms
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError, PdfReadError
@@ -56,10 +58,74 @@ class Signer(Protocol):
         """The PAdES-signed PDF (an incremental update of *pdf*)."""
 
 
+class _CmsTemplate:
+    """pyHanko's CMS for one signer, with the two parts that change per document cut out.
+
+    For a PAdES B-B signature with a fixed key, the CMS differs from one
+    document to the next only in the message-digest attribute and the
+    signature value (pdf.md section 5: no signing-time attribute, /M carries
+    the time). asn1crypto spends about 7 ms re-encoding the certificate and
+    the signing-certificate-v2 attribute for every signature; splicing the two
+    values into the DER pyHanko produced once gives the same bytes for a few
+    microseconds. :meth:`build` checks that on a second document before the
+    template is used, so a signer whose output is not of this shape (ECDSA,
+    whose signatures change length; attributes that depend on the time)
+    keeps pyHanko's own path.
+    """
+
+    def __init__(self, attrs: tuple[bytes, bytes], cms: tuple[bytes, bytes, bytes], digest_size: int):
+        self._attrs = attrs
+        self._cms = cms
+        self.digest_size = digest_size
+
+    def signed_attrs(self, digest: bytes) -> bytes:
+        """The DER of the signed attributes (SET OF, as signed) for *digest*."""
+        return self._attrs[0] + digest + self._attrs[1]
+
+    def content_info(self, digest: bytes, signature: bytes) -> bytes:
+        head, middle, tail = self._cms
+        return head + digest + middle + signature + tail
+
+    @classmethod
+    async def build(cls, signer: "_ParsedKeySigner", digest_algorithm: str) -> "_CmsTemplate | None":
+        """The template for *signer*, or None when its CMS is not of the expected shape."""
+        algo = get_pyca_cryptography_hash(digest_algorithm)
+        probes = []
+        for n, when in enumerate((dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+                                  dt.datetime(2021, 6, 15, 12, 30, tzinfo=dt.timezone.utc))):
+            hasher = hashes.Hash(algo)
+            hasher.update(f"fse-bridge CMS template probe {n}".encode())
+            digest = hasher.finalize()
+            info = await signers.SimpleSigner.async_sign(
+                signer, digest, digest_algorithm, use_pades=True,
+                signed_attr_settings=PdfCMSSignedAttributes(signing_time=when))
+            signer_info = info["content"]["signer_infos"][0]
+            # in the CMS the attributes are [0] IMPLICIT; what is signed is the SET OF
+            attrs = b"\x31" + signer_info["signed_attrs"].dump()[1:]
+            probes.append((digest, attrs, signer_info["signature"].native, info.dump()))
+        digest, attrs, signature, der = probes[0]
+        if attrs.count(digest) != 1 or der.count(digest) != 1 or der.count(signature) != 1:
+            return None
+        a_head, a_tail = attrs.split(digest)
+        head, rest = der.split(digest)
+        if rest.count(signature) != 1:
+            return None
+        middle, tail = rest.split(signature)
+        template = cls((a_head, a_tail), (head, middle, tail), len(digest))
+        digest2, attrs2, _, der2 = probes[1]
+        if template.signed_attrs(digest2) != attrs2:
+            return None
+        signature2 = signer.sign_raw(attrs2, digest_algorithm)
+        if template.content_info(digest2, signature2) != der2:
+            return None
+        return template
+
+
 class _ParsedKeySigner(signers.SimpleSigner):
     """pyHanko's SimpleSigner re-parses the DER key for every raw signature,
     and cryptography validates RSA keys on load: ~10x slower (pdf.md section 7).
-    This one keeps the parsed key."""
+    This one keeps the parsed key, and the CMS around the signature as a
+    template (:class:`_CmsTemplate`)."""
 
     def __init__(self, cred: Credential):
         cert = asn1_x509.Certificate.load(cred.der)
@@ -70,6 +136,8 @@ class _ParsedKeySigner(signers.SimpleSigner):
             [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in cred.chain])
         super().__init__(signing_cert=cert, signing_key=key_info, cert_registry=registry)
         self._key = cred.private_key
+        self._templates: dict[str, _CmsTemplate | None] = {}
+        """Per digest algorithm; None: this signer's CMS does not fit a template."""
 
     def _dry_run_length(self) -> int:
         if isinstance(self._key, rsa.RSAPrivateKey):
@@ -87,6 +155,30 @@ class _ParsedKeySigner(signers.SimpleSigner):
         if isinstance(self._key, rsa.RSAPrivateKey):
             return self._key.sign(data, padding.PKCS1v15(), hash_algo)
         return self._key.sign(data, ec.ECDSA(hash_algo))
+
+    async def async_sign(self, data_digest: bytes, digest_algorithm: str, dry_run=False,
+                         use_pades=False, timestamper=None,
+                         signed_attr_settings: PdfCMSSignedAttributes | None = None,
+                         is_pdf_sig=True, encap_content_info=None) -> asn1_cms.ContentInfo:
+        """pyHanko's CMS, from the template when the call is the PAdES B-B one packaging makes."""
+        settings = signed_attr_settings or PdfCMSSignedAttributes()
+        plain = (not dry_run and use_pades and timestamper is None and is_pdf_sig
+                 and encap_content_info is None
+                 # the signing time is not in a PAdES CMS; any other attribute setting is
+                 and dataclasses.replace(settings, signing_time=None) == PdfCMSSignedAttributes())
+        template = None
+        if plain:
+            algorithm = digest_algorithm.lower()
+            if algorithm not in self._templates:
+                self._templates[algorithm] = await _CmsTemplate.build(self, algorithm)
+            template = self._templates[algorithm]
+        if template is None or len(data_digest) != template.digest_size:
+            return await super().async_sign(
+                data_digest, digest_algorithm, dry_run=dry_run, use_pades=use_pades,
+                timestamper=timestamper, signed_attr_settings=signed_attr_settings,
+                is_pdf_sig=is_pdf_sig, encap_content_info=encap_content_info)
+        signature = self.sign_raw(template.signed_attrs(data_digest), algorithm)
+        return asn1_cms.ContentInfo.load(template.content_info(data_digest, signature))
 
 
 class PdfSigner:
