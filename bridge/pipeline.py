@@ -58,7 +58,7 @@ ACCEPTED = "0"
 
 @dataclass(kw_only=True)
 class Publisher:
-    """What the pipeline needs, built once at start (bridge.publishing.build_publisher)."""
+    """What the pipeline needs, built once at start (bridge.publishing.PublishingService)."""
 
     config: Any
     routing: RoutingRules
