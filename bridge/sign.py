@@ -139,6 +139,10 @@ class _ParsedKeySigner(signers.SimpleSigner):
         self._templates: dict[str, _CmsTemplate | None] = {}
         """Per digest algorithm; None: this signer's CMS does not fit a template."""
 
+    def has_template(self, digest_algorithm: str) -> bool:
+        """Whether signatures with *digest_algorithm* come from a template (see async_sign)."""
+        return self._templates.get(digest_algorithm.lower()) is not None
+
     def _dry_run_length(self) -> int:
         if isinstance(self._key, rsa.RSAPrivateKey):
             return (self._key.key_size + 7) // 8
@@ -240,10 +244,28 @@ class PdfSigner:
     def sign(self, pdf: bytes) -> bytes:
         """Sign *pdf* synchronously.
 
-        Works from any thread: it runs its own short event loop, as pyHanko's
-        synchronous API would; when called on a thread whose loop is already
-        running (asyncio.run would refuse), it signs on a helper thread.
+        Works from any thread. With a local key (from_credential) whose CMS
+        template is built (by the first document, on a loop: pyHanko's own CMS
+        path needs one) nothing is awaited for real, so the coroutine is run to
+        its end directly, without an event loop (asyncio.run costs about 0.5 ms
+        per document); should it
+        ever suspend, it is dropped and run again from the start on a loop
+        (a local signature has no side effect to undo). Other CMS signers (a
+        remote service, an HSM) go straight to a loop of their own, as
+        pyHanko's synchronous API would; when called on a thread whose loop is
+        already running (asyncio.run would refuse), on a helper thread.
         """
+        if self._reserve is not None and isinstance(self._cms_signer, _ParsedKeySigner) \
+                and self._cms_signer.has_template(self._meta.md_algorithm):
+            coro = self.sign_async(pdf)
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                return done.value
+            coro.close()
+        return self._sign_on_loop(pdf)
+
+    def _sign_on_loop(self, pdf: bytes) -> bytes:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
