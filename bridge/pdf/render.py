@@ -136,7 +136,10 @@ def render_report(view: CdaView, *, signer_name: str | None = None,
         rightMargin=layout.margin_right, topMargin=layout.margin_top,
         bottomMargin=layout.margin_bottom, title=view.document_type or view.title,
         author=view.structure, subject=view.document_type, creator="fse-bridge",
-        producer="fse-bridge", invariant=True, pageCompression=1,
+        producer="fse-bridge", invariant=True,
+        # uncompressed here: the PDF/A save (bridge.package) compresses every
+        # stream once; reportlab's Flate + ASCII85 would be undone and redone there
+        pageCompression=0,
         # the canvas' default font must be the embedded one, or reportlab
         # leaves an unembedded Helvetica in the resources (pdf.md section 7)
         initialFontName=layout.font)
