@@ -16,9 +16,10 @@ from xml.sax.saxutils import escape
 from lxml import etree
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase.pdfmetrics import stringWidth
-from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, Spacer, Table, TableStyle
 
 from bridge.pdf.cda_view import NS
+from bridge.pdf.flowables import Paragraph
 from bridge.pdf.layout import Layout, Styles
 
 _INLINE_STYLE = {"bold": "b", "italics": "i", "underline": "u"}

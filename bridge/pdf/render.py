@@ -10,12 +10,13 @@ import io
 from xml.sax.saxutils import escape
 
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import SimpleDocTemplate, Spacer, Table, TableStyle
 from reportlab.platypus.doctemplate import LayoutError
 
 from bridge.errors import BridgeError
 
 from bridge.pdf.cda_view import CdaView
+from bridge.pdf.flowables import Paragraph
 from bridge.pdf.layout import Layout, Styles, make_styles, register_fonts
 from bridge.pdf.narrative import NarrativeRenderer
 
