@@ -163,11 +163,11 @@ class _ParsedKeySigner(signers.SimpleSigner):
     async def async_sign(self, data_digest: bytes, digest_algorithm: str, dry_run=False,
                          use_pades=False, timestamper=None,
                          signed_attr_settings: PdfCMSSignedAttributes | None = None,
-                         is_pdf_sig=True, encap_content_info=None) -> asn1_cms.ContentInfo:
+                         is_pdf_sig=True, encap_content_info=None, **extra) -> asn1_cms.ContentInfo:
         """pyHanko's CMS, from the template when the call is the PAdES B-B one packaging makes."""
         settings = signed_attr_settings or PdfCMSSignedAttributes()
         plain = (not dry_run and use_pades and timestamper is None and is_pdf_sig
-                 and encap_content_info is None
+                 and encap_content_info is None and not extra  # (options of a later pyHanko)
                  # the signing time is not in a PAdES CMS; any other attribute setting is
                  and dataclasses.replace(settings, signing_time=None) == PdfCMSSignedAttributes())
         template = None
@@ -180,7 +180,7 @@ class _ParsedKeySigner(signers.SimpleSigner):
             return await super().async_sign(
                 data_digest, digest_algorithm, dry_run=dry_run, use_pades=use_pades,
                 timestamper=timestamper, signed_attr_settings=signed_attr_settings,
-                is_pdf_sig=is_pdf_sig, encap_content_info=encap_content_info)
+                is_pdf_sig=is_pdf_sig, encap_content_info=encap_content_info, **extra)
         signature = self.sign_raw(template.signed_attrs(data_digest), algorithm)
         return asn1_cms.ContentInfo.load(template.content_info(data_digest, signature))
 
