@@ -217,6 +217,15 @@ class Server:
         self.proc.wait(60)
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process *pid*, all its threads (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_for_port(port_file: Path, proc: subprocess.Popen, name: str) -> int:
     """Bounded poll of the port file the server writes once it listens."""
     deadline = time.monotonic() + 30
@@ -258,16 +267,22 @@ def main() -> int:
                 # a short warm-up, then the measured runs
                 asyncio.run(drive(server.port, args.connections, min(200, args.messages), scenario != "persistent",
                                   f"w{name}"))
-                rates = [asyncio.run(drive(server.port, args.connections, args.messages,
-                                           scenario != "persistent", f"r{run}{name}"))
-                         for run in range(args.runs)]
-            results[name] = max(rates)
+                runs = []
+                for run in range(args.runs):
+                    before = _cpu_seconds(server.proc.pid)
+                    rate = asyncio.run(drive(server.port, args.connections, args.messages,
+                                             scenario != "persistent", f"r{run}{name}"))
+                    after = _cpu_seconds(server.proc.pid)
+                    cpu = (after - before) / args.messages if None not in (before, after) else None
+                    runs.append((rate, cpu))
+            results[name] = max(runs, key=lambda r: r[0])
         print(f"\n{scenario} connections:")
-        bridge = results["fse-bridge"]
-        for name, rate in results.items():
+        bridge = results["fse-bridge"][0]
+        for name, (rate, cpu) in results.items():
             extra = "  (parse + durable journal + ACK)" if name == "fse-bridge" else "  (parse + ACK)"
             ratio = "" if name == "fse-bridge" else f"  fse-bridge/{name} = {bridge / rate:.2f}"
-            print(f"  {name:<11} {rate:9.0f} msg/s{ratio}{extra}")
+            used = f"  server CPU {cpu * 1e6:4.0f} us/msg" if cpu is not None else ""
+            print(f"  {name:<11} {rate:9.0f} msg/s{used}{ratio}{extra}")
     return 0
 
 
