@@ -146,3 +146,42 @@ def test_signing_twice_is_refused_clearly(packaged, signer):
     _, signed = packaged("LAB")
     with pytest.raises(sign.SigningError, match="cannot sign"):
         signer.sign(signed)
+
+
+def test_cms_template_is_used_for_the_rsa_key_and_validates(pki, trust):
+    fresh = sign.PdfSigner.from_credential(certs.load_credential(pki.sign_cert, pki.sign_key))
+    unsigned = package.build_unsigned_pdf(sample("RAD"))
+    assert not fresh._cms_signer.has_template("sha256")
+    first = off_loop(lambda: fresh.sign(unsigned))
+    assert fresh._cms_signer.has_template("sha256")   # built by the first document
+    second = off_loop(lambda: fresh.sign(unsigned))
+    for signed in (first, second):
+        _, status = validate(signed, trust)
+        assert status.intact and status.valid
+        assert status.coverage == SignatureCoverageLevel.ENTIRE_FILE
+
+
+def test_ecdsa_key_falls_back_to_pyhanko_and_validates(tmp_path, trust, pki):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca = certs.load_credential(pki.ca_cert, pki.ca_key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "S1#090#01386030488PIPOHOUSE")]))
+            .issuer_name(ca.certificate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(ca.private_key, hashes.SHA256()))
+    ecdsa = sign.PdfSigner.from_credential(certs.Credential(certificate=cert, private_key=key))
+    unsigned = package.build_unsigned_pdf(sample("LAB"))
+    for _ in range(2):
+        signed = off_loop(lambda: ecdsa.sign(unsigned))
+        _, status = validate(signed, trust)
+        assert status.intact and status.valid and status.md_algorithm == "sha256"
+    assert not ecdsa._cms_signer.has_template("sha256")
