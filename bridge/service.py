@@ -224,7 +224,8 @@ class Receiver:
         # unfinished, so it is processed again at the next start.
         journal.finish(entry.id, outcome, ack, urgent=False).addCallbacks(
             self._finished, self._not_recorded, callbackArgs=(entry.id,), errbackArgs=(entry.id,))
-        log.info("message %s (entry %d) finished: %s %s", parsed.control_id, entry.id, outcome.code.value,
+        # entry.msh10, not parsed.control_id: the arguments are evaluated for every message.
+        log.info("message %s (entry %d) finished: %s %s", entry.msh10, entry.id, outcome.code.value,
                  outcome.text[:80])
         return entry.ack if entry.ack is not None else ack
 
