@@ -22,21 +22,21 @@ Two scenarios, because hl7apy answers one message per connection:
 Figures are messages per second (best of --runs); ratios are against fse-bridge.
 
 Recorded on the development machine (2 CPUs shared by the client, the server
-and other work; SQLite fsync about 2.5 ms), 800-byte ORU^R01, 3000 messages:
+and other work; SQLite fsync 0.2 to 1 ms), 800-byte ORU^R01, 2000 messages
+(bench/RESULTS.md, "MLLP throughput", has the runs and where the CPU goes):
 
     8 connections        fse-bridge  python-hl7  hl7apy
-      persistent           980-1300   1950-2090       -
-      per-message           880-1120  1470-1760      68
+      persistent               1538        2156       -
+      per-message              1310        1749      70
     32 connections
-      persistent                894        1881       -
-      per-message              1043        1126      57
+      persistent               1708        2118       -
+      per-message              1605        1695      69
 
-fse-bridge stays at about half of python-hl7's throughput there: every
-message waits for one fsync of the journal (grouped across connections),
-python-hl7 stores nothing; with the journal replaced by a no-op the same
-service measured about 1780 msg/s against python-hl7's 1950 (same run
-conditions), and hl7apy's one-thread-per-connection server is 13-18 times
-slower than fse-bridge.
+Both servers are bound by one CPU (the reactor thread; the second CPU stays
+mostly idle): "server CPU" is that cost per message. python-hl7 spends about
+465 us (its parse is about 365); fse-bridge about 600, the same parse plus
+about 105 us for the durable journal, whose fsyncs the commits share across
+connections (several messages per commit).
 """
 
 from __future__ import annotations
