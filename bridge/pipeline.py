@@ -33,7 +33,6 @@ from typing import Any
 
 from twisted.internet import defer
 
-from bridge import decide as decide_module
 from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, decide, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
@@ -193,15 +192,24 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route
 async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     journal = ctx.journal
     target = plan.target
-    sub = await _stored_submission(journal, target)
-    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
-    resend = await _was_sent(journal, entry.id, "delete", target.document_id)
-    result = await _submit(ctx, entry, "delete", target.document_id, pub.client.delete(sub, resend=resend))
+    result = await _send_delete(ctx, pub, entry, target)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return _failure(result, document_id=target.document_id, operation="delete")
     # The deleting message is recorded: the registry row was last changed by it.
     await journal.put_document(dataclasses.replace(target, state=DELETED, message_id=entry.id))
     return _published(result, target.document_id, "delete")
+
+
+async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
+                       resend: bool | None = None) -> GatewayResult:
+    """DELETE *document* with the submission that published it; *resend* defaults to
+    whether this message already sent that call (it may have landed)."""
+    journal = ctx.journal
+    sub = await _stored_submission(journal, document)
+    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    if resend is None:
+        resend = await _was_sent(journal, entry.id, "delete", document.document_id)
+    return await _submit(ctx, entry, "delete", document.document_id, pub.client.delete(sub, resend=resend))
 
 
 async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Document, documents) -> Outcome:
@@ -214,18 +222,13 @@ async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Docume
     """
     journal = ctx.journal
     previous = previous_of(uncertain, documents)
-    sub = await _stored_submission(journal, uncertain)
-    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
-    result = await _submit(ctx, entry, "delete", uncertain.document_id, pub.client.delete(sub, resend=True))
+    result = await _send_delete(ctx, pub, entry, uncertain, resend=True)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return _failure(result, document_id=uncertain.document_id, operation="delete")
     target = uncertain
     if result.reconciled and previous is not None and previous.state == PUBLISHED:
         target = previous
-        sub = await _stored_submission(journal, previous)
-        await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
-        resend = await _was_sent(journal, entry.id, "delete", previous.document_id)
-        result = await _submit(ctx, entry, "delete", previous.document_id, pub.client.delete(sub, resend=resend))
+        result = await _send_delete(ctx, pub, entry, previous)
         if result.outcome_class is not OutcomeClass.PUBLISHED:
             return _failure(result, document_id=previous.document_id, operation="delete")
     await _settle_deleted(journal, entry, uncertain, previous, previous_deleted=target is previous)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import sys
 from pathlib import Path
 
 import pytest
+
+from bridge.receive import MllpDecoder, frame
 
 # Test modules import these helpers as `fse_helpers`: several test folders have a
 # conftest.py of their own, so the module name "conftest" is not unique in a full run.
@@ -69,3 +73,57 @@ def test_config(tmp_path):
     """A Config for in-process tests (journal in tmp_path)."""
     from bridge import config
     return config.from_dict(config_table(tmp_path), base_dir=tmp_path)
+
+
+class MllpClient:
+    """A blocking MLLP client for tests."""
+
+    def __init__(self, port: int, *, host: str = "127.0.0.1", context: ssl.SSLContext | None = None,
+                 timeout: float = 30.0):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = context.wrap_socket(sock, server_hostname="localhost") if context else sock
+        self.decoder = MllpDecoder(64 * 1024 * 1024)
+        self.frames: list[bytes] = []
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(frame(payload))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive(self) -> bytes | None:
+        """The next answer frame, or None if the server closed the connection."""
+        while not self.frames:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.pop(0)
+
+    def exchange(self, payload: bytes) -> bytes | None:
+        self.send(payload)
+        return self.receive()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def write_config():
+    """write_config(folder, certificates_body) -> path of a configuration file in folder/etc."""
+    def write(folder: Path, certificates: str) -> Path:
+        for sub in ("mappings", "templates"):
+            (folder / sub).mkdir(exist_ok=True)
+        (folder / "mappings" / "practitioners.csv").write_text("id,fiscal_code,family,given\n")
+        path = folder / "etc" / "bridge.toml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text('state_dir = "../var"\n[application]\nvendor = "Pipo House"\n'
+                        f"[certificates]\n{certificates}\n")
+        return path
+    return write

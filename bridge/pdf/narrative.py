@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
-from lxml import etree
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import Flowable, Spacer, Table, TableStyle

@@ -43,21 +43,3 @@ def issue(pki):
         return cert_path, key_path
 
     return make
-
-
-@pytest.fixture
-def write_config():
-    """write_config(folder, certificates_body) -> path of a configuration file."""
-    return _write_config
-
-
-def _write_config(folder: Path, certificates: str) -> Path:
-    """A configuration file in *folder*/etc with the given [certificates] body."""
-    for sub in ("mappings", "templates"):
-        (folder / sub).mkdir(exist_ok=True)
-    (folder / "mappings" / "practitioners.csv").write_text("id,fiscal_code,family,given\n")
-    path = folder / "etc" / "bridge.toml"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text('state_dir = "../var"\n[application]\nvendor = "Pipo House"\n'
-                    f"[certificates]\n{certificates}\n")
-    return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import ssl
 import subprocess
@@ -21,8 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bridge.receive import MllpDecoder, frame
-from fse_helpers import CHECKOUT, SHARED, config_table, to_toml
+from fse_helpers import CHECKOUT, SHARED, MllpClient, config_table, to_toml
 
 EXAMPLES = CHECKOUT / "examples"
 REFERENCE = SHARED / "reference"
@@ -306,40 +304,24 @@ class Bridge:
         return self.query("SELECT * FROM documents WHERE accession = ? ORDER BY seq", accession)
 
 
-class Sender:
-    """A blocking MLLP connection: one frame out, one answer frame in."""
+class Sender(MllpClient):
+    """A blocking MLLP connection that speaks Message and Ack."""
 
     def __init__(self, port: int, *, host: str = "127.0.0.1", timeout: float = ACK_TIMEOUT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.decoder = MllpDecoder(16 * 1024 * 1024)
-        self.frames: list[bytes] = []
+        super().__init__(port, host=host, timeout=timeout)
 
     def send(self, message: Message | bytes) -> None:
-        self.sock.sendall(frame(message.encode() if isinstance(message, Message) else message))
+        super().send(message.encode() if isinstance(message, Message) else message)
 
     def receive(self) -> Ack | None:
         """The next ACK, or None when the server closed the connection."""
-        while not self.frames:
-            data = self.sock.recv(65536)
-            if not data:
-                return None
-            self.frames.extend(self.decoder.feed(data))
-        return Ack.parse(self.frames.pop(0))
+        answer = super().receive()
+        return Ack.parse(answer) if answer is not None else None
 
     def exchange(self, message: Message | bytes) -> Ack:
-        self.send(message)
-        ack = self.receive()
+        ack = super().exchange(message)
         assert ack is not None, "the server closed the connection without an answer"
         return ack
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # -- the simulator's registry --------------------------------------------------------------

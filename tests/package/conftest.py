@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -47,18 +46,3 @@ def accented_cda() -> bytes:
     patient = patient.replace("<given>Giuseppe</given>", f"<given>{ACCENTED_GIVEN}</given>", 1)
     assert ACCENTED_FAMILY in patient
     return (head + "<patient>" + patient + "</patient>" + tail).encode("utf-8")
-
-
-@pytest.fixture
-def write_config():
-    """write_config(folder, certificates_body) -> path of a configuration file."""
-    def write(folder: Path, certificates: str) -> Path:
-        for sub in ("mappings", "templates"):
-            (folder / sub).mkdir(exist_ok=True)
-        (folder / "mappings" / "practitioners.csv").write_text("id,fiscal_code,family,given\n")
-        path = folder / "etc" / "bridge.toml"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text('state_dir = "../var"\n[application]\nvendor = "PIPOHOUSE"\n'
-                        f"[certificates]\n{certificates}\n")
-        return path
-    return write

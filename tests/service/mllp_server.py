@@ -5,15 +5,12 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import socket
-import ssl
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from bridge.receive import MllpDecoder, frame
-from fse_helpers import CHECKOUT, config_table, to_toml
+from fse_helpers import CHECKOUT, MllpClient, config_table, to_toml  # noqa: F401 (re-exported)
 
 START_TIMEOUT = 30.0
 _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
@@ -78,45 +75,6 @@ class ServerProcess:
 
     def log(self) -> str:
         return "".join(self.lines)
-
-
-class MllpClient:
-    """A blocking MLLP client for tests."""
-
-    def __init__(self, port: int, *, host: str = "127.0.0.1", context: ssl.SSLContext | None = None,
-                 timeout: float = 30.0):
-        sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock = context.wrap_socket(sock, server_hostname="localhost") if context else sock
-        self.decoder = MllpDecoder(64 * 1024 * 1024)
-        self.frames: list[bytes] = []
-
-    def send(self, payload: bytes) -> None:
-        self.sock.sendall(frame(payload))
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def receive(self) -> bytes | None:
-        """The next answer frame, or None if the server closed the connection."""
-        while not self.frames:
-            data = self.sock.recv(65536)
-            if not data:
-                return None
-            self.frames.extend(self.decoder.feed(data))
-        return self.frames.pop(0)
-
-    def exchange(self, payload: bytes) -> bytes | None:
-        self.send(payload)
-        return self.receive()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def msa_fields(answer: bytes) -> list[list[str]]:

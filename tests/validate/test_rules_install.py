@@ -14,7 +14,7 @@ import pytest
 
 from bridge.rules import InstallError, install_rules
 from bridge.validate import RulesError, load_rules, validate_cda
-from .validate_support import REFERENCE, TYPES, sample
+from .validate_support import REFERENCE, sample
 
 TOP = "it-fse-catalogs-main"
 EXPECTED = {
