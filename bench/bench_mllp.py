@@ -1,6 +1,6 @@
 """MLLP throughput: fse-bridge (parse + durable journal + ACK) against python-hl7 and hl7apy.
 
-    python bench/bench_mllp.py [--connections 8] [--messages 2000] [--runs 3]
+    python bench/bench_mllp.py [--connections 8] [--messages 2000] [--runs 3] [--workers 1]
 
 Each server runs in its own process; one asyncio client process drives it
 with N concurrent connections, each sending its share of the messages and
@@ -84,7 +84,8 @@ def serve_bridge(port_file: Path, config_path: Path) -> None:
     from bridge.outcome import Outcome
     from bridge.service import makeService
 
-    def received(ctx, entry, parsed):
+    def received(ctx, entry, analysis):
+        # The message was parsed (in the service's worker process) before this is called.
         return defer.succeed(Outcome(code=AckCode.AA, text="received"))
 
     top = makeService(config_module.load(config_path), reactor, handler=received)
@@ -180,9 +181,10 @@ async def drive(port: int, connections: int, messages: int, per_message: bool, t
 
 
 class Server:
-    def __init__(self, name: str, workdir: Path):
+    def __init__(self, name: str, workdir: Path, workers: int):
         self.name = name
         self.workdir = workdir
+        self.workers = workers
         self.proc = None
         self.port = 0
 
@@ -205,6 +207,7 @@ class Server:
         config.write_text(
             f'state_dir = "{state}"\n[mllp]\nport = 0\nmax_connections = 1024\n'
             f'[certificates]\ndevelopment = true\n[logging]\nlevel = "WARNING"\n[web]\nport = 0\n'
+            f'[workers]\nprocesses = {self.workers}\n'
             f'[mapping]\ndir = "{state / "mappings"}"\ntemplates = "{state / "templates"}"\npractitioners = ""\n')
         port_file = state / "mllp.port"
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", "fse-bridge", "--port-file",
@@ -218,12 +221,25 @@ class Server:
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process *pid*, all its threads (Linux /proc), else None."""
+    """User + system CPU time of process *pid* and its child processes (fse-bridge's workers),
+    all their threads (Linux /proc), else None."""
+    def stat(p):
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    for child in Path("/proc").iterdir():
+        if child.name.isdigit():
+            try:
+                other = stat(child.name)
+            except OSError:
+                continue
+            if other[1] == str(pid):  # its parent
+                ticks += int(other[11]) + int(other[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for_port(port_file: Path, proc: subprocess.Popen, name: str) -> int:
@@ -241,6 +257,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="fse-bridge's worker processes (workers.processes; 0: parse in a thread)")
     parser.add_argument("--workdir", help="where fse-bridge keeps its journal (default: a temporary folder"
                                           " on the checkout's disk)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -263,7 +281,7 @@ def main() -> int:
     for scenario, servers in scenarios.items():
         results = {}
         for name in servers:
-            with Server(name, workdir) as server:
+            with Server(name, workdir, args.workers) as server:
                 # a short warm-up, then the measured runs
                 asyncio.run(drive(server.port, args.connections, min(200, args.messages), scenario != "persistent",
                                   f"w{name}"))

@@ -151,6 +151,14 @@ class WebSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerSettings:
+    processes: int = 1
+    """Worker processes that parse, route and map messages beside the reactor (0: in a thread)."""
+    timeout_s: float = 120.0
+    """A worker silent this long on one message is killed and replaced."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingSettings:
     level: str = "INFO"
 
@@ -172,6 +180,7 @@ class Config:
     journal: JournalSettings = field(default_factory=JournalSettings)
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property
@@ -319,10 +328,12 @@ def _check(config: Config, file: str) -> None:
         port = getattr(getattr(config, section), name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"must be a port number 0-65535, not {port}", file=file, key=key)
-    for key in ("mllp.max_message_bytes", "mllp.max_connections", "gateway.max_attempts"):
+    for key in ("mllp.max_message_bytes", "mllp.max_connections", "gateway.max_attempts", "workers.timeout_s"):
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise ConfigError("must be at least 1", file=file, key=key)
+    if not 0 <= config.workers.processes <= 64:
+        raise ConfigError(f"must be 0 to 64, not {config.workers.processes}", file=file, key="workers.processes")
     try:
         "".encode(config.mllp.default_charset)
     except LookupError:

@@ -2,7 +2,8 @@
 
 architecture.md, "The way a message travels", steps 3 to 8. Each stage is a
 plain function of the previous one's output; this module calls them in
-order, sends the CPU-heavy ones to the worker pool (``ctx.run_blocking``),
+order (parse, route and map come done, from a worker process: bridge.analysis),
+sends the CPU-heavy ones to the worker pool (``ctx.run_blocking``),
 journals every stage's result so any message can be explained afterwards,
 and turns the gateway's answer into the :class:`~bridge.outcome.Outcome`
 the ACK is built from (interface.md, ACK contract).
@@ -39,12 +40,12 @@ from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
 from bridge.identifiers import repository_id
 from bridge.journal import Document, Entry
-from bridge.mapping import Mappings, map_report
+from bridge.mapping import Mappings
 from bridge.model import AckCode, Action, DocumentType, Report
 from bridge.outcome import ErrItem, Outcome
 from bridge.package import package_pdf
 from bridge.render import render_cda
-from bridge.route import Route, RoutingRules, route
+from bridge.route import Route, RoutingRules
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,16 @@ class Publisher:
             del self.locks[key]
 
 
-def process(ctx, entry: Entry, parsed) -> defer.Deferred:
-    """Process one journaled message; a Deferred of its :class:`Outcome`."""
-    return defer.ensureDeferred(_process(ctx, entry, parsed))
+def process(ctx, entry: Entry, analysis) -> defer.Deferred:
+    """Process one journaled message (its :class:`~bridge.analysis.Analysis`); a Deferred of
+    its :class:`Outcome`."""
+    return defer.ensureDeferred(_process(ctx, entry, analysis))
 
 
-async def _process(ctx, entry: Entry, parsed) -> Outcome:
+async def _process(ctx, entry: Entry, analysis) -> Outcome:
     pub: Publisher = ctx.publisher
     journal = ctx.journal
-    routed = route(parsed, pub.routing)
+    routed = analysis.routed()
     await journal.add_artifact(entry.id, "route", "route.json", _json({
         "doc_type": routed.doc_type.name, "action": routed.action.value, "accession": routed.accession,
         "reason": routed.reason, "corrected": routed.corrected}))
@@ -112,7 +114,7 @@ async def _process(ctx, entry: Entry, parsed) -> Outcome:
         # Twice at most: a resumed uncertain version that turns out to have landed
         # with other content is then replaced by this message's content.
         for _ in range(2):
-            outcome = await _publish_once(ctx, pub, entry, parsed, routed, key)
+            outcome = await _publish_once(ctx, pub, entry, analysis, routed, key)
             if outcome is not None:
                 return outcome
         raise GatewayUnavailable("the registry did not settle; the message will be processed again")
@@ -121,7 +123,7 @@ async def _process(ctx, entry: Entry, parsed) -> Outcome:
         pub.forget_lock(key, lock)
 
 
-async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route, key) -> Outcome | None:
+async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Route, key) -> Outcome | None:
     journal = ctx.journal
     structure = pub.config.structure
     documents = await journal.documents_for(*key)
@@ -139,7 +141,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, parsed, routed: Route
     if plan.action is Action.METADATA:
         return await _update_metadata(ctx, pub, entry, plan, routed.settings)
 
-    report: Report = await ctx.run_blocking(map_report, parsed, routed, pub.mappings, structure)
+    report: Report = analysis.mapped_report()
     cda: bytes = await ctx.run_blocking(render_cda, report, pub.env, plan.ids)
     digest = content_hash(cda)
     await journal.add_artifact(entry.id, "render", "cda.xml", cda)

@@ -3,17 +3,22 @@
 architecture.md, "The way a message travels": receive, journal, then the
 processing hook, then answer. :class:`Receiver` is that hook's frame side: it
 journals each message (durably, before any ACK that reports success),
-applies the resend rules, hands ``(context, entry, parsed)`` to the handler
-(a Deferred of an :class:`~bridge.outcome.Outcome`) and builds the ACK.
+applies the resend rules, hands ``(context, entry, analysis)`` to the handler
+(a Deferred of an :class:`~bridge.outcome.Outcome`) and builds the ACK. The
+message is parsed (and routed and mapped: :mod:`bridge.analysis`) in a
+worker process (:mod:`bridge.workers`) while it is being journaled; the
+reactor only reads its header.
 ``ack.mode = "commit"`` and enhanced-mode messages are answered once
 journaled; processing continues and its outcome goes to the journal.
 
-Threads are entered in one place only: :attr:`ServiceContext.run_blocking`.
+Threads are entered in one place only: :attr:`ServiceContext.run_blocking`;
+worker processes in one place only: :attr:`ServiceContext.analyse`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -27,18 +32,19 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from bridge import analysis as analysis_module
 from bridge import answer, pipeline
+from bridge.analysis import Analysis, unsupported
 from bridge.config import Config
-from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge, ParseError, UnsupportedMessage
-from bridge.hl7 import ParsedMessage, default_header, parse_message, read_header, split_batch
+from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge
+from bridge.hl7 import Header, default_header, read_header, split_batch
 from bridge.journal import Admit, Entry, Journal, Received
 from bridge.model import AckCode
 from bridge.outcome import Outcome
+from bridge.workers import WorkerFailed, WorkerPool
 
 log = logging.getLogger(__name__)
 
-#: Message types and events sent to the pipeline; anything else is refused (AR 200/201).
-PROCESSED = {"ORU": {"R01"}, "MDM": {"T02", "T10"}}
 #: How long a stopping service waits for in-flight work before closing the journal
 #: (the work is journaled; a restart resumes what did not finish).
 STOP_GRACE_S = 20.0
@@ -71,31 +77,22 @@ class ServiceContext:
     """Set when the journal opens (``startService``)."""
     run_blocking: Callable[..., Deferred] = field(default=None)
     """``run_blocking(fn, *args)``: run CPU-heavy or blocking work in the worker pool."""
+    analyse: Callable[[bytes], Deferred] | None = None
+    """``analyse(raw)``: a Deferred of the message's :class:`~bridge.analysis.Analysis`, made in
+    a worker process (None: parsed in line, for tests of the service alone)."""
     publisher: Any = None
     """The pipeline's loaded stages and gateway client (bridge.pipeline.Publisher), set on start."""
 
 
-Handler = Callable[[ServiceContext, Entry, ParsedMessage], Deferred]
+Handler = Callable[[ServiceContext, Entry, Analysis], Deferred]
 
 
-def unsupported(parsed: ParsedMessage) -> UnsupportedMessage | None:
-    """The refusal for a message type or event the bridge does not process, else None."""
-    kind, event = parsed.message_type.upper(), parsed.trigger_event.upper()
-    if kind not in PROCESSED:
-        return UnsupportedMessage(f"message type {kind or '(empty)'} not supported", location="MSH^1^9^1",
-                                  code="200")
-    if event not in PROCESSED[kind]:
-        return UnsupportedMessage(f"event {kind}^{event or '(empty)'} not supported", location="MSH^1^9^2",
-                                  code="201")
-    return None
-
-
-def route_message(ctx: ServiceContext, entry: Entry, parsed: ParsedMessage) -> Deferred:
+def route_message(ctx: ServiceContext, entry: Entry, analysis: Analysis) -> Deferred:
     """The default handler: supported types go to :func:`bridge.pipeline.process`, others get AR."""
-    refusal = unsupported(parsed)
+    refusal = unsupported(analysis)
     if refusal is not None:
         return defer.succeed(Outcome.from_error(refusal))
-    return pipeline.process(ctx, entry, parsed)
+    return pipeline.process(ctx, entry, analysis)
 
 
 class Receiver:
@@ -113,6 +110,7 @@ class Receiver:
         self._default_charset = ctx.config.mllp.default_charset
         self._waiters: dict[int, list[Deferred]] = {}
         self._in_flight: set[Deferred] = set()
+        self._analyse = ctx.analyse or (lambda raw: defer.maybeDeferred(analysis_module.summarise, ctx, raw))
 
     # -- frames --------------------------------------------------------------
 
@@ -133,24 +131,36 @@ class Receiver:
         error = FrameTooLarge(f"message over {self.ctx.config.mllp.max_message_bytes} bytes refused")
         return answer.build_ack(header, Outcome.from_error(error), now=self._stamp())
 
+    def handle_message(self, raw: bytes, peer: str) -> Deferred:
+        """The ACK for one message; in flight (a stop waits for it) from its arrival on."""
+        d = self._handle_message(raw, peer)
+        self._in_flight.add(d)
+        d.addBoth(self._done, d)
+        return d
+
     @inlineCallbacks
-    def handle_message(self, raw: bytes, peer: str):
+    def _handle_message(self, raw: bytes, peer: str):
         header = read_header(raw, self._default_charset) or default_header()
-        parsed, error, accept_ack = None, None, None
+        # The analysis changes nothing, so it starts now, in a worker process, while the
+        # message is journaled; nothing with an effect happens before the commit.
+        pending = self._analyse(raw)
+        analysis, error, accept_ack = None, None, None
         early = self._commit_mode or header.enhanced
         if early:
             # Answered once journaled: the ACK is stored by the same commit as the message,
-            # so it is built (from the parse) before.
-            parsed, error = self._parse(raw)
-            if parsed is not None and unsupported(parsed) is None:
-                accept_ack = answer.build_ack(parsed, Outcome(code=AckCode.AA, text="received"),
+            # so the analysis that decides it comes first.
+            analysis, error = yield self._analysed(pending)
+            if analysis is not None and unsupported(analysis) is None:
+                accept_ack = answer.build_ack(header, Outcome(code=AckCode.AA, text="received"),
                                               now=self._stamp())
         received = Received(
             raw=raw, peer=peer, msh4=header.field(4), msh10=header.control_id,
-            message_type=_message_type(parsed) if parsed else _header_type(header),
-            charset=parsed.charset if parsed else header.charset, ack=accept_ack)
+            message_type=_message_type(analysis) if analysis else _header_type(header),
+            charset=analysis.charset if analysis else header.charset, ack=accept_ack)
         admission = yield self.ctx.journal.admit(received)
         entry = admission.entry
+        if admission.kind in (Admit.REPLAY, Admit.IN_FLIGHT):
+            pending.addErrback(lambda _: None)  # not needed: the earlier copy's answer is
         if admission.kind is Admit.REPLAY:
             log.info("message %s (entry %d) resent: stored ACK sent again", header.control_id, entry.id)
             return entry.ack
@@ -159,12 +169,8 @@ class Receiver:
                      entry.id)
             return (yield self._wait_for(entry.id))
         if not early:
-            # Parsed once journaled, not before: the parse tree (about a thousand objects) then
-            # lives only while it is used, not across the commit's wait, where the garbage
-            # collector would promote the trees of every waiting message (measured: a
-            # quarter of the CPU per message, bench/RESULTS.md "MLLP throughput").
-            parsed, error = self._parse(raw)
-        source = parsed or header
+            analysis, error = yield self._analysed(pending)
+        source = header
         if admission.kind is Admit.CONFLICT:
             # Its outcome is committed before the answer (below): a resumed entry would
             # otherwise be processed as a new message.
@@ -179,22 +185,27 @@ class Receiver:
         log.debug("message %s (entry %d, %s) journaled", header.control_id or "(no MSH-10)", entry.id,
                  received.message_type)
         if accept_ack is not None:
-            self.process(entry, parsed).addErrback(
+            self.process(entry, analysis, header).addErrback(
                 lambda f: log.error("entry %d: processing failed: %s", entry.id, f.getErrorMessage()))
             return accept_ack
-        return (yield self.process(entry, parsed))
+        return (yield self.process(entry, analysis, header))
 
-    def _parse(self, raw: bytes) -> tuple[ParsedMessage | None, ParseError | None]:
+    @inlineCallbacks
+    def _analysed(self, pending: Deferred):
+        """``(analysis, None)``, or ``(None, the error to answer with)``."""
         try:
-            return parse_message(raw, self._default_charset), None
-        except ParseError as exc:
+            return (yield pending), None
+        except BridgeError as exc:
             return None, exc
+        except Exception as exc:  # a broken worker: AR 207, logged (its traceback is in its own log)
+            log.error("analysing a message failed: %s", exc, exc_info=not isinstance(exc, WorkerFailed))
+            return None, BridgeError("internal error, see the service log")
 
     # -- processing ------------------------------------------------------------
 
-    def process(self, entry: Entry, parsed: ParsedMessage) -> Deferred:
+    def process(self, entry: Entry, analysis: Analysis, header: Header) -> Deferred:
         """Run the handler for a journaled entry; a Deferred of the ACK a resend would get."""
-        d = self._process(entry, parsed)
+        d = self._process(entry, analysis, header)
         self._in_flight.add(d)
         d.addBoth(self._done, d)
         return d
@@ -204,32 +215,31 @@ class Receiver:
         return result
 
     @inlineCallbacks
-    def _process(self, entry: Entry, parsed: ParsedMessage):
+    def _process(self, entry: Entry, analysis: Analysis, header: Header):
         journal = self.ctx.journal
         # No "processing" state here: the stages record their own (routed, rendered...),
         # and "received" without an outcome already means "to be processed".
         try:
-            outcome = yield defer.maybeDeferred(self.handler, self.ctx, entry, parsed)
+            outcome = yield defer.maybeDeferred(self.handler, self.ctx, entry, analysis)
         except BridgeError as exc:
             outcome = Outcome.from_error(exc)
         except Exception:  # the one broad catch: anything unexpected is AR 207, logged
-            log.exception("processing entry %d (control id %s) failed", entry.id, parsed.control_id)
+            log.exception("processing entry %d (control id %s) failed", entry.id, entry.msh10)
             outcome = Outcome.from_error(BridgeError("internal error, see the service log"))
-        if self._requeue(entry, parsed, outcome):
+        if self._requeue(entry, analysis, header, outcome):
             return entry.ack
-        ack = answer.build_ack(parsed, outcome, now=self._stamp())
+        ack = answer.build_ack(header, outcome, now=self._stamp())
         # The ACK does not wait for this commit (one fsync per message, not two): the
         # message itself is already durable, the journal applies operations in order (a
         # resend is admitted after this), and a crash before the commit leaves the entry
         # unfinished, so it is processed again at the next start.
         journal.finish(entry.id, outcome, ack, urgent=False).addCallbacks(
             self._finished, self._not_recorded, callbackArgs=(entry.id,), errbackArgs=(entry.id,))
-        # entry.msh10, not parsed.control_id: the arguments are evaluated for every message.
         log.info("message %s (entry %d) finished: %s %s", entry.msh10, entry.id, outcome.code.value,
                  outcome.text[:80])
         return entry.ack if entry.ack is not None else ack
 
-    def _requeue(self, entry: Entry, parsed: ParsedMessage, outcome: Outcome) -> bool:
+    def _requeue(self, entry: Entry, analysis: Analysis, header: Header, outcome: Outcome) -> bool:
         """Try again later a message already acknowledged (commit or enhanced mode) that the
         gateway could not take now: its sender will not resend it, so the bridge must.
 
@@ -244,11 +254,11 @@ class Receiver:
         reason = "; ".join(e.text for e in outcome.errors) or outcome.text
         self.ctx.journal.set_state(entry.id, "waiting", f"attempt {attempt}: {reason}; next in {delay:.0f}s")
         log.warning("message %s (entry %d) not taken by the gateway (%s): trying again in %.0fs",
-                    parsed.control_id, entry.id, reason[:120], delay)
+                    entry.msh10, entry.id, reason[:120], delay)
 
         def again():
             self._retries.pop(entry.id, None)
-            self.process(entry, parsed)
+            self.process(entry, analysis, header)
 
         self._retries[entry.id] = self._clock.callLater(delay, again)
         return True
@@ -281,11 +291,7 @@ class Receiver:
             log.info("resuming %d journaled message(s) not finished before the last stop", len(entries))
         for entry in entries:
             header = read_header(entry.raw, self._default_charset) or default_header()
-            parsed, error = None, None
-            try:
-                parsed = parse_message(entry.raw, self._default_charset)
-            except ParseError as exc:
-                error = exc
+            analysis, error = yield self._analysed(self._analyse(entry.raw))
             if error is None and entry.msh10 and entry.resend_of is not None:
                 # A crash may have come between journaling a conflicting copy and its AE 205.
                 earlier = yield self.ctx.journal.find(entry.msh10)
@@ -295,9 +301,9 @@ class Receiver:
                                                location="MSH^1^10")
             if error is not None:
                 outcome = Outcome.from_error(error)
-                yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(parsed or header, outcome))
+                yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(header, outcome))
                 continue
-            yield self.process(entry, parsed)
+            yield self.process(entry, analysis, header)
 
     def cancel_retries(self) -> None:
         """On stop: the scheduled retries' entries stay unfinished; the next start resumes them."""
@@ -320,8 +326,8 @@ class Receiver:
         return self._now() if self._now else None
 
 
-def _message_type(parsed: ParsedMessage) -> str:
-    return "^".join(p for p in (parsed.message_type, parsed.trigger_event) if p)
+def _message_type(analysis: Analysis) -> str:
+    return "^".join(p for p in (analysis.message_type, analysis.trigger_event) if p)
 
 
 def _header_type(header) -> str:
@@ -479,10 +485,11 @@ class _TwistedLogHandler(logging.Handler):
 
 def makeService(config, reactor=None, *, handler: Handler = route_message,
                 open_journal: Callable[[], Journal] | None = None) -> service.MultiService:
-    """The bridge as a MultiService: worker pool, publishing (stages, gateway), journal, MLLP
-    listener, status page (started in that order).
+    """The bridge as a MultiService: worker threads, worker processes, publishing (stages,
+    gateway), journal, MLLP listener, status page (started in that order).
 
     *config* is a :class:`Config`, or :class:`Options` (whose ``config`` names the file).
+    A *handler* other than the pipeline's gets its messages parsed only, not routed and mapped.
     """
     if not isinstance(config, Config):
         from bridge import config as config_module
@@ -494,6 +501,15 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     pool = WorkerPoolService(reactor, size=max(2, min(8, os.cpu_count() or 2)))
     ctx.run_blocking = pool.run_blocking
     pool.setServiceParent(top)
+    analyser = analysis_module.analyse if handler is route_message else analysis_module.summarise
+    if config.workers.processes:
+        processes = WorkerPool(reactor, config, count=config.workers.processes,
+                               timeout_s=config.workers.timeout_s)
+        processes.setServiceParent(top)
+        ctx.analyse = functools.partial(processes.call, analyser)
+    else:
+        # No worker processes: the same stage in a thread (it then shares the reactor's CPU).
+        ctx.analyse = functools.partial(pool.run_blocking, analyser, analysis_module.Stages(config))
     if handler is route_message:
         # Before the journal: resumed messages need the pipeline's stages and gateway.
         from bridge.publishing import PublishingService

@@ -27,11 +27,11 @@ def main() -> int:
     from bridge.outcome import Outcome
     from bridge.service import makeService, unsupported
 
-    def stub(ctx, entry, parsed):
+    def stub(ctx, entry, analysis):
         # The service's own routing (AR 200/201 for other types), then AA instead of the pipeline.
-        refused = unsupported(parsed)
+        refused = unsupported(analysis)
         outcome = Outcome.from_error(refused) if refused else Outcome(code=AckCode.AA, text="received")
-        if parsed.get("PID", 5, 1) == "SLOW":
+        if b"|SLOW^" in entry.raw:
             # A patient named SLOW takes a second: work in flight when a test stops the service.
             return task.deferLater(reactor, 1.0, lambda: outcome)
         return defer.succeed(outcome)

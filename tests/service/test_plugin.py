@@ -35,7 +35,8 @@ def test_plugin_is_found_and_serves_on_the_asyncio_reactor(tmp_path):
         assert ready.wait(30), "".join(lines)
         port = int(re.search(r"listening on [\d.]+:(\d+)", "".join(lines)).group(1))
         with MllpClient(port) as client:
-            assert msa_fields(client.exchange(make_oru("TW1").encode()))[0][:2] == ["AA", "TW1"]
+            ack = client.exchange(make_oru("TW1").encode())
+            assert msa_fields(ack)[0][:2] == ["AA", "TW1"], (ack, "".join(lines))
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

@@ -1,0 +1,42 @@
+"""Functions the worker-pool tests send to real worker processes (importable by them)."""
+
+import os
+import time
+from pathlib import Path
+
+from bridge.errors import MissingField
+
+
+def where(stages, tag):
+    """The worker's pid, the configuration it was given, and *tag* back."""
+    return os.getpid(), str(stages.config.state_dir), tag
+
+
+def refuse(stages):
+    raise MissingField("no patient id", location="PID^1^3")
+
+
+def break_down(stages):
+    raise ZeroDivisionError("unexpected")
+
+
+def die(stages):
+    os._exit(3)
+
+
+def die_once(stages, marker):
+    """Kills its worker the first time only (the marker file remembers)."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("died")
+        os._exit(3)
+    return "second try"
+
+
+def hang(stages, seconds):
+    time.sleep(seconds)
+    return "woke"
+
+
+def unpicklable(stages):
+    return lambda: None
