@@ -220,9 +220,9 @@ class Server:
         self.proc.wait(60)
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process *pid* and its child processes (fse-bridge's workers),
-    all their threads (Linux /proc), else None."""
+def _cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """User + system CPU time of process *pid* and of its child processes (fse-bridge's
+    workers), all their threads (Linux /proc), else None."""
     def stat(p):
         return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
 
@@ -231,6 +231,7 @@ def _cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     ticks = int(fields[11]) + int(fields[12])
+    children = 0
     for child in Path("/proc").iterdir():
         if child.name.isdigit():
             try:
@@ -238,8 +239,8 @@ def _cpu_seconds(pid: int) -> float | None:
             except OSError:
                 continue
             if other[1] == str(pid):  # its parent
-                ticks += int(other[11]) + int(other[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+                children += int(other[11]) + int(other[12])
+    return ticks / os.sysconf("SC_CLK_TCK"), children / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for_port(port_file: Path, proc: subprocess.Popen, name: str) -> int:
@@ -291,7 +292,8 @@ def main() -> int:
                     rate = asyncio.run(drive(server.port, args.connections, args.messages,
                                              scenario != "persistent", f"r{run}{name}"))
                     after = _cpu_seconds(server.proc.pid)
-                    cpu = (after - before) / args.messages if None not in (before, after) else None
+                    cpu = None if None in (before, after) else \
+                        tuple((a - b) / args.messages for a, b in zip(after, before))
                     runs.append((rate, cpu))
             results[name] = max(runs, key=lambda r: r[0])
         print(f"\n{scenario} connections:")
@@ -299,7 +301,10 @@ def main() -> int:
         for name, (rate, cpu) in results.items():
             extra = "  (parse + durable journal + ACK)" if name == "fse-bridge" else "  (parse + ACK)"
             ratio = "" if name == "fse-bridge" else f"  fse-bridge/{name} = {bridge / rate:.2f}"
-            used = f"  server CPU {cpu * 1e6:4.0f} us/msg" if cpu is not None else ""
+            used = ""
+            if cpu is not None:
+                used = f"  server CPU {sum(cpu) * 1e6:4.0f} us/msg"
+                used += f" ({cpu[0] * 1e6:.0f} + workers {cpu[1] * 1e6:.0f})" if cpu[1] else ""
             print(f"  {name:<11} {rate:9.0f} msg/s{used}{ratio}{extra}")
     return 0
 

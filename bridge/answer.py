@@ -167,6 +167,11 @@ def escape_text(text: str, header: Header) -> str:
     return "".join(_escape(ch, header) for ch in text)
 
 
+def _special(text: str, header: Header) -> bool:
+    """Does *text* hold one of the message's delimiters or its escape character?"""
+    return any(ch in text for ch in header.encoding_characters) or header.separator in text
+
+
 def _escape(text: str, header: Header) -> str:
     esc = header.escape
     table = {header.separator: "F", header.component: "S", header.subcomponent: "T",
@@ -188,6 +193,8 @@ def _escape(text: str, header: Header) -> str:
 
 def _escape_limited(text: str, header: Header, limit: int) -> str:
     """Escape *text* and cut it to at most *limit* characters without splitting an escape."""
+    if len(text) <= limit and text.isprintable() and not _special(text, header):
+        return text   # the usual case ("received", a document id): nothing to escape
     out: list[str] = []
     length = 0
     for ch in text or "":

@@ -185,6 +185,8 @@ def parse_message(raw: bytes, default_charset: str = "iso-8859-1") -> ParsedMess
 # this part does. Message content is always left to python-hl7.
 
 _SEGMENT_START = re.compile(rb"(?:^|(?<=[\r\n]))(MSH|FHS|BHS|BTS|FTS)(?=[^A-Za-z0-9\r\n])")
+_MSH_FIRST = re.compile(rb"MSH[^A-Za-z0-9\r\n]")
+_ENVELOPE = re.compile(rb"FHS|BHS|BTS|FTS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +324,8 @@ def split_batch(frame: bytes, default_charset: str = "iso-8859-1") -> Batch:
     segments (BTS, FTS) are dropped: the answer counts messages itself.
     """
     body = frame[len(_BOM):] if frame.startswith(_BOM) else frame
+    if _MSH_FIRST.match(body) and body.count(b"MSH") == 1 and not _ENVELOPE.search(body):
+        return Batch(messages=(body,))   # the usual frame, without the segment scan below
     starts = [(m.start(), m.group(1)) for m in _SEGMENT_START.finditer(body)]
     if not starts:
         return Batch(messages=(), leading=body)

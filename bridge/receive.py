@@ -20,7 +20,6 @@ from typing import Callable, Iterator
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from bridge.errors import FrameTooLarge
@@ -108,7 +107,7 @@ class MllpDecoder:
             yield payload
 
 
-class MllpProtocol(protocol.Protocol, TimeoutMixin):
+class MllpProtocol(protocol.Protocol):
     """One MLLP connection. Answers go out in the order frames came in."""
 
     def __init__(self):
@@ -117,6 +116,9 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
         self._paused = False
         self.peer = ""
         self.decoder: MllpDecoder | None = None
+        self._clock = None
+        self._idle_call = None
+        self._active_at = 0.0
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -128,12 +130,20 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
             self.transport.loseConnection()
             return
         self.decoder = MllpDecoder(self.factory.max_frame)
-        self.setTimeout(self.factory.idle_timeout)
+        self._clock = self.factory.clock or _reactor()
+        self._active()
+        if self.factory.idle_timeout:
+            self._idle_call = self._clock.callLater(self.factory.idle_timeout, self._idle_check)
+
+    def _active(self) -> None:
+        # A time stamp per read or write; the one timer looks at it when it fires (rather
+        # than being moved for every message: a quarter of the listener's own CPU).
+        self._active_at = self._clock.seconds()
 
     def dataReceived(self, data: bytes):
         if self._closing:
             return
-        self.resetTimeout()
+        self._active()
         try:
             for payload in self.decoder.feed(data):
                 self._queue(maybeDeferred(self.factory.handle_frame, payload, self.peer))
@@ -166,23 +176,30 @@ class MllpProtocol(protocol.Protocol, TimeoutMixin):
                 continue
             if self.transport is not None and result:
                 self.transport.write(frame(result))
-                self.resetTimeout()
+                self._active()
         if self._paused and len(self._answers) <= self.factory.max_pending // 2 and self.transport is not None:
             self._paused = False
             self.transport.resumeProducing()
         if self._closing and not self._answers and self.transport is not None:
             self.transport.loseConnection()
 
-    def timeoutConnection(self):
+    def _idle_check(self):
+        timeout = self.factory.idle_timeout
+        now = self._clock.seconds()
         if self._answers:
             # Waiting for our own answers is not the peer being idle.
-            self.setTimeout(self.factory.idle_timeout)
+            self._active_at = now
+        if now - self._active_at < timeout:
+            self._idle_call = self._clock.callLater(self._active_at + timeout - now, self._idle_check)
             return
-        log.info("MLLP connection from %s idle for %ss: closing", self.peer, self.factory.idle_timeout)
+        self._idle_call = None
+        log.info("MLLP connection from %s idle for %ss: closing", self.peer, timeout)
         self.transport.loseConnection()
 
     def connectionLost(self, reason=protocol.connectionDone):
-        self.setTimeout(None)
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
         if self.decoder is not None and self.decoder.pending:
             log.warning("MLLP connection from %s closed in the middle of a frame (%d bytes dropped)",
                         self.peer, self.decoder.pending)
@@ -213,13 +230,8 @@ class MllpFactory(protocol.Factory):
         self.max_pending = max_pending
         """Frames awaiting their answer on one connection before reading from it pauses."""
         self.clock = clock
+        """IReactorTime of the idle timeouts (default: the global reactor)."""
         self.connections: set[MllpProtocol] = set()
-
-    def buildProtocol(self, addr):
-        p = super().buildProtocol(addr)
-        if self.clock is not None:
-            p.callLater = self.clock.callLater   # TimeoutMixin's seam
-        return p
 
     def connection_opened(self, p: MllpProtocol) -> bool:
         if len(self.connections) >= self.max_connections:
@@ -229,6 +241,11 @@ class MllpFactory(protocol.Factory):
 
     def connection_closed(self, p: MllpProtocol) -> None:
         self.connections.discard(p)
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
 
 
 def tls_options(cert_path, key_path, client_ca_path=None):

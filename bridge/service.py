@@ -114,10 +114,15 @@ class Receiver:
 
     # -- frames --------------------------------------------------------------
 
-    @inlineCallbacks
-    def handle_frame(self, payload: bytes, peer: str):
+    def handle_frame(self, payload: bytes, peer: str) -> Deferred:
         """The answer bytes for one frame: one ACK per message, in order (a batch in BHS/BTS)."""
         batch = split_batch(payload, self._default_charset)
+        if len(batch.messages) == 1 and not batch.enveloped:
+            return self.handle_message(batch.messages[0], peer)   # the usual frame: its ACK alone
+        return self._handle_batch(batch, peer)
+
+    @inlineCallbacks
+    def _handle_batch(self, batch, peer: str):
         messages = batch.messages or (batch.leading,)
         acks = []
         for raw in messages:
@@ -190,16 +195,21 @@ class Receiver:
             return accept_ack
         return (yield self.process(entry, analysis, header))
 
-    @inlineCallbacks
-    def _analysed(self, pending: Deferred):
-        """``(analysis, None)``, or ``(None, the error to answer with)``."""
-        try:
-            return (yield pending), None
-        except BridgeError as exc:
-            return None, exc
-        except Exception as exc:  # a broken worker: AR 207, logged (its traceback is in its own log)
-            log.error("analysing a message failed: %s", exc, exc_info=not isinstance(exc, WorkerFailed))
+    @staticmethod
+    def _analysed(pending: Deferred) -> Deferred:
+        """A Deferred of ``(analysis, None)``, or ``(None, the error to answer with)``."""
+        def failed(failure):
+            if failure.check(BridgeError):
+                return None, failure.value
+            # Anything else is AR 207, logged (a worker's own traceback is in the worker's log).
+            if failure.check(WorkerFailed):
+                log.error("analysing a message failed: %s", failure.getErrorMessage())
+            else:
+                log.error("analysing a message failed",
+                          exc_info=(failure.type, failure.value, failure.getTracebackObject()))
             return None, BridgeError("internal error, see the service log")
+
+        return pending.addCallbacks(lambda analysis: (analysis, None), failed)
 
     # -- processing ------------------------------------------------------------
 
@@ -391,7 +401,7 @@ class MllpService(service.Service):
         self.factory = MllpFactory(receiver.handle_frame, receiver.handle_oversize,
                                    max_frame=settings.max_message_bytes,
                                    max_connections=settings.max_connections,
-                                   idle_timeout=settings.idle_timeout_s or None)
+                                   idle_timeout=settings.idle_timeout_s or None, clock=ctx.reactor)
         self.port = None
 
     def startService(self):

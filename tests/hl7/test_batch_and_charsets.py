@@ -100,3 +100,15 @@ def test_every_corpus_message_splits_and_has_a_header():
         assert batch.messages, path.name
         for message in batch.messages:
             assert read_header(message) is not None, path.name
+
+
+def test_single_message_frames_split_as_the_segment_scan_does():
+    """The one-message shortcut of split_batch agrees with the full scan (forced by a leading LF)."""
+    frames = [p.read_bytes() for p in sorted(CORPUS.glob("*.hl7"))]
+    frames += [b"MSH\rPID|1", b"MSHX|^~\\&|A", b"MSH|^~\\&|A\rBTS|1", b"MSH|^~\\&|A\rOBX|1|TX|||FHS text"]
+    assert len(frames) > 50
+    for raw in frames:
+        body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+        fast, scanned = split_batch(body), split_batch(b"\n" + body)
+        assert fast.messages == scanned.messages, raw[:40]
+        assert (fast.file_header, fast.batch_header) == (scanned.file_header, scanned.batch_header)
