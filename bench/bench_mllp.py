@@ -8,8 +8,9 @@ waiting for every ACK before the next message (as an MLLP sender does).
 
 - fse-bridge: the service of ``fse-bridge serve`` (``bridge.service.makeService``)
   on a temporary SQLite journal (WAL, synchronous=FULL: every message is on
-  disk before its ACK), with a handler that answers AA at once instead of
-  the document pipeline (its stages have their own benchmarks).
+  disk before its ACK), each message parsed by python-hl7 in the service's
+  worker process (``--workers``), with a handler that answers AA once it is
+  parsed instead of the document pipeline (its stages have their own benchmarks).
 - python-hl7: its asyncio MLLP server (``hl7.mllp.start_hl7_server``),
   ``hl7.parse`` + ``Message.create_ack``; nothing stored.
 - hl7apy: its ``MLLPServer`` (a threading socketserver that closes the
@@ -26,17 +27,16 @@ and other work; SQLite fsync 0.2 to 1 ms), 800-byte ORU^R01, 2000 messages
 (bench/RESULTS.md, "MLLP throughput", has the runs and where the CPU goes):
 
     8 connections        fse-bridge  python-hl7  hl7apy
-      persistent               1538        2156       -
-      per-message              1310        1749      70
+      persistent               2335        2039       -
+      per-message              1808        1684      70
     32 connections
-      persistent               1708        2118       -
-      per-message              1605        1695      69
+      persistent               2130        1894       -
+      per-message              2029        1583      66
 
-Both servers are bound by one CPU (the reactor thread; the second CPU stays
-mostly idle): "server CPU" is that cost per message. python-hl7 spends about
-465 us (its parse is about 365); fse-bridge about 600, the same parse plus
-about 105 us for the durable journal, whose fsyncs the commits share across
-connections (several messages per commit).
+python-hl7's server is bound by one CPU (about 490 us per message, its parse
+about 400). fse-bridge parses in its worker process, on the other CPU (about
+430 us there), while its reactor journals the message and answers (about 360
+us: listener, durable journal, the pipe to the worker).
 """
 
 from __future__ import annotations
