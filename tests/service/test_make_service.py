@@ -3,6 +3,7 @@
 import socket
 import threading
 
+import pytest
 import pytest_twisted
 
 from bridge import config as config_module
@@ -12,13 +13,15 @@ from bridge.receive import MllpDecoder, frame
 from mllp_server import msa_fields
 
 
+@pytest.mark.parametrize("processes", [1, 0])
 @pytest_twisted.inlineCallbacks
-def test_start_serve_and_stop_in_order(tmp_path):
+def test_start_serve_and_stop_in_order(tmp_path, processes):
     from twisted.internet import reactor
-    cfg = config_module.from_dict(config_table(tmp_path), base_dir=tmp_path)
+    cfg = config_module.from_dict(config_table(tmp_path, workers={"processes": processes}), base_dir=tmp_path)
     handled = []
 
-    def handler(ctx, entry, parsed):
+    def handler(ctx, entry, analysis):
+        assert analysis.control_id == entry.msh10 and analysis.message_type == "ORU"
         # Work enters threads only through run_blocking.
         d = ctx.run_blocking(lambda: threading.current_thread().name)
         d.addCallback(handled.append)

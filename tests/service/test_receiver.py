@@ -31,9 +31,9 @@ class Gate:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, ctx, entry, parsed):
+    def __call__(self, ctx, entry, analysis):
         d = defer.Deferred()
-        self.calls.append((entry, parsed, d))
+        self.calls.append((entry, analysis, d))
         return d
 
 
@@ -42,8 +42,8 @@ def pipeline_stub(monkeypatch):
     """bridge.pipeline.process replaced by one answering AA: these tests are about the service."""
     calls = []
 
-    def process(ctx, entry, parsed):
-        calls.append(parsed.control_id)
+    def process(ctx, entry, analysis):
+        calls.append(analysis.control_id)
         return defer.succeed(Outcome(code=AckCode.AA, text="received"))
 
     monkeypatch.setattr("bridge.pipeline.process", process)
@@ -126,7 +126,7 @@ def test_resend_after_ae_replays_and_after_ar_reprocesses(make_receiver):
                 Outcome(code=AckCode.AR, text="later"), Outcome(code=AckCode.AA, text="ok")]
     calls = []
 
-    def handler(ctx, entry, parsed):
+    def handler(ctx, entry, analysis):
         calls.append(entry.id)
         return defer.succeed(outcomes.pop(0))
 
@@ -175,7 +175,7 @@ def test_enhanced_mode_gets_accept_ack(make_receiver):
 
 @pytest_twisted.inlineCallbacks
 def test_handler_crash_is_ar_207(make_receiver):
-    def broken(ctx, entry, parsed):
+    def broken(ctx, entry, analysis):
         raise ZeroDivisionError("bug")
 
     r = make_receiver(broken)
@@ -264,7 +264,7 @@ def test_commit_mode_retries_what_the_gateway_could_not_take(tmp_path, pipeline_
                Outcome(code=AckCode.AA, text="X-Cart-id 1", operation="create")]
     calls = []
 
-    def handler(ctx, entry, parsed):
+    def handler(ctx, entry, analysis):
         calls.append(entry.id)
         return defer.succeed(answers[len(calls) - 1])
 

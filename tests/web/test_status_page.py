@@ -29,7 +29,7 @@ LAB = (CHECKOUT / "examples" / "lab.hl7").read_bytes()
 PATIENT = (b"Rossi", b"Alessio", b"RMSLSO31M04Z404R", b"Via Roma", b"1234567", b"alessio.rossi")
 
 
-def answer_at_once(ctx, entry, parsed):
+def answer_at_once(ctx, entry, analysis):
     return defer.succeed(Outcome(code=AckCode.AA, text="received"))
 
 
@@ -192,7 +192,7 @@ def test_healthz_reports_installed_rules_and_unfinished_messages(tmp_path):
     install_rules(str((SHARED / "reference").resolve()), tmp_path / "rules")
     called, blocked = defer.Deferred(), defer.Deferred()
 
-    def hold(ctx, entry, parsed):
+    def hold(ctx, entry, analysis):
         called.callback(entry.id)
         return blocked
 
@@ -270,7 +270,7 @@ def test_fiscal_codes_quoted_by_validation_messages_are_masked(tmp_path):
     # Official schematron messages may quote the patient's fiscal code (ERRORE-46).
     quoted = "schematron ERRORE-46: codice fiscale 'RSSMRA80A01H501U' cittadino ed operatore"
 
-    def refuse(ctx, entry, parsed):
+    def refuse(ctx, entry, analysis):
         return defer.succeed(Outcome(code=AckCode.AE, text="local validation failed: ERRORE-46",
                                      errors=(ErrItem(code="207", text=quoted),)))
 
