@@ -2,7 +2,7 @@
 
     python bench/bench_e2e.py [--senders 16] [--window 1] [--messages 320] [--delay 0.5]
                               [--gateway embedded|external|both] [--cpu-docs 100]
-                              [--no-rules] [--workdir DIR] [--skip-e2e] [--skip-cpu]
+                              [--no-rules] [--workers 1] [--workdir DIR] [--skip-e2e] [--skip-cpu]
 
 issue 6, "Benchmark". Two parts:
 
@@ -48,6 +48,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from proctime import cpu_seconds
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 REFERENCE = CHECKOUT / ".." / "shared" / "reference"
 EXAMPLES = ("lab", "rad", "rsa", "rap", "ldo")
@@ -90,7 +92,8 @@ def fresh(template: Template, tag: str) -> bytes:
 # -- the processes ------------------------------------------------------------------------
 
 
-def write_config(workdir: Path, rules_dir: Path | None, name: str, *, gateway_url: str = "embedded") -> Path:
+def write_config(workdir: Path, rules_dir: Path | None, name: str, *, gateway_url: str = "embedded",
+                 workers: int = 1) -> Path:
     """A configuration file: state in *workdir*, development certificates there, the checkout's
     mappings; *gateway_url*: an external gateway instead of the embedded one. The external
     simulator (``name="simulator"``) gets the development server certificate."""
@@ -106,6 +109,7 @@ def write_config(workdir: Path, rules_dir: Path | None, name: str, *, gateway_ur
             f'practitioners = "{mappings / "practitioners.csv"}"\n'
             f'[validation]\nrules_dir = "{rules}"\n'
             f'[web]\nport = 0\n'
+            f'[workers]\nprocesses = {workers}\n'
             f'[logging]\nlevel = "WARNING"\n')
     if gateway_url != "embedded":
         text += f'[gateway]\nbase_url = "{gateway_url}"\n'
@@ -147,17 +151,17 @@ class Process:
         self._log.close()
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the process and its worker processes so far (Linux /proc)."""
+        return sum(cpu_seconds(self.proc.pid))
 
 
 class Setup:
     """``fse-bridge serve`` on a fresh state folder; with *external*, the gateway simulator runs
     as its own process (``fse-bridge simulator``) as a remote gateway would, else embedded."""
 
-    def __init__(self, workdir: Path, rules_dir: Path | None, *, external: bool):
+    def __init__(self, workdir: Path, rules_dir: Path | None, *, external: bool, workers: int = 1):
         self.workdir = workdir
+        self.workers = workers
         self.rules_dir = rules_dir
         self.external = external
         self.simulator: Process | None = None
@@ -168,7 +172,7 @@ class Setup:
     def __enter__(self) -> "Setup":
         from bridge import certs, config as config_module
 
-        config = write_config(self.workdir, self.rules_dir, "bridge")
+        config = write_config(self.workdir, self.rules_dir, "bridge", workers=self.workers)
         # Both processes use the same development PKI, made here first.
         certs.ensure_development_certificates(config_module.load(config))
         if self.external:
@@ -177,7 +181,8 @@ class Setup:
             self.simulator.start(lambda: "listening on" in self.simulator.log_path.read_text(errors="replace"))
             log = self.simulator.log_path.read_text(errors="replace")
             self.gateway_url = re.search(r"listening on (\S+)", log).group(1)
-            config = write_config(self.workdir, self.rules_dir, "bridge", gateway_url=self.gateway_url)
+            config = write_config(self.workdir, self.rules_dir, "bridge", gateway_url=self.gateway_url,
+                                  workers=self.workers)
         port_file = self.workdir / "mllp.port"
         self.server = Process(self.workdir, "server", ["serve", "--config", str(config),
                                                         "--port-file", str(port_file)])
@@ -295,8 +300,9 @@ def _msa1(ack: bytes) -> str:
 
 
 def run_e2e(label: str, workdir: Path, rules_dir: Path | None, templates: list[Template], *,
-            senders: int, messages: int, delay_s: float, external: bool, window: int = 1) -> RunResult:
-    with Setup(workdir, rules_dir, external=external) as setup:
+            senders: int, messages: int, delay_s: float, external: bool, window: int = 1,
+            workers: int = 1) -> RunResult:
+    with Setup(workdir, rules_dir, external=external, workers=workers) as setup:
         tag = f"{'X' if external else 'E'}{int(delay_s * 1000)}"
         # Warm-up, untimed: each type once (first-use costs: fonts, code tables, TLS session), then
         # each type once more alone on the server: the latency of a message nothing competes with.
@@ -456,6 +462,8 @@ def main(argv=None) -> int:
     parser.add_argument("--delay", type=float, default=0.5, help="gateway delay of the second run, seconds")
     parser.add_argument("--cpu-docs", type=int, default=100, help="documents for the in-process CPU figures")
     parser.add_argument("--no-rules", action="store_true", help="local validation OFF (no rules installed)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the service's worker processes (workers.processes; 0: stages in threads)")
     parser.add_argument("--gateway", choices=("embedded", "external", "both"), default="both",
                         help="the simulator in the bridge's process (the embedded default), in its own "
                              "process (as a remote gateway), or both (default)")
@@ -496,7 +504,7 @@ def main(argv=None) -> int:
                     workdir.mkdir()
                     runs.append(run_e2e(f"{where}, {delay * 1e3:.0f} ms", workdir, rules_dir, templates,
                                         senders=args.senders, messages=args.messages, delay_s=delay,
-                                        window=args.window, external=external))
+                                        window=args.window, external=external, workers=args.workers))
                     print_run(runs[-1])
                     all_runs.append(runs[-1])
                 ratio = runs[1].rate / runs[0].rate

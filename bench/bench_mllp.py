@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from proctime import cpu_seconds
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 MESSAGE = (
@@ -220,29 +222,6 @@ class Server:
         self.proc.wait(60)
 
 
-def _cpu_seconds(pid: int) -> tuple[float, float] | None:
-    """User + system CPU time of process *pid* and of its child processes (fse-bridge's
-    workers), all their threads (Linux /proc), else None."""
-    def stat(p):
-        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-
-    try:
-        fields = stat(pid)
-    except OSError:
-        return None
-    ticks = int(fields[11]) + int(fields[12])
-    children = 0
-    for child in Path("/proc").iterdir():
-        if child.name.isdigit():
-            try:
-                other = stat(child.name)
-            except OSError:
-                continue
-            if other[1] == str(pid):  # its parent
-                children += int(other[11]) + int(other[12])
-    return ticks / os.sysconf("SC_CLK_TCK"), children / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_for_port(port_file: Path, proc: subprocess.Popen, name: str) -> int:
     """Bounded poll of the port file the server writes once it listens."""
     deadline = time.monotonic() + 30
@@ -288,10 +267,10 @@ def main() -> int:
                                   f"w{name}"))
                 runs = []
                 for run in range(args.runs):
-                    before = _cpu_seconds(server.proc.pid)
+                    before = cpu_seconds(server.proc.pid)
                     rate = asyncio.run(drive(server.port, args.connections, args.messages,
                                              scenario != "persistent", f"r{run}{name}"))
-                    after = _cpu_seconds(server.proc.pid)
+                    after = cpu_seconds(server.proc.pid)
                     cpu = None if None in (before, after) else \
                         tuple((a - b) / args.messages for a, b in zip(after, before))
                     runs.append((rate, cpu))

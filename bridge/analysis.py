@@ -5,20 +5,19 @@ nothing, and holds the only parse tree of the message, so it runs in a
 worker process (:mod:`bridge.workers`) and may start before the message is
 journaled: only its small result, an :class:`Analysis`, comes back to the
 service. Functions here take the *stages* first (anything with ``config``,
-``routing`` and ``mappings``: a worker's :class:`Stages`, or the service's
-:class:`~bridge.pipeline.Publisher`), as :func:`bridge.workers.call` passes them.
+``routing`` and ``mappings``: a worker's :class:`~bridge.stages.Stages`, or
+the service's :class:`~bridge.pipeline.Publisher`), as the worker passes them.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from bridge.errors import BridgeError, UnsupportedMessage
 from bridge.hl7 import ParsedMessage, parse_message
-from bridge.mapping import load_mappings, map_report
+from bridge.mapping import map_report
 from bridge.model import Action, Report
-from bridge.route import Route, load_routing, route
+from bridge.route import Route, route
 
 #: Message types and events sent to the pipeline; anything else is refused (AR 200/201).
 PROCESSED = {"ORU": {"R01"}, "MDM": {"T02", "T10"}}
@@ -59,21 +58,6 @@ class Analysis:
         if self.report is None:
             raise BridgeError("the message was not mapped")
         return self.report
-
-
-class Stages:
-    """A worker process's routing rules and mappings, loaded on first use from *config*."""
-
-    def __init__(self, config):
-        self.config = config
-
-    @functools.cached_property
-    def routing(self):
-        return load_routing(self.config.mapping.dir)
-
-    @functools.cached_property
-    def mappings(self):
-        return load_mappings(self.config.mapping.dir, self.config.mapping.practitioners)
 
 
 def _summary(parsed: ParsedMessage, **more) -> Analysis:

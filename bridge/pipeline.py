@@ -2,8 +2,9 @@
 
 architecture.md, "The way a message travels", steps 3 to 8. Each stage is a
 plain function of the previous one's output; this module calls them in
-order (parse, route and map come done, from a worker process: bridge.analysis),
-sends the CPU-heavy ones to the worker pool (``ctx.run_blocking``),
+order (parse, route and map come done: bridge.analysis), sends the CPU-heavy
+ones (render, validate, package: bridge.stages) to a worker process
+(``ctx.run_stage``),
 journals every stage's result so any message can be explained afterwards,
 and turns the gateway's answer into the :class:`~bridge.outcome.Outcome`
 the ACK is built from (interface.md, ACK contract).
@@ -34,6 +35,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from bridge import stages
 from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, decide, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
@@ -43,8 +45,6 @@ from bridge.journal import Document, Entry
 from bridge.mapping import Mappings
 from bridge.model import AckCode, Action, DocumentType, Report
 from bridge.outcome import ErrItem, Outcome
-from bridge.package import package_pdf
-from bridge.render import render_cda
 from bridge.route import Route, RoutingRules
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ ACCEPTED = "0"
 
 @dataclass(kw_only=True)
 class Publisher:
-    """What the pipeline needs, built once at start (bridge.publishing.PublishingService)."""
+    """What the pipeline needs, built once at start (bridge.publishing.PublishingService).
+
+    Without worker processes it is also the *stages* of bridge.stages' calls (same attributes).
+    """
 
     config: Any
     routing: RoutingRules
@@ -142,7 +145,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
         return await _update_metadata(ctx, pub, entry, plan, routed.settings)
 
     report: Report = analysis.mapped_report()
-    cda: bytes = await ctx.run_blocking(render_cda, report, pub.env, plan.ids)
+    cda: bytes = await ctx.run_stage(stages.render, report, plan.ids)
     digest = content_hash(cda)
     await journal.add_artifact(entry.id, "render", "cda.xml", cda)
     await journal.set_state(entry.id, "rendered", plan.ids.document_id)
@@ -160,7 +163,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
                         content_hash=plan.resumed.content_hash if plan.resumed else digest,
                         message_id=plan.resumed.message_id if plan.resumed else entry.id)
     await journal.put_document(document)
-    pdf: bytes = await ctx.run_blocking(package_pdf, cda, pub.signer)
+    pdf: bytes = await ctx.run_stage(stages.package, cda)
     await journal.add_artifact(entry.id, "package", "document.pdf", pdf)
     await journal.add_artifact(entry.id, "package", "pdf.sha256", hashlib.sha256(pdf).hexdigest().encode())
     await journal.set_state(entry.id, "packaged", plan.ids.document_id)
@@ -268,9 +271,7 @@ async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: Doc
     if pub.rules is None:
         await journal_note(ctx, entry, "validate", "local validation OFF: no rules installed")
         return None
-    from bridge.validate import validate_cda
-
-    report = await ctx.run_blocking(validate_cda, cda, pub.rules, doc_type)
+    report = await ctx.run_stage(stages.validate, cda, doc_type)
     findings = [{"rule": i.rule_id, "message": i.message, "location": i.location, "severity": i.severity}
                 for i in (*report.xsd_errors, *report.schematron_errors, *report.warnings)]
     await ctx.journal.add_artifact(entry.id, "validate", "validation.json",

@@ -11,8 +11,8 @@ reactor only reads its header.
 ``ack.mode = "commit"`` and enhanced-mode messages are answered once
 journaled; processing continues and its outcome goes to the journal.
 
-Threads are entered in one place only: :attr:`ServiceContext.run_blocking`;
-worker processes in one place only: :attr:`ServiceContext.analyse`.
+Threads are entered in one place only, :attr:`ServiceContext.run_blocking`;
+worker processes in one place only, :attr:`ServiceContext.run_stage`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from bridge.hl7 import Header, default_header, read_header, split_batch
 from bridge.journal import Admit, Entry, Journal, Received
 from bridge.model import AckCode
 from bridge.outcome import Outcome
+from bridge.stages import Stages
 from bridge.workers import WorkerFailed, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,13 @@ class ServiceContext:
     journal: Journal | None = None
     """Set when the journal opens (``startService``)."""
     run_blocking: Callable[..., Deferred] = field(default=None)
-    """``run_blocking(fn, *args)``: run CPU-heavy or blocking work in the worker pool."""
+    """``run_blocking(fn, *args)``: run blocking work in the thread pool."""
+    run_stage: Callable[..., Deferred] = field(default=None)
+    """``run_stage(fn, *args)``: a Deferred of ``fn(stages, *args)`` (bridge.stages), run in a
+    worker process (``workers.processes = 0``: in a thread)."""
     analyse: Callable[[bytes], Deferred] | None = None
-    """``analyse(raw)``: a Deferred of the message's :class:`~bridge.analysis.Analysis`, made in
-    a worker process (None: parsed in line, for tests of the service alone)."""
+    """``analyse(raw)``: a Deferred of the message's :class:`~bridge.analysis.Analysis`, made by
+    ``run_stage`` (None: parsed in line, for tests of the service alone)."""
     publisher: Any = None
     """The pipeline's loaded stages and gateway client (bridge.pipeline.Publisher), set on start."""
 
@@ -511,15 +515,18 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     pool = WorkerPoolService(reactor, size=max(2, min(8, os.cpu_count() or 2)))
     ctx.run_blocking = pool.run_blocking
     pool.setServiceParent(top)
-    analyser = analysis_module.analyse if handler is route_message else analysis_module.summarise
     if config.workers.processes:
         processes = WorkerPool(reactor, config, count=config.workers.processes,
                                timeout_s=config.workers.timeout_s)
         processes.setServiceParent(top)
-        ctx.analyse = functools.partial(processes.call, analyser)
+        ctx.run_stage = processes.call
     else:
-        # No worker processes: the same stage in a thread (it then shares the reactor's CPU).
-        ctx.analyse = functools.partial(pool.run_blocking, analyser, analysis_module.Stages(config))
+        # No worker processes: the same stages in threads (sharing the reactor's CPU), with
+        # what the Publisher loaded at start (the parse alone needs only the configuration).
+        fallback = Stages(config)
+        ctx.run_stage = lambda fn, *args: pool.run_blocking(fn, ctx.publisher or fallback, *args)
+    analyser = analysis_module.analyse if handler is route_message else analysis_module.summarise
+    ctx.analyse = functools.partial(ctx.run_stage, analyser)
     if handler is route_message:
         # Before the journal: resumed messages need the pipeline's stages and gateway.
         from bridge.publishing import PublishingService

@@ -1,17 +1,18 @@
-"""Worker processes for the pure CPU-heavy stage (parse, route, map: bridge.analysis).
+"""Worker processes for the CPU-heavy stages (bridge.analysis, bridge.stages).
 
-Python runs one thread at a time: a parse in a thread still takes the
-reactor's CPU. A worker process runs beside the reactor, on another CPU, so
-the listener and the journal never wait for a parse tree to be built
-(bench/RESULTS.md, "MLLP throughput"), and a message that sends the parser
-into a loop stalls one worker, which is then replaced, not the service.
+Python runs one thread at a time: a parse or a signature in a thread still
+takes the reactor's CPU. A worker process runs beside the reactor, on
+another CPU, so the listener and the journal never wait for a parse tree or
+a PDF to be built (bench/RESULTS.md, "MLLP throughput"), and a message that
+sends a stage into a loop stalls one worker, which is then replaced, not
+the service.
 
 Each worker is ``python -m bridge.workers``, started with Twisted's
 spawnProcess and spoken to over its stdin and stdout: length-prefixed
 pickles, answered one at a time and in order. The first frame is the
 configuration; each request names a module-level function
 ``fn(stages, *args)``, called with the worker's own
-:class:`bridge.analysis.Stages`. Pickles only ever travel between the
+:class:`bridge.stages.Stages`. Pickles only ever travel between the
 service and the children it started.
 
 A call whose worker dies (or is killed after ``workers.timeout_s``) is tried
@@ -118,6 +119,16 @@ class _Worker(protocol.ProcessProtocol):
         log.error("worker %d: no answer in %ss, killing it", self.number, self.pool.timeout_s)
         self.kill()
 
+    def alive(self) -> bool:
+        """Is the process still running? (Without reaping it: Twisted does that.)"""
+        pid = getattr(self.transport, "pid", None)
+        if not self.up or pid is None:
+            return False
+        try:
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
     def kill(self) -> None:
         try:
             self.transport.signalProcess("KILL")
@@ -165,8 +176,15 @@ class WorkerPool(service.Service):
         self._dispatch(_Call(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL), d))
         return d
 
-    def _dispatch(self, call: _Call) -> None:
+    def _dispatch(self, call: _Call, *, checked: bool = False) -> None:
         ready = [w for w in self.workers if w.up]
+        if checked:
+            # A retried call goes only to a worker known to be running: one that died with
+            # the first (killed together, say) may not have closed its pipe yet.
+            for worker in ready:
+                if not worker.alive():
+                    worker.up = False
+            ready = [w for w in ready if w.up]
         if not ready:
             self.waiting.append(call)
             return
@@ -219,7 +237,7 @@ class WorkerPool(service.Service):
         if any(w.up for w in self.workers):
             waiting, self.waiting = self.waiting, collections.deque()
             for call in waiting:
-                self._dispatch(call)
+                self._dispatch(call, checked=True)
 
     def _restart(self) -> None:
         if not self.stopping:
@@ -263,7 +281,7 @@ def _read_frame(stream) -> bytes | None:
 
 def serve(stdin, stdout) -> None:
     """Answer calls from *stdin* on *stdout* until the service closes *stdin*."""
-    from bridge.analysis import Stages
+    from bridge.stages import Stages
 
     payload = _read_frame(stdin)
     if payload is None:
