@@ -153,7 +153,7 @@ class WebSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerSettings:
     processes: int = 1
-    """Worker processes that parse, route and map messages beside the reactor (0: in a thread)."""
+    """Worker processes for parse to signed PDF, beside the reactor (0: in threads)."""
     timeout_s: float = 120.0
     """A worker silent this long on one message is killed and replaced."""
 

@@ -195,7 +195,7 @@ class WorkerPool(service.Service):
         self.stopping = False
         for _ in range(self.count):
             self._spawn()
-        log.info("%d worker process(es) for parsing and mapping", self.count)
+        log.info("%d worker process(es) for the document stages", self.count)
 
     def _spawn(self) -> None:
         self._spawned += 1
