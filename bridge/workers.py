@@ -56,12 +56,14 @@ class WorkerFailed(Exception):
 
 
 class _Call:
-    __slots__ = ("payload", "deferred", "attempts")
+    __slots__ = ("payload", "deferred", "attempts", "expiry")
 
     def __init__(self, payload: bytes, deferred: defer.Deferred):
         self.payload = payload
         self.deferred = deferred
         self.attempts = 0
+        self.expiry = None
+        """While it waits for a worker: the DelayedCall that gives up on it."""
 
 
 class _Worker(protocol.ProcessProtocol):
@@ -155,10 +157,13 @@ class _Worker(protocol.ProcessProtocol):
 class WorkerPool(service.Service):
     """*count* worker processes behind :meth:`call`; started and stopped with the service."""
 
-    def __init__(self, reactor, config, *, count: int, timeout_s: float, executable: str = sys.executable):
+    def __init__(self, reactor, config, *, count: int, timeout_s: float, wait_s: float | None = None,
+                 executable: str = sys.executable):
         self.reactor = reactor
         self.count = count
         self.timeout_s = timeout_s
+        self.wait_s = timeout_s + _MAX_RESTART_DELAY_S if wait_s is None else wait_s
+        """How long a call waits for a worker to be up (restarts included) before it fails."""
         self.executable = executable
         self.config_payload = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
         self.workers: list[_Worker] = []
@@ -186,9 +191,33 @@ class WorkerPool(service.Service):
                     worker.up = False
             ready = [w for w in ready if w.up]
         if not ready:
-            self.waiting.append(call)
+            self._wait(call)
             return
         min(ready, key=lambda w: len(w.calls)).send(call)
+
+    def _wait(self, call: _Call, *, first: bool = False) -> None:
+        # Not forever: workers that cannot start (a broken installation) must not leave
+        # senders without an answer. AR 207 tells them to send again later.
+        if call.expiry is None and self.wait_s:
+            call.expiry = self.reactor.callLater(self.wait_s, self._expire, call)
+        if first:
+            self.waiting.appendleft(call)
+        else:
+            self.waiting.append(call)
+
+    def _take(self) -> _Call:
+        call = self.waiting.popleft()
+        if call.expiry is not None and call.expiry.active():
+            call.expiry.cancel()
+        call.expiry = None
+        return call
+
+    def _expire(self, call: _Call) -> None:
+        call.expiry = None
+        if call in self.waiting:
+            self.waiting.remove(call)
+            log.error("no worker process took a call in %ss", self.wait_s)
+            call.deferred.errback(WorkerLost(f"no worker process available for {self.wait_s:g}s"))
 
     def startService(self):
         super().startService()
@@ -210,7 +239,7 @@ class WorkerPool(service.Service):
 
     def worker_up(self, worker: _Worker) -> None:
         while self.waiting and worker.up:
-            worker.send(self.waiting.popleft())
+            worker.send(self._take())
 
     def worker_gone(self, worker: _Worker, calls) -> None:
         self.workers.remove(worker)
@@ -227,7 +256,8 @@ class WorkerPool(service.Service):
             if n > 0:
                 call.attempts -= 1  # sent, never started
             retry.append(call)
-        self.waiting.extendleft(reversed(retry))
+        for call in reversed(retry):
+            self._wait(call, first=True)
         lived = time.monotonic() - worker.started
         self._quick_deaths = self._quick_deaths + 1 if lived < _STEADY_S else 0
         # At once, unless workers keep dying young: then 1, 2, 4... seconds apart.
@@ -235,9 +265,8 @@ class WorkerPool(service.Service):
         self._restarts = [c for c in self._restarts if c.active()]
         self._restarts.append(self.reactor.callLater(delay, self._restart))
         if any(w.up for w in self.workers):
-            waiting, self.waiting = self.waiting, collections.deque()
-            for call in waiting:
-                self._dispatch(call, checked=True)
+            for _ in range(len(self.waiting)):
+                self._dispatch(self._take(), checked=True)
 
     def _restart(self) -> None:
         if not self.stopping:
@@ -250,7 +279,7 @@ class WorkerPool(service.Service):
             if call.active():
                 call.cancel()
         while self.waiting:
-            self.waiting.popleft().deferred.errback(WorkerLost("the service stopped"))
+            self._take().deferred.errback(WorkerLost("the service stopped"))
         workers = list(self.workers)
         for worker in workers:
             try:

@@ -128,3 +128,29 @@ def _ended(pid: int) -> bool:
     except OSError:
         return True
     return state == "Z"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_call_waits_for_a_worker_a_bounded_time(tmp_path):
+    cfg = config_module.from_dict(config_table(tmp_path), base_dir=tmp_path)
+    pool = WorkerPool(reactor(), cfg, count=0, timeout_s=30, wait_s=0.2)   # no worker ever comes up
+    pool.startService()
+    try:
+        with pytest.raises(WorkerLost, match="no worker process available for 0.2s"):
+            yield pool.call(worker_calls.where, "never")
+    finally:
+        yield pool.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_workers_that_cannot_start_leave_no_call_unanswered(tmp_path):
+    cfg = config_module.from_dict(config_table(tmp_path), base_dir=tmp_path)
+    # A broken installation: each worker exits at once, and is restarted with a growing delay.
+    pool = WorkerPool(reactor(), cfg, count=1, timeout_s=30, wait_s=0.5, executable="/bin/false")
+    pool.startService()
+    try:
+        for n in range(3):
+            with pytest.raises(WorkerLost):
+                yield pool.call(worker_calls.where, n)
+    finally:
+        yield pool.stopService()
