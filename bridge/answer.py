@@ -193,11 +193,12 @@ def _escape(text: str, header: Header) -> str:
 
 def _escape_limited(text: str, header: Header, limit: int) -> str:
     """Escape *text* and cut it to at most *limit* characters without splitting an escape."""
+    text = text or ""
     if len(text) <= limit and text.isprintable() and not _special(text, header):
         return text   # the usual case ("received", a document id): nothing to escape
     out: list[str] = []
     length = 0
-    for ch in text or "":
+    for ch in text:
         piece = _escape(ch, header)
         if length + len(piece) > limit:
             break

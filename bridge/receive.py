@@ -136,8 +136,8 @@ class MllpProtocol(protocol.Protocol):
             self._idle_call = self._clock.callLater(self.factory.idle_timeout, self._idle_check)
 
     def _active(self) -> None:
-        # A time stamp per read or write; the one timer looks at it when it fires (rather
-        # than being moved for every message: a quarter of the listener's own CPU).
+        # A time stamp per read or write; the one timer looks at it when it fires, rather
+        # than a DelayedCall moved (cancelled and scheduled again) for every message.
         self._active_at = self._clock.seconds()
 
     def dataReceived(self, data: bytes):

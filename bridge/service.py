@@ -169,7 +169,7 @@ class Receiver:
         admission = yield self.ctx.journal.admit(received)
         entry = admission.entry
         if admission.kind in (Admit.REPLAY, Admit.IN_FLIGHT):
-            pending.addErrback(lambda _: None)  # not needed: the earlier copy's answer is
+            pending.addErrback(lambda _: None)  # unused: the earlier copy answers
         if admission.kind is Admit.REPLAY:
             log.info("message %s (entry %d) resent: stored ACK sent again", header.control_id, entry.id)
             return entry.ack
@@ -179,7 +179,6 @@ class Receiver:
             return (yield self._wait_for(entry.id))
         if not early:
             analysis, error = yield self._analysed(pending)
-        source = header
         if admission.kind is Admit.CONFLICT:
             # Its outcome is committed before the answer (below): a resumed entry would
             # otherwise be processed as a new message.
@@ -188,7 +187,7 @@ class Receiver:
         if error is not None:
             log.info("message %s (entry %d) refused: %s", header.control_id or "(no MSH-10)", entry.id, error)
             outcome = Outcome.from_error(error)
-            ack = answer.build_ack(source, outcome, now=self._stamp())
+            ack = answer.build_ack(header, outcome, now=self._stamp())
             yield self.ctx.journal.finish(entry.id, outcome, ack)
             return ack
         log.debug("message %s (entry %d, %s) journaled", header.control_id or "(no MSH-10)", entry.id,
