@@ -77,18 +77,20 @@ class _Worker(protocol.ProcessProtocol):
         self.up = False
         self._buffer = bytearray()
         self._watchdog = None
+        self._head_since = 0.0
+        """When the oldest unanswered call (the one running) became so."""
         self.gone = defer.Deferred()
         """Fires when the worker's stdout closes (it exited, or is about to)."""
 
     def connectionMade(self):
         self.up = True
-        self.transport.write(_frame(self.pool.config_payload))
+        self.transport.writeSequence((_LENGTH.pack(len(self.pool.config_payload)), self.pool.config_payload))
         self.pool.worker_up(self)
 
     def send(self, call: _Call) -> None:
         call.attempts += 1
         self.calls.append(call)
-        self.transport.write(_frame(call.payload))
+        self.transport.writeSequence((_LENGTH.pack(len(call.payload)), call.payload))
         if len(self.calls) == 1:
             self._watch()
 
@@ -102,22 +104,29 @@ class _Worker(protocol.ProcessProtocol):
             ok, value = pickle.loads(bytes(buffer[_LENGTH.size:_LENGTH.size + size]))
             del buffer[:_LENGTH.size + size]
             call = self.calls.popleft()
-            self._watch()
+            if self.calls:
+                self._watch()
             if ok:
                 call.deferred.callback(value)
             else:
                 call.deferred.errback(value)
 
     def _watch(self) -> None:
-        """(Re)arm the timeout of the call now running (the oldest unanswered)."""
-        if self._watchdog is not None and self._watchdog.active():
-            self._watchdog.cancel()
-        self._watchdog = None
-        if self.calls and self.pool.timeout_s:
-            self._watchdog = self.pool.reactor.callLater(self.pool.timeout_s, self._stuck)
+        """A call starts running (it became the oldest unanswered): time it."""
+        self._head_since = self.pool.reactor.seconds()
+        if self._watchdog is None and self.pool.timeout_s:
+            self._watchdog = self.pool.reactor.callLater(self.pool.timeout_s, self._check)
 
-    def _stuck(self) -> None:
+    def _check(self) -> None:
+        # One timer per worker, looking at the running call when it fires, rather than a
+        # DelayedCall moved for every call.
         self._watchdog = None
+        if not self.calls or not self.up:
+            return
+        running = self.pool.reactor.seconds() - self._head_since
+        if running < self.pool.timeout_s:
+            self._watchdog = self.pool.reactor.callLater(self.pool.timeout_s - running, self._check)
+            return
         log.error("worker %d: no answer in %ss, killing it", self.number, self.pool.timeout_s)
         self.kill()
 
@@ -143,6 +152,7 @@ class _Worker(protocol.ProcessProtocol):
         self.up = False
         if self._watchdog is not None and self._watchdog.active():
             self._watchdog.cancel()
+        self._watchdog = None
         calls, self.calls = self.calls, collections.deque()
         self.pool.worker_gone(self, calls)
         self.gone.callback(None)
