@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from bridge.errors import InvalidValue
+from bridge.errors import BridgeError, InvalidValue
 from bridge.gateway.bodies import Submission, check_submission
 
 #: Gateway field name → (Submission field, is a list).
@@ -30,13 +30,19 @@ FIELDS = {
 }
 
 
-def apply_settings(sub: Submission, settings: list[str], *, submission_id: str) -> Submission:
-    """*sub* with ``KEY=VALUE`` changes applied (lists comma-separated; empty value clears).
+class UnknownTarget(BridgeError):
+    """The target names no journal entry, or no document the bridge published."""
 
-    Raises InvalidValue naming the key when a key is unknown or a value is
-    outside the gateway's value sets.
-    """
-    changes = {"submission_id": submission_id}
+
+class NotCurrentVersion(BridgeError):
+    """The named document is not (or no longer) the accession's published version."""
+
+
+def check_settings(settings) -> dict:
+    """The Submission changes that ``KEY=VALUE`` *settings* ask for (lists comma-separated;
+    an empty value clears). Raises InvalidValue naming the key when a setting is not
+    ``KEY=VALUE`` or the key is not a gateway field; values are checked by apply_settings."""
+    changes = {}
     for setting in settings:
         key, sep, value = setting.partition("=")
         key = key.strip()
@@ -49,7 +55,16 @@ def apply_settings(sub: Submission, settings: list[str], *, submission_id: str) 
             changes[name] = tuple(v.strip() for v in value.split(",") if v.strip())
         else:
             changes[name] = value or None
-    updated = dataclasses.replace(sub, **changes)
+    return changes
+
+
+def apply_settings(sub: Submission, settings: list[str], *, submission_id: str) -> Submission:
+    """*sub* with ``KEY=VALUE`` changes applied (check_settings).
+
+    Raises InvalidValue naming the key when a key is unknown or a value is
+    outside the gateway's value sets.
+    """
+    updated = dataclasses.replace(sub, **check_settings(settings), submission_id=submission_id)
     check_submission(updated)
     return updated
 
@@ -64,4 +79,4 @@ def submission_for(store, document_id: str) -> tuple[Submission, int]:
                 record = json.loads(artifact.content)
                 if record.get("document_id") == document_id:
                     return submission_from_record(record), entry.id
-    raise InvalidValue(f"no publication of {document_id} in the journal")
+    raise UnknownTarget(f"no publication of {document_id} in the journal")

@@ -36,7 +36,7 @@ from typing import Any
 from twisted.internet import defer
 
 from bridge import stages
-from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, decide, previous_of
+from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, current, decide, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
@@ -252,18 +252,105 @@ async def _settle_deleted(journal, entry: Entry, uncertain: Document, previous: 
 
 
 async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
-    from bridge.metadata import apply_settings
-
     journal = ctx.journal
     target = plan.target
-    number = await journal.next_value("submission")
-    sub = apply_settings(await _stored_submission(journal, target), list(settings),
-                         submission_id=f"{SUBMISSION_ROOT}.{number}")
+    sub = await _metadata_submission(journal, target, settings)
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
     result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return _failure(result, document_id=target.document_id, operation="metadata")
     return _published(result, target.document_id, "metadata")
+
+
+async def _metadata_submission(journal, target: Document, settings) -> Submission:
+    """The submission that published *target* with the ``KEY=VALUE`` *settings* applied, under a
+    new submission id (bridge.metadata.apply_settings)."""
+    from bridge.metadata import apply_settings
+
+    number = await journal.next_value("submission")
+    return apply_settings(await _stored_submission(journal, target), list(settings),
+                          submission_id=f"{SUBMISSION_ROOT}.{number}")
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataCall:
+    """An operator's metadata update as made: the journal entry it is recorded under (the
+    message that published the document) and the gateway's answer."""
+
+    entry_id: int
+    result: GatewayResult
+
+
+def update_metadata(ctx, target: str, settings) -> defer.Deferred:
+    """An operator's metadata update (``journal update-metadata``, through the status page's
+    operator endpoint); a Deferred of a :class:`MetadataCall`.
+
+    *target* names the document as the CLI does (journal entry id, control id, document
+    id or X-Cart-id); *settings* are ``KEY=VALUE`` in the gateway's field names
+    (bridge.metadata). Like a message, it takes the accession's lock, so it never
+    races a correction or cancellation of the same accession; it then updates the
+    named document only if that is still the current version. The call is journaled
+    as ``journal update-metadata`` journals it in-process: under the publishing message,
+    the new submission as a ``metadata`` artifact.
+
+    Raises bridge.metadata.UnknownTarget, NotCurrentVersion, or InvalidValue (a setting).
+    """
+    return defer.ensureDeferred(_operator_metadata(ctx, target, tuple(settings)))
+
+
+async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> MetadataCall:
+    from bridge.metadata import NotCurrentVersion, check_settings
+
+    pub: Publisher = ctx.publisher
+    journal = ctx.journal
+    check_settings(settings)   # a mistyped key is refused before waiting for any lock
+    document_id, key = await _document_named(journal, pub.config, target)
+    lock = pub.lock(key)
+    await lock.acquire()
+    try:
+        # Decided under the lock: a correction that held it may have replaced the version.
+        documents = await journal.documents_for(*key)
+        live = current(documents)
+        if live is None or live.document_id != document_id or live.message_id is None:
+            named = next((d for d in documents if d.document_id == document_id), None)
+            now = f"; the current version is {live.document_id}" if live is not None else ""
+            raise NotCurrentVersion(f"{document_id} is not the published version "
+                                    f"({named.state if named else 'unknown'}): metadata can be updated "
+                                    f"only on the current version{now}")
+        sub = await _metadata_submission(journal, live, settings)
+        entry_id = live.message_id
+        call_id = await journal.gateway_call_sent(entry_id, "metadata", document_id)
+        await journal.add_artifact(entry_id, "metadata", "submission.json", _json(submission_record(sub)))
+        call = pub.client.metadata(sub)
+        result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
+        await _record_answers(journal, entry_id, "metadata", document_id, call_id, result)
+    finally:
+        lock.release()
+        pub.forget_lock(key, lock)
+    log.info("operator metadata update (entry %d): %s", entry_id, result.summary())
+    if result.operator_alert:
+        log.error("OPERATOR ALERT: the gateway refused our credentials or clock (%s); check the "
+                  "certificates and NTP", result.summary())
+    return MetadataCall(entry_id=entry_id, result=result)
+
+
+async def _document_named(journal, config, target: str) -> tuple[str, tuple[str, str, str]]:
+    """The document *target* names (the newest matching entry's) and its accession's lock key,
+    from the route the pipeline journaled for that entry."""
+    from bridge.metadata import UnknownTarget
+
+    target = target.strip()
+    found = await journal.find(target) if target else []
+    if not found:
+        raise UnknownTarget(f"no journal entry matches {target!r}")
+    entry = next((e for e in reversed(found) if e.document_id), None)
+    if entry is None:
+        raise UnknownTarget(f"{target!r} names no published document")
+    routes = [a for a in await journal.artifacts(entry.id) if a.name == "route.json"]
+    if not routes:
+        raise UnknownTarget(f"entry {entry.id} has no recorded route: its document is not in the registry")
+    route = json.loads(routes[-1].content)
+    return entry.document_id, (config.structure.fiscal_code, route["doc_type"], route["accession"])
 
 
 async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> Outcome | None:
@@ -297,14 +384,7 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call) -> 
     call_id = await journal.gateway_call_sent(entry.id, operation, document_id)
     await journal.set_state(entry.id, "submitting", f"{operation} {document_id}")
     result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
-    for index, attempt in enumerate(result.attempts):
-        if index:
-            call_id = await journal.gateway_call_sent(entry.id, operation, document_id)
-        await journal.gateway_call_answered(
-            call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
-            span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
-            warning=attempt.warning,
-            problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
+    await _record_answers(journal, entry.id, operation, document_id, call_id, result)
     await journal.add_artifact(entry.id, "submit", "gateway.json", _json({
         "operation": operation, "document_id": document_id, "outcome": result.outcome_class.value,
         "reconciled": result.reconciled, "operator_alert": result.operator_alert,
@@ -314,6 +394,19 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call) -> 
         log.error("OPERATOR ALERT: the gateway refused our credentials or clock (%s); check the "
                   "certificates and NTP", result.summary())
     return result
+
+
+async def _record_answers(journal, message_id: int, operation: str, document_id: str, call_id: int,
+                         result: GatewayResult) -> None:
+    """Journal every attempt's answer: the first on the call journaled as sent, each retry as a call of its own."""
+    for index, attempt in enumerate(result.attempts):
+        if index:
+            call_id = await journal.gateway_call_sent(message_id, operation, document_id)
+        await journal.gateway_call_answered(
+            call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
+            span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
+            warning=attempt.warning,
+            problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
 
 
 def _published(result: GatewayResult, document_id: str, operation: str) -> Outcome:

@@ -14,22 +14,37 @@ says whether local validation is ON or OFF. Three resources, Twisted Web:
 Only what the journal holds about processing is shown: never the raw message,
 the ACK bytes, artifact contents or a gateway problem's free-text detail, so
 no patient data leaves through this page.
+
+One operator endpoint, for ``fse-bridge journal update-metadata`` (interface.md,
+"Commands"): ``POST /operator/metadata`` with a JSON body ``{"target": ID,
+"settings": ["KEY=VALUE", ...]}`` runs the update inside the service
+(:func:`bridge.pipeline.update_metadata`), under the accession's lock, so it never
+races a correction or cancellation the service is processing. It needs
+``Authorization: Bearer <token>``: at start the service writes a new random token
+to ``<state_dir>/operator.token`` (mode 0600, readable only by the service's
+user) and the page's address to ``<state_dir>/web.url``; both go at stop.
 """
 
 from __future__ import annotations
 
 import collections
+import hmac
 import html
 import json
 import logging
+import os
 import re
+import secrets
+from pathlib import Path
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.web import pages, resource, server
 
-from bridge import __version__, validate
+from bridge import __version__, pipeline, validate
+from bridge.errors import BridgeError, InvalidValue
+from bridge.metadata import UnknownTarget
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +58,13 @@ PROBLEM_FIELDS = ("type", "title", "status")
 #: schematron messages quote it (ERRORE-46 "codice fiscale '...'"), and those messages are
 #: in an entry's error text.
 _FISCAL_CODE = re.compile(r"\b(?=[A-Z0-9]{0,15}[0-9])(?=[A-Z0-9]{0,15}[A-Z])[A-Z0-9]{16}\b")
+#: Files in state_dir telling `journal update-metadata` where the running service is.
+TOKEN_FILE = "operator.token"
+URL_FILE = "web.url"
+#: An operator request body larger than this is refused (a target and a few settings).
+MAX_OPERATOR_BODY = 64 * 1024
+#: How long a stopping service waits for operator updates in flight.
+OPERATOR_GRACE_S = 20.0
 
 
 def redact(text: str | None) -> str | None:
@@ -288,13 +310,18 @@ class MessagesResource(resource.Resource):
 
 
 class StatusPage(resource.Resource):
-    """``/``: the HTML page; children ``healthz`` and ``messages``."""
+    """``/``: the HTML page; children ``healthz``, ``messages`` and, given an *operator*
+    endpoint, ``operator/metadata``."""
 
-    def __init__(self, ctx, listener=None):
+    def __init__(self, ctx, listener=None, operator: "OperatorEndpoint | None" = None):
         super().__init__()
         self.ctx, self.listener = ctx, listener
         self.putChild(b"healthz", HealthResource(ctx, listener))
         self.putChild(b"messages", MessagesResource(ctx))
+        if operator is not None:
+            folder = resource.Resource()
+            folder.putChild(b"metadata", MetadataResource(ctx, operator))
+            self.putChild(b"operator", folder)
 
     def getChild(self, path: bytes, request):
         if path == b"":
@@ -323,6 +350,153 @@ def _int_arg(request, name: bytes) -> int | None:
         return None
 
 
+# -- the operator endpoint ----------------------------------------------------------------
+
+
+class OperatorEndpoint:
+    """The operator token and the updates in flight (a stop waits for them)."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.in_flight: set[defer.Deferred] = set()
+
+    def authorised(self, request) -> bool:
+        given = request.getHeader("authorization") or ""
+        scheme, _, value = given.partition(" ")
+        # Constant time: the answer's timing must not reveal how much of a guess matched.
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+    def track(self, d: defer.Deferred) -> defer.Deferred:
+        self.in_flight.add(d)
+        d.addBoth(self._done, d)
+        return d
+
+    def _done(self, result, d):
+        self.in_flight.discard(d)
+        return result
+
+    def drain(self, reactor, timeout: float = OPERATOR_GRACE_S) -> defer.Deferred:
+        pending = list(self.in_flight)
+        if not pending:
+            return defer.succeed(None)
+        d = defer.DeferredList(pending, consumeErrors=True)
+        d.addTimeout(timeout, reactor, onTimeoutCancel=lambda *_: None)
+        return d
+
+
+def read_operator_request(body: bytes, content_type: str | None) -> tuple[str, list[str]]:
+    """``(target, settings)`` of a ``POST /operator/metadata`` body; InvalidValue naming the field."""
+    if not (content_type or "").split(";")[0].strip().lower() == "application/json":
+        raise InvalidValue("body: expected JSON (Content-Type: application/json)")
+    if len(body) > MAX_OPERATOR_BODY:
+        raise InvalidValue(f"body: over {MAX_OPERATOR_BODY} bytes")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidValue("body: not JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidValue("body: expected a JSON object with target and settings")
+    unknown = sorted(set(data) - {"target", "settings"})
+    if unknown:
+        raise InvalidValue(f"{unknown[0]}: unknown field (expected target and settings)")
+    target = data.get("target")
+    if not isinstance(target, (str, int)) or isinstance(target, bool) or not str(target).strip():
+        raise InvalidValue("target: expected a journal entry id, control id, document id or X-Cart-id")
+    settings = data.get("settings")
+    if not isinstance(settings, list) or not settings or not all(isinstance(v, str) for v in settings):
+        raise InvalidValue('settings: expected a non-empty list of "KEY=VALUE" strings')
+    return str(target).strip(), settings
+
+
+def metadata_answer(call: "pipeline.MetadataCall") -> tuple[int, dict]:
+    """``(HTTP status, body)`` for a metadata call made: 200 when the gateway took it, 502 otherwise."""
+    result = call.result
+    error = result.to_error()
+    body = {"operation": result.operation, "document_id": result.document_id, "entry": call.entry_id,
+            "published": result.published, "http_status": result.status, "x_cart_id": result.x_cart_id,
+            "warning": result.warning, "summary": result.summary(),
+            "error": error.message if error is not None else None}
+    return (200 if result.published else 502), body
+
+
+def _refusal(failure) -> tuple[int, dict]:
+    """The answer for an update refused before (or without) a gateway call."""
+    if not failure.check(BridgeError):
+        log.error("operator metadata update failed:\n%s", failure.getTraceback())
+        return failure
+    error = failure.value
+    if isinstance(error, InvalidValue):
+        return 400, {"error": error.message, "field": "settings"}
+    # Not found, or a document that is not the current version (or has no recorded submission).
+    return (404 if isinstance(error, UnknownTarget) else 409), {"error": error.message}
+
+
+class MetadataResource(resource.Resource):
+    """``POST /operator/metadata``: one metadata update through the running service."""
+
+    isLeaf = True
+
+    def __init__(self, ctx, operator: OperatorEndpoint):
+        super().__init__()
+        self.ctx, self.operator = ctx, operator
+
+    def render(self, request):
+        if not self.operator.authorised(request):
+            return self._now(request, 403, {"error": "forbidden: give Authorization: Bearer <the token in "
+                                                     f"state_dir/{TOKEN_FILE}>"})
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            return self._now(request, 405, {"error": "method: only POST"})
+        request.content.seek(0)
+        body = request.content.read(MAX_OPERATOR_BODY + 1)
+        try:
+            target, settings = read_operator_request(body, request.getHeader("content-type"))
+        except InvalidValue as error:
+            return self._now(request, 400, {"error": error.message, "field": error.message.split(":")[0]})
+        if getattr(self.ctx, "publisher", None) is None or self.ctx.journal is None:
+            return self._now(request, 503, {"error": "this service publishes no documents"})
+        d = self.operator.track(pipeline.update_metadata(self.ctx, target, settings))
+        d.addCallbacks(metadata_answer, _refusal)
+        d.addCallback(lambda answer: (answer[0], JSON, _json(answer[1])))
+        return _answer(request, d, what="/operator/metadata")
+
+    def _now(self, request, status: int, body: dict):
+        return _answer(request, defer.succeed((status, JSON, _json(body))), what="/operator/metadata")
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """*text* to *path*, replacing it whole, created with *mode* (never readable by others, even briefly)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)   # whatever the umask
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _remove_if(path: Path, text: str) -> None:
+    """Remove *path* if it still holds *text* (another start may have replaced it)."""
+    try:
+        if path.read_text() == text:
+            path.unlink()
+    except OSError:
+        pass
+
+
+def local_url(address) -> str:
+    """The page's URL for a client on this host (a wildcard interface is reached on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{address.port}/"
+
+
 class _QuietSite(server.Site):
     """No access log: health probes every few seconds would drown the service log."""
 
@@ -340,6 +514,8 @@ class WebService(service.Service):
         self.ctx = ctx
         self.listener = listener
         self.port = None
+        self.operator: OperatorEndpoint | None = None
+        self._written: list[tuple[Path, str]] = []
 
     @property
     def url(self) -> str:
@@ -349,13 +525,31 @@ class WebService(service.Service):
     def startService(self):
         super().startService()
         settings = self.ctx.config.web
-        site = _QuietSite(StatusPage(self.ctx, self.listener))
+        self.operator = OperatorEndpoint(secrets.token_urlsafe(32))
+        site = _QuietSite(StatusPage(self.ctx, self.listener, self.operator))
         site.displayTracebacks = False
         site.noisy = False
         self.port = self.ctx.reactor.listenTCP(settings.port, site, interface=settings.host)
+        self._write_files()
         log.info("status page on %s", self.url)
+
+    def _write_files(self):
+        """The token, then the URL: a CLI that finds the URL finds the token too."""
+        folder = self.ctx.config.state_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        url = local_url(self.port.getHost()) + "\n"
+        for path, text in ((folder / TOKEN_FILE, self.operator.token + "\n"), (folder / URL_FILE, url)):
+            write_private(path, text)
+            self._written.append((path, text))
 
     def stopService(self):
         super().stopService()
+        # The files first: from now on `journal update-metadata` finds no service to ask.
+        for path, text in reversed(self._written):
+            _remove_if(path, text)
+        self._written.clear()
         port, self.port = self.port, None
-        return defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
+        d = defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
+        if self.operator is not None:
+            d.addCallback(lambda _: self.operator.drain(self.ctx.reactor))
+        return d

@@ -6,6 +6,11 @@ Reads the journal the configuration names (``journal.path`` under ``state_dir``)
 ``show`` finds an entry by its id, control id (MSH-10), document id or X-Cart-id.
 ``export`` writes CSV with the header
 ``time,control_id,message_type,state,document_id,operation,outcome,x_cart_id``.
+
+``update-metadata`` asks the running service to make the call (the status page's
+operator endpoint, bridge.web), so it waits for any correction or cancellation of
+the same accession the service is processing; with no service running (no
+``web.url`` in ``state_dir``, or nobody listening there) it calls the gateway itself.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from pathlib import Path
 from bridge.commands._common import load_config
 from bridge.errors import BridgeError
 
-HELP = "list, show, export or resubmit journaled messages"
+HELP = "list, show, export or resubmit journaled messages; update a published document's metadata"
+
+#: How long update-metadata waits for the running service (which may first wait for the accession's lock).
+SERVICE_TIMEOUT_S = 300.0
 
 EXPORT_HEADER = ["time", "control_id", "message_type", "state", "document_id", "operation", "outcome",
                  "x_cart_id"]
@@ -50,6 +58,9 @@ def add_arguments(parser) -> None:
                              "tipoDocumentoLivAlto, administrativeRequest, dataInizioPrestazione, "
                              "dataFinePrestazione, attiCliniciRegoleAccesso (e.g. P99), descriptions, "
                              "conservazioneANorma; lists comma-separated")
+    update.add_argument("--timeout", type=float, default=SERVICE_TIMEOUT_S, metavar="SECONDS",
+                        help="how long to wait for the running service's answer (it waits for any "
+                             f"publication of the same accession in progress; default {SERVICE_TIMEOUT_S:.0f})")
 
 
 def open_store(args):
@@ -61,10 +72,11 @@ def open_store(args):
 
 
 def run(args) -> int:
+    if args.action == "update-metadata":
+        return _update_metadata(args)
     store = open_store(args)
     try:
-        actions = {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit,
-                   "update-metadata": _update_metadata}
+        actions = {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit}
         return actions[args.action](store, args)
     finally:
         store.close()
@@ -135,31 +147,103 @@ def _resubmit(store, args) -> int:
     return 0
 
 
-def _update_metadata(store, args) -> int:
-    """One metadata call, journaled under the entry that published the document."""
+def _update_metadata(args) -> int:
+    """Through the running service if there is one, else in this process."""
+    config = load_config(args)
+    answer = _ask_service(config, args.key, args.settings, timeout=args.timeout)
+    if answer is not None:
+        return _print_call(answer)
+    store = open_store(args)
+    try:
+        return _print_call(_update_in_process(store, config, args.key, args.settings))
+    finally:
+        store.close()
+
+
+def _print_call(answer: dict) -> int:
+    print(answer["summary"])
+    if answer.get("warning"):
+        print(f"warning: {answer['warning']}")
+    print(f"journaled under entry {answer['entry']}")
+    return 0 if answer["published"] else 1
+
+
+def _ask_service(config, target: str, settings: list[str], *, timeout: float) -> dict | None:
+    """The running service's answer (bridge.web.metadata_answer), or None when no service runs.
+
+    No service: no ``web.url`` or token in state_dir, or nobody listening at the URL (a
+    service killed leaves them behind). A service that answers but refuses is a BridgeError:
+    the update must not then be made behind its back.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    from bridge.web import TOKEN_FILE, URL_FILE
+
+    try:
+        url = (config.state_dir / URL_FILE).read_text().strip()
+        token = (config.state_dir / TOKEN_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise BridgeError(f"a service is running but its operator token is not readable "
+                          f"({error.strerror}): run this as the service's user") from None
+    request = urllib.request.Request(
+        url + "operator/metadata", method="POST",
+        data=json.dumps({"target": target, "settings": settings}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    # Never through a proxy: the service is on this host.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ConnectionRefusedError):
+            return None
+        raise BridgeError(f"the running service at {url} did not answer: {error.reason}") from None
+    except OSError as error:   # a timeout or a reset while waiting for the answer
+        raise BridgeError(f"the running service at {url} did not answer ({error or type(error).__name__}): "
+                          "the update may still be made; see `journal show`") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise BridgeError(f"the running service at {url} answered HTTP {status} without a JSON body")
+    if "summary" not in answer:
+        raise BridgeError(f"the running service refused the update (HTTP {status}): "
+                          f"{answer.get('error', 'no reason given')}")
+    return answer
+
+
+def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
+    """One metadata call from this process, journaled under the entry that published the document."""
     import asyncio
     import json
 
     from bridge import metadata
     from bridge.gateway.client import GatewayClient
-    from bridge.pipeline import SUBMISSION_ROOT, submission_record
+    from bridge.pipeline import SUBMISSION_ROOT, MetadataCall, submission_record
     from bridge.publishing import gateway_url
+    from bridge.web import metadata_answer
 
-    config = load_config(args)
-    found = _find_one(store, args.key)
+    found = _find_one(store, key)
     document_id = next((e.document_id for e in reversed(found) if e.document_id), None)
     if document_id is None:
-        raise BridgeError(f"{args.key!r} names no published document")
+        raise metadata.UnknownTarget(f"{key!r} names no published document")
     document = store.find_document(document_id)
     if document is None or document.state != "published":
         state = document.state if document else "unknown"
-        raise BridgeError(f"{document_id} is not the published version ({state}): "
-                          "metadata can be updated only on the current version")
+        raise metadata.NotCurrentVersion(f"{document_id} is not the published version ({state}): "
+                                         "metadata can be updated only on the current version")
     sub, entry_id = metadata.submission_for(store, document_id)
     store.begin()
     number = store.next_value("submission")
     store.commit()
-    sub = metadata.apply_settings(sub, args.settings, submission_id=f"{SUBMISSION_ROOT}.{number}")
+    sub = metadata.apply_settings(sub, settings, submission_id=f"{SUBMISSION_ROOT}.{number}")
 
     async def call():
         client = GatewayClient.from_config(config, sleep=asyncio.sleep, base_url=gateway_url(config))
@@ -180,7 +264,4 @@ def _update_metadata(store, args) -> int:
             span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
             warning=attempt.warning, problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
     store.commit()
-    print(result.summary())
-    if result.warning:
-        print(f"warning: {result.warning}")
-    return 0 if result.published else 1
+    return metadata_answer(MetadataCall(entry_id=entry_id, result=result))[1]
