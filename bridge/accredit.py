@@ -186,8 +186,14 @@ def check_options(config, options: Options) -> tuple[str, DocumentType, str]:
     """(test CF, type, gateway URL) of a run, or ConfigError before anything is sent."""
     from bridge.publishing import gateway_url
 
+    from bridge.metadata import FIELDS
+
     fiscal_code = check_fiscal_code(options.fiscal_code)
     doc_type = _doc_type(options.doc_type)
+    for setting in options.metadata_settings:
+        key = setting.partition("=")[0].strip()
+        if "=" not in setting or key not in FIELDS:
+            raise ConfigError(f"--set {setting!r}: expected KEY=VALUE with KEY one of {', '.join(FIELDS)}")
     url = options.base_url or gateway_url(config)
     check_gateway(url, production=options.production)
     return fiscal_code, doc_type, url
@@ -205,8 +211,14 @@ def _doc_type(name: str) -> DocumentType:
 def test_message(*, doc_type: str, facility: str, patient: str, accession: str, control_id: str,
                  status: str, when: dt.datetime, corrected_value: bool = False) -> bytes:
     """An ORU^R01 (v2.5, UTF-8) for *patient* with one result; *status* F, C or X (OBR-25)."""
-    stamp = when.strftime("%Y%m%d%H%M%S")
-    collected = (when - dt.timedelta(hours=2)).strftime("%Y%m%d%H%M%S")
+    from stdnum.it import codicefiscale
+
+    # With the offset: the mapping turns the times into the structure's local time.
+    stamp = when.strftime("%Y%m%d%H%M%S%z")
+    collected = (when - dt.timedelta(hours=2)).strftime("%Y%m%d%H%M%S%z")
+    # Birth date and sex as the test CF encodes them (a consistent fictitious patient).
+    birth = codicefiscale.get_birth_date(patient).strftime("%Y%m%d")
+    sex = codicefiscale.get_gender(patient)
     order, section = _ORDER[doc_type]
     cf, family, given = _PHYSICIAN
     result_status = "C" if status == "C" else "F"
@@ -222,7 +234,7 @@ def test_message(*, doc_type: str, facility: str, patient: str, accession: str, 
         + [f"{cf}&{family}&{given}"]
     segments = [
         f"MSH|^~\\&|FSE-BRIDGE|{facility}|FSE|RT|{stamp}||ORU^R01^ORU_R01|{control_id}|P|2.5|||AL|NE||UNICODE UTF-8",
-        f"PID|1||{patient}^^^MEF&2.16.840.1.113883.2.9.4.3.2&ISO||Prova^Paziente||19800101|F",
+        f"PID|1||{patient}^^^MEF&2.16.840.1.113883.2.9.4.3.2&ISO||Prova^Paziente||{birth}|{sex}",
         "PV1|1|O",
         f"ORC|RE|{accession}|{accession}",
         "|".join(obr),
@@ -614,8 +626,8 @@ def report_markdown(result: Accreditation) -> str:
             lines += ["", f"## Step {step.number} ({step.operation}) failed", "", "```", error, "```"]
     lines += ["", "## Email draft", ""]
     if result.ok:
-        ids = "\n".join(f"{step.number}. {step.operation} ({_OPERATION_NAMES[step.operation]}): "
-                        f"X-Cart-id {step.x_cart_id}" for step in result.steps)
+        ids = "\n".join(f"{step.number}. {_OPERATION_NAMES[step.operation]}: X-Cart-id {step.x_cart_id}"
+                        for step in result.steps)
         lines += [
             "```",
             f"To: {REGION_EMAIL}",
@@ -650,8 +662,10 @@ def problem_text(problem: dict) -> str:
     return problem_name(problem) + (f": {detail}" if detail else "")
 
 
-_OPERATION_NAMES = {"create": "validate-and-create", "replace": "replace",
-                    "metadata": "update metadata", "delete": "delete"}
+_OPERATION_NAMES = {"create": "validate-and-create (POST documents/validate-and-create)",
+                    "replace": "replace (PUT documents/{id})",
+                    "metadata": "metadata update (PUT documents/{id}/metadata)",
+                    "delete": "delete (DELETE documents/{id})"}
 
 
 def _json(value, indent=None) -> bytes:

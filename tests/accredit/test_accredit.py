@@ -115,15 +115,24 @@ async def test_four_steps_ok_with_four_x_cart_ids_and_the_document_deleted(make_
 
 
 @pytest_twisted.ensureDeferred
-async def test_metadata_failure_stops_at_step_3_with_the_gateway_error(simulator, pki, tmp_path):
+async def test_metadata_failure_stops_at_step_3_with_the_gateway_error(simulator, pki, tmp_path, capsys):
+    """The CLI against the embedded gateway of a running service (its URL in state_dir/gateway.url),
+    no rules installed, a fault scripted at the metadata update."""
     simulator.simulator.add_faults([Fault(operation="metadata", status=400, problem="mandatory-element")])
-    config_file = write_toml(tmp_path / "bridge.toml", config_table(tmp_path, pki,
-                                                                    base_url=simulator.url))
+    config_file = write_toml(tmp_path / "bridge.toml", config_table(tmp_path, pki))
+    (tmp_path / "var").mkdir(exist_ok=True)
+    (tmp_path / "var" / "gateway.url").write_text(simulator.url + "\n")
     out = tmp_path / "out"
     code = await threads.deferToThread(cli.main, ["accredit", "--config", str(config_file), "--out", str(out)])
     assert code == 1
+    printed = capsys.readouterr().out.splitlines()
     report = json.loads((out / "report.json").read_text())
     assert report["ok"] is False
+    assert report["gateway_url"] == simulator.url
+    assert report["local_validation"].startswith("OFF")
+    assert printed[0].startswith("step 1 create") and report["steps"][0]["x_cart_id"] in printed[0]
+    assert printed[2].startswith("step 3 metadata NOT OK HTTP 400")
+    assert any("/msg/mandatory-element" in line for line in printed)
     assert [s["ok"] for s in report["steps"]] == [True, True, False]   # delete never ran
     step3 = report["steps"][2]
     assert step3["operation"] == "metadata" and step3["http_status"] == 400
@@ -134,6 +143,10 @@ async def test_metadata_failure_stops_at_step_3_with_the_gateway_error(simulator
     # The document stays published at the gateway (no delete was sent).
     live = [r["id"] for r in simulator.registry.all() if r["status"] == "current"]
     assert live == [report["steps"][1]["document_id"]]
+    # `fse-bridge journal show <X-Cart-id>` finds the failed step's entry and its call.
+    assert cli.main(["journal", "show", step3["x_cart_id"], "--config", str(config_file)]) == 0
+    shown = capsys.readouterr().out
+    assert "peer: accredit" in shown and "operation: metadata" in shown and "HTTP 400" in shown
 
 
 @pytest.mark.parametrize("cf", ["RSSMRA70A01H501S", "rmslso31m04z404x", ""])
@@ -163,6 +176,13 @@ def test_a_production_gateway_is_refused_without_production(tmp_path, pki, capsy
     assert code == 2
     assert "production" in capsys.readouterr().err
     assert not (tmp_path / "var").exists() or not (tmp_path / "var" / "accreditation").exists()
+
+
+def test_an_unknown_metadata_field_is_refused_before_anything_is_sent(make_config):
+    options = accredit.Options(base_url="https://fse20gwstage.regione.toscana.it/gateway/v2/",
+                               metadata_settings=("colore=rosso",))
+    with pytest.raises(ConfigError, match="colore"):
+        accredit.check_options(make_config(), options)
 
 
 def test_stage_hosts_pass_and_production_passes_only_when_asked():
