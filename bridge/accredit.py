@@ -133,6 +133,10 @@ class Accreditation:
     doc_type: str
     accession: str
     local_validation: bool
+    paths: dict = field(default_factory=dict)
+    """gateway.paths per operation (under the base URL)."""
+    production: bool = False
+    """The gateway is a production one (--production given)."""
     steps: list[Step] = field(default_factory=list)
     ended_at: str = ""
 
@@ -147,7 +151,8 @@ class Accreditation:
     def as_dict(self) -> dict:
         return {"ok": self.ok, "started_at": self.started_at, "ended_at": self.ended_at,
                 "structure": self.structure, "application": self.application, "operator": self.operator,
-                "gateway_url": self.gateway_url, "test_fiscal_code": self.fiscal_code,
+                "gateway_url": self.gateway_url, "gateway_paths": self.paths, "production": self.production,
+                "test_fiscal_code": self.fiscal_code,
                 "document_type": self.doc_type, "accession": self.accession,
                 "local_validation": "ON" if self.local_validation else "OFF (no rules installed)",
                 "steps": [s.as_dict() for s in self.steps]}
@@ -173,10 +178,14 @@ def check_fiscal_code(fiscal_code: str | None) -> str:
     return cf
 
 
+def _is_production(url: str) -> bool:
+    return (urlparse(url).hostname or "").lower() in PRODUCTION_HOSTS
+
+
 def check_gateway(url: str, *, production: bool) -> None:
     """Refuse a production gateway (compared by host) unless *production* is given."""
     host = (urlparse(url).hostname or "").lower()
-    if host in PRODUCTION_HOSTS and not production:
+    if _is_production(url) and not production:
         raise ConfigError(f"the gateway {host} is the production one: the accreditation run is for "
                           f"stage; pass --production to run it there anyway (test fiscal codes only)",
                           key="gateway.base_url")
@@ -542,7 +551,8 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
                   "certificate_cn": sign.cn},
         gateway_url=url, fiscal_code=fiscal_code, doc_type=doc_type.name,
         accession=f"ACCR-{started.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2).upper()}",
-        local_validation=stages.rules is not None)
+        local_validation=stages.rules is not None, paths=dataclasses.asdict(config.gateway.paths),
+        production=_is_production(url))
 
     store = SqliteStore(config.journal.path)
     run = None
@@ -610,6 +620,14 @@ def report_markdown(result: Accreditation) -> str:
         f"- Local validation (XSD + schematron): "
         f"{'ON' if result.local_validation else 'OFF: no rules installed (fse-bridge rules install)'}",
         f"- Run: {result.started_at} to {result.ended_at}",
+        "- Paths under the base URL: " + ", ".join(f"{op} `{path}`" for op, path in result.paths.items()),
+    ]
+    if result.production:
+        # gateway.md section 1: RT §4.2 writes the production delete URL without documents/.
+        lines.append("- Production gateway: RT §4.2 gives the production delete URL as "
+                     "`.../gateway/v2/{identificativoDocUpdate}` (no `documents/`); the configured "
+                     f"delete path `{result.paths.get('delete')}` was used: confirm it with RT.")
+    lines += [
         "",
         "| step | operation | document id | HTTP | outcome | X-Cart-id | traceID | workflowInstanceId | start | end |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -620,6 +638,8 @@ def report_markdown(result: Accreditation) -> str:
                      f"{step.x_cart_id or '-'} | {step.trace_id or '-'} | {step.workflow_instance_id or '-'} | "
                      f"{step.started_at} | {step.ended_at} |")
     for step in result.steps:
+        if step.warning:
+            lines += ["", f"Step {step.number} ({step.operation}) warning from the gateway: {step.warning}"]
         if step.error:
             error = step.error if isinstance(step.error, str) else json.dumps(step.error, ensure_ascii=False,
                                                                               indent=2)

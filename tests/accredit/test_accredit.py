@@ -209,3 +209,22 @@ def test_the_test_message_routes_and_maps_for_every_supported_type(make_config):
         cancel = accredit.test_message(doc_type=kind, facility="LABPRIV", patient="RMSLSO31M04Z404R",
                                        accession="ACCR-1", control_id="C2", status="X", when=when)
         assert analyse(stages, cancel).routed().action is Action.DELETE
+
+
+def test_the_report_names_the_production_delete_path_ambiguity_and_gateway_warnings(tmp_path):
+    result = accredit.Accreditation(
+        out_dir=tmp_path, started_at="2026-11-26T09:00:00.000Z",
+        structure={"fiscal_code": "01386030488", "name": "Lab", "repository": "999",
+                   "repository_id": "2.16.840.1.113883.2.9.2.90.4.5.999", "locality": "x"},
+        application={"id": "a", "vendor": "v", "version": "1"},
+        operator={"fiscal_code": "MNZLSN99E05F205J", "role": "AAS", "certificate_cn": "S1#090#x"},
+        gateway_url="https://fse20gw.regione.toscana.it/gateway/v2/", fiscal_code="RMSLSO31M04Z404R",
+        doc_type="LAB", accession="ACCR-1", local_validation=False,
+        paths={"create": "documents/validate-and-create", "delete": "documents/{id}"}, production=True,
+        steps=[accredit.Step(number=1, operation="create", outcome="published", http_status=202, x_cart_id="c1",
+                             warning="Attenzione, transazione presa in carico. Nuovo tentativo in corso")])
+    text = accredit.report_markdown(result)
+    assert "no `documents/`" in text and "delete path `documents/{id}`" in text
+    assert "warning from the gateway: Attenzione, transazione presa in carico" in text
+    assert "OFF: no rules installed" in text
+    assert "Not drafted" in text   # one step of four: no email to the Region
