@@ -228,3 +228,21 @@ def test_the_report_names_the_production_delete_path_ambiguity_and_gateway_warni
     assert "warning from the gateway: Attenzione, transazione presa in carico" in text
     assert "OFF: no rules installed" in text
     assert "Not drafted" in text   # one step of four: no email to the Region
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_supported_type_passes_local_and_gateway_validation(make_config, rules_dir, tmp_path):
+    from twisted.internet import reactor
+
+    from bridge.simulator import start_simulator
+
+    config = make_config(rules_dir=rules_dir)
+    handle = start_simulator(config, reactor, rules=None)
+    try:
+        for kind in ("RAD", "RSA", "RAP"):
+            result = await aio(accredit.run_accreditation(config, accredit.Options(
+                base_url=handle.url, out_dir=tmp_path / kind, doc_type=kind, fiscal_code="BRGLRZ80D58H501Q")))
+            assert result.ok, (kind, [s.as_dict() for s in result.steps])
+            assert f".{kind}.999.ACCR-" in result.steps[0].document_id
+    finally:
+        await handle.stop()
