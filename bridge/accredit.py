@@ -51,9 +51,8 @@ TEST_FISCAL_CODES = ("RMSLSO31M04Z404R", "MNTMRA03M71C615V", "MNZLSN99E05F205J",
 PRODUCTION_HOSTS = ("fse20gw.regione.toscana.it", "modipa.fse.salute.gov.it")
 #: Where RT wants the four X-Cart-ids (gateway.md section 9).
 REGION_EMAIL = "fseprivati@regione.toscana.it"
-#: Types the built-in test message maps to with the shipped mappings (LDO needs clinical
-#: sections a synthetic message should not invent).
-SUPPORTED_TYPES = ("LAB", "RAD", "RSA", "RAP")
+#: Types the built-in test message is written for.
+SUPPORTED_TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 STEPS = ("create", "replace", "metadata", "delete")
 PEER = "accredit"
 
@@ -63,6 +62,7 @@ _ORDER = {
     "RAD": ("68604-8^Referto radiologico^LN", "RAD"),
     "RSA": ("11488-4^Referto specialistico^LN", "OTH"),
     "RAP": ("11526-1^Referto di anatomia patologica^LN", "SP"),
+    "LDO": ("34105-7^Lettera di dimissione ospedaliera^LN", "LDO"),
 }
 #: The test physician of the document: a stage test CF too (never a real person).
 _PHYSICIAN = ("MNTMRA03M71C615V", "Prova", "Medico")
@@ -231,23 +231,37 @@ def test_message(*, doc_type: str, facility: str, patient: str, accession: str, 
     order, section = _ORDER[doc_type]
     cf, family, given = _PHYSICIAN
     result_status = "C" if status == "C" else "F"
+    note = "versione corretta" if corrected_value else "prima versione"
+    pv1 = "PV1|1|O"
     if doc_type == "LAB":
         value = "5.4" if corrected_value else "5.1"
-        obx = f"OBX|1|NM|2345-7^Glucosio^LN||{value}|mmol/L|3.9-6.1|N|||{result_status}"
+        results = [f"OBX|1|NM|2345-7^Glucosio^LN||{value}|mmol/L|3.9-6.1|N|||{result_status}"]
+    elif doc_type == "LDO":
+        # A discharge letter needs the stay (PV1-19 visit, PV1-44/45 admission and discharge)
+        # and the three sections the LDO mapping requires.
+        admitted = (when - dt.timedelta(days=3)).strftime("%Y%m%d%H%M%S%z")
+        pv1 = "|".join(["PV1", "1", "I", f"MED^^^{facility}", "", "", "", f"{cf}^{family}^{given}"]
+                       + [""] * 11 + [accession] + [""] * 24 + [admitted, stamp])
+        collected = admitted
+        results = [
+            f"OBX|1|TX|MOTIVO^Motivo del ricovero^L||Ricovero di prova per l'accreditamento FSE "
+            f"({note}).||||||{result_status}",
+            f"OBX|2|TX|DECORSO^Decorso^L||Decorso di prova.||||||{result_status}",
+            f"OBX|3|TX|DIMISSIONE^Condizioni alla dimissione^L||Dimissione di prova.||||||{result_status}",
+        ]
     else:
-        text = ("Esame di prova per l'accreditamento FSE in ambiente di stage: versione corretta."
-                if corrected_value else "Esame di prova per l'accreditamento FSE in ambiente di stage.")
-        obx = f"OBX|1|TX|{order.split('^')[0]}^Referto^LN||{text}||||||{result_status}"
+        results = [f"OBX|1|TX|{order.split('^')[0]}^Referto^LN||Esame di prova per l'accreditamento FSE in "
+                   f"ambiente di stage ({note}).||||||{result_status}"]
     obr = ["OBR", "1", accession, accession, order, "", "", collected] + [""] * 8 \
         + [f"{cf}^{family}^{given}"] + [""] * 5 + [stamp, "", section, status] + [""] * 6 \
         + [f"{cf}&{family}&{given}"]
     segments = [
         f"MSH|^~\\&|FSE-BRIDGE|{facility}|FSE|RT|{stamp}||ORU^R01^ORU_R01|{control_id}|P|2.5|||AL|NE||UNICODE UTF-8",
         f"PID|1||{patient}^^^MEF&2.16.840.1.113883.2.9.4.3.2&ISO||Prova^Paziente||{birth}|{sex}",
-        "PV1|1|O",
+        pv1,
         f"ORC|RE|{accession}|{accession}",
         "|".join(obr),
-        obx,
+        *results,
     ]
     return ("\r".join(segments) + "\r").encode("utf-8")
 

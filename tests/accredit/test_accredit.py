@@ -239,7 +239,7 @@ async def test_every_supported_type_passes_local_and_gateway_validation(make_con
     config = make_config(rules_dir=rules_dir)
     handle = start_simulator(config, reactor, rules=None)
     try:
-        for kind in ("RAD", "RSA", "RAP"):
+        for kind in ("RAD", "RSA", "RAP", "LDO"):
             result = await aio(accredit.run_accreditation(config, accredit.Options(
                 base_url=handle.url, out_dir=tmp_path / kind, doc_type=kind, fiscal_code="BRGLRZ80D58H501Q")))
             assert result.ok, (kind, [s.as_dict() for s in result.steps])
