@@ -291,13 +291,15 @@ class _Run:
         self.now = now
         self.calls: list[int] = []
         self.entry_id: int | None = None
-        self.operation = ""
-        self.document_id = ""
+        """The journal entry of the step under way."""
         self.submissions: dict[str, object] = {}
+        """The last submission sent for each document id (what its metadata update and delete reuse)."""
+        self.facility = options.facility or _default_facility(stages.mappings)
 
     # -- journal -----------------------------------------------------------
 
-    def _write(self, fn, *args, **kwargs):
+    def transaction(self, fn, *args, **kwargs):
+        """*fn* in one committed journal transaction (the service may be writing the same journal)."""
         self.store.begin()
         try:
             value = fn(*args, **kwargs)
@@ -317,10 +319,10 @@ class _Run:
                                                 text=f"accreditation step {step.number}: {step.operation} "
                                                      f"sent, no answer recorded"))
             return entry_id
-        return self._write(work)
+        return self.transaction(work)
 
     def on_send(self, info: CallInfo) -> None:
-        self.calls.append(self._write(self.store.gateway_call_sent, self.entry_id, info.operation,
+        self.calls.append(self.transaction(self.store.gateway_call_sent, self.entry_id, info.operation,
                                       info.document_id))
 
     def record_answer(self, step: Step, result: GatewayResult) -> None:
@@ -351,7 +353,7 @@ class _Run:
                                   x_cart_id=result.x_cart_id, trace_id=result.trace_id,
                                   workflow_instance_id=result.workflow_instance_id)
             self.store.finish(self.entry_id, outcome)
-        self._write(work)
+        self.transaction(work)
 
     # -- files -------------------------------------------------------------
 
@@ -363,10 +365,6 @@ class _Run:
         (self.result.out_dir / name).write_bytes(content)
 
     # -- steps -------------------------------------------------------------
-
-    @property
-    def facility(self) -> str:
-        return self.options.facility or _default_facility(self.stages.mappings)
 
     def message(self, number: int, status: str, *, corrected: bool = False) -> tuple[bytes, str]:
         control_id = f"{self.result.accession}-{number}"
@@ -421,7 +419,7 @@ class _Run:
                             set_id=f"{plan.ids.set_root}^{plan.ids.set_extension}",
                             version=plan.ids.version_number, state=PENDING, content_hash=content_hash(cda),
                             message_id=self.entry_id)
-        number = self._write(self.store.next_value, "submission")
+        number = self.transaction(self.store.next_value, "submission")
         sub = build_submission(report, plan.ids.document_id, self.config, number)
 
         def journal_version():
@@ -429,7 +427,7 @@ class _Run:
             self.store.add_artifact(self.entry_id, "render", "cda.xml", cda)
             self.store.add_artifact(self.entry_id, "package", "document.pdf", pdf)
             self.store.add_artifact(self.entry_id, "submit", "submission.json", _json(submission_record(sub)))
-        self._write(journal_version)
+        self.transaction(journal_version)
         self.submissions[plan.ids.document_id] = sub
         if version == 1:
             body = bodies.create_body(sub)
@@ -447,7 +445,7 @@ class _Run:
                 self.store.put_document(dataclasses.replace(document, state=PUBLISHED))
                 if plan.target is not None:
                     self.store.put_document(dataclasses.replace(plan.target, state=REPLACED))
-            self._write(settle)
+            self.transaction(settle)
         return result.published
 
     async def metadata(self, step: Step) -> bool:
@@ -459,13 +457,13 @@ class _Run:
             raise BridgeError(f"nothing to update: {plan.reason}")
         target = plan.target
         step.document_id = step.path_id = target.document_id
-        number = self._write(self.store.next_value, "submission")
+        number = self.transaction(self.store.next_value, "submission")
         sub = apply_settings(self.submissions[target.document_id], list(self.options.metadata_settings),
                              submission_id=f"{SUBMISSION_ROOT}.{number}")
         raw, control_id = self.message(step.number, "C", corrected=True)
         self.entry_id = self.open_entry(raw, control_id, step)
         step.journal_entry = self.entry_id
-        self._write(self.store.add_artifact, self.entry_id, "submit", "submission.json",
+        self.transaction(self.store.add_artifact, self.entry_id, "submit", "submission.json",
                     _json(submission_record(sub)))
         self.save_request(step, bodies.metadata_body(sub))
         result = await self.client.metadata(sub)
@@ -490,13 +488,13 @@ class _Run:
         sub = self.submissions[target.document_id]
         self.entry_id = self.open_entry(raw, control_id, step)
         step.journal_entry = self.entry_id
-        self._write(self.store.add_artifact, self.entry_id, "submit", "submission.json",
+        self.transaction(self.store.add_artifact, self.entry_id, "submit", "submission.json",
                     _json(submission_record(sub)))
         self.save_request(step, None)
         result = await self.client.delete(sub)
         self.take(step, result)
         if result.published:
-            self._write(self.store.put_document,
+            self.transaction(self.store.put_document,
                         dataclasses.replace(target, state=DELETED, message_id=self.entry_id))
         return result.published
 
@@ -569,7 +567,6 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
         production=_is_production(url))
 
     store = SqliteStore(config.journal.path)
-    run = None
     client = GatewayClient.from_config(config, sleep=sleep, base_url=url, sign_credential=sign)
     try:
         run = _Run(config, options, store, client, result, stages, now)
@@ -585,7 +582,7 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
             except BridgeError as exc:
                 step.outcome, step.error, ok = "local-error", str(exc), False
                 if run.entry_id is not None and step.journal_entry == run.entry_id:
-                    run._write(store.finish, run.entry_id, Outcome.from_error(exc, operation=operation))
+                    run.transaction(store.finish, run.entry_id, Outcome.from_error(exc, operation=operation))
             step.ended_at = _iso(now())
             if not ok:
                 break

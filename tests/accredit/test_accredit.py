@@ -246,3 +246,16 @@ async def test_every_supported_type_passes_local_and_gateway_validation(make_con
             assert f".{kind}.999.ACCR-" in result.steps[0].document_id
     finally:
         await handle.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_the_mappings_refuse_stops_at_step_1_before_any_call(make_config, tmp_path):
+    config = make_config()
+    result = await aio(accredit.run_accreditation(config, accredit.Options(
+        base_url="https://127.0.0.1:9/gateway/v2/", out_dir=tmp_path / "out", facility="NOWHERE")))
+    assert not result.ok and len(result.steps) == 1
+    step = result.steps[0]
+    assert step.outcome == "local-error" and "facilities table" in step.error and step.attempts == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["steps"][0]["error"] == step.error
+    assert not (tmp_path / "out" / "request-1-create.json").exists()
