@@ -2,12 +2,15 @@
 
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
 import urllib.request
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer
 
 from bridge import metadata
 from bridge.errors import InvalidValue
@@ -51,6 +54,7 @@ def _registry(state_dir):
 
 
 def test_update_metadata_of_a_published_document(tmp_path):
+    """With the service running, the CLI asks it: the service makes and journals the call."""
     server = ServerProcess(tmp_path).start()
     try:
         with MllpClient(server.port) as client:
@@ -61,6 +65,7 @@ def test_update_metadata_of_a_published_document(tmp_path):
         done = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ))
         assert done.returncode == 0, done.stdout + done.stderr
         assert "HTTP 200" in done.stdout and "X-Cart-id" in done.stdout
+        assert "journaled under entry 1" in done.stdout
         [document] = [d for d in _registry(tmp_path) if ".RAD." in d["id"]]
         assert document["metadata_updates"] == 1
         show = subprocess.run([sys.executable, "-m", "bridge", "journal", "show", "RAD0001", "--config",
@@ -69,9 +74,18 @@ def test_update_metadata_of_a_published_document(tmp_path):
         # The current version only: an unknown key is refused before any call.
         bad = subprocess.run(run[:-4] + ["--set", "colour=red", "--config", str(server.config_path)],
                              capture_output=True, text=True)
-        assert bad.returncode == 1 and "colour" in bad.stderr
+        assert bad.returncode == 1 and "colour" in bad.stderr and "HTTP 400" in bad.stderr
+        # A service that refuses is never bypassed: a wrong token is an error, not a call from here.
+        (tmp_path / "operator.token").write_text("not-the-token\n")
+        refused = subprocess.run(run, capture_output=True, text=True)
+        assert refused.returncode == 1 and "HTTP 403" in refused.stderr, refused.stderr
+        [document] = [d for d in _registry(tmp_path) if ".RAD." in d["id"]]
+        assert document["metadata_updates"] == 1
     finally:
         assert server.terminate() == 0, server.log()
+    # The service made the call (the CLI only asked).
+    assert "operator metadata update (entry 1): gateway metadata: HTTP 200" in server.log()
+    assert not (tmp_path / "web.url").exists()
 
 
 def _metadata_mappings(tmp_path):
@@ -133,3 +147,67 @@ def test_routing_rule_makes_a_metadata_update(tmp_path):
         assert document["metadata_updates"] == 1
     finally:
         assert server.terminate() == 0, server.log()
+
+
+# -- no service running: the CLI calls the gateway itself --------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_a_running_service_the_cli_calls_the_gateway_itself(tmp_path):
+    """A gateway of its own (a simulator outside the service); the service publishes, stops, and
+    the CLI then updates in-process: with no web.url, and with the stale files a kill leaves."""
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThread
+
+    from bridge import certs, config as config_module
+    from bridge.publishing import embedded_simulator_config
+    from bridge.service import makeService
+    from bridge.simulator.server import start_simulator
+    from fse_helpers import config_table, to_toml
+
+    embedded = config_module.from_dict(config_table(tmp_path), base_dir=tmp_path)
+    pki = certs.ensure_development_certificates(embedded)
+    simulator = start_simulator(embedded_simulator_config(embedded, pki), reactor, rules=False)
+    try:
+        table = config_table(tmp_path, gateway={"base_url": simulator.url})
+        config_path = tmp_path / "bridge.toml"
+        config_path.write_text(to_toml(table))
+        top = makeService(config_module.from_dict(table, base_dir=tmp_path), reactor)
+        top.startService()
+        yield top.resumed
+        try:
+            with MllpClient(top.mllp_port) as client:
+                ack = yield deferToThread(client.exchange, (CHECKOUT / "examples" / "lab.hl7").read_bytes())
+            assert msa_fields(ack)[0][0] == "AA"
+        finally:
+            yield top.stopService()
+        assert not (tmp_path / "web.url").exists() and not (tmp_path / "operator.token").exists()
+
+        run = [sys.executable, "-m", "bridge", "journal", "update-metadata", "LAB0001",
+               "--set", "attiCliniciRegoleAccesso=P99", "--config", str(config_path)]
+        done = yield deferToThread(subprocess.run, run, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "gateway metadata: HTTP 200 X-Cart-id" in done.stdout and "journaled under entry 1" in done.stdout
+        assert simulator.registry.all()[0]["metadata_updates"] == 1
+
+        # A killed service leaves its files: nobody listens at the URL, so no service runs.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        (tmp_path / "web.url").write_text(f"http://127.0.0.1:{closed}/\n")
+        (tmp_path / "operator.token").write_text("left-behind\n")
+        done = yield deferToThread(subprocess.run, run, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert simulator.registry.all()[0]["metadata_updates"] == 2
+
+        from bridge.journal.sqlite import SqliteStore
+        store = SqliteStore(tmp_path / "journal.sqlite")
+        try:
+            calls = [(c.operation, c.http_status) for c in store.gateway_calls(1)]
+            stages = [(a.stage, a.name) for a in store.artifacts(1)]
+        finally:
+            store.close()
+        assert calls == [("create", 202), ("metadata", 200), ("metadata", 200)]
+        assert stages.count(("metadata", "submission.json")) == 2
+    finally:
+        yield defer.maybeDeferred(simulator.stop)
