@@ -90,7 +90,11 @@ async def test_four_steps_ok_with_four_x_cart_ids_and_the_document_deleted(make_
     assert by_id[v2]["metadata_updates"] == 1
 
     # The artifacts: both CDAs, both PDFs signed (PAdES that pyHanko validates), the requests.
-    assert b"<versionNumber value=\"2\"" in (out / "cda-v2.xml").read_bytes()
+    cda2 = (out / "cda-v2.xml").read_text()
+    v1_extension = v1.split("^")[1]
+    assert '<versionNumber value="2"/>' in cda2 and '<relatedDocument typeCode="RPLC">' in cda2
+    assert cda2.count(f'<setId root="2.16.840.1.113883.2.9.2.90.4.4" extension="{v1_extension}"/>') == 2
+    assert 'value="5.4"' in cda2 and 'value="5.4"' not in (out / "cda-v1.xml").read_text()   # corrected
     for version in (1, 2):
         status = signature_status((out / f"document-v{version}.pdf").read_bytes(), pki)
         assert status.intact and status.valid
@@ -231,19 +235,28 @@ def test_the_report_names_the_production_delete_path_ambiguity_and_gateway_warni
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_supported_type_passes_local_and_gateway_validation(make_config, rules_dir, tmp_path):
+async def test_every_supported_type_passes_local_and_gateway_validation(make_config, rules_dir, pki, tmp_path,
+                                                                       capsys):
+    """RAD, RSA, RAP, LDO through the command (exit 0), with the rules installed."""
     from twisted.internet import reactor
 
     from bridge.simulator import start_simulator
 
-    config = make_config(rules_dir=rules_dir)
-    handle = start_simulator(config, reactor, rules=None)
+    handle = start_simulator(make_config(rules_dir=rules_dir), reactor, rules=None)
+    config_file = write_toml(tmp_path / "bridge.toml",
+                             config_table(tmp_path, pki, base_url=handle.url, rules_dir=rules_dir))
     try:
         for kind in ("RAD", "RSA", "RAP", "LDO"):
-            result = await aio(accredit.run_accreditation(config, accredit.Options(
-                base_url=handle.url, out_dir=tmp_path / kind, doc_type=kind, fiscal_code="BRGLRZ80D58H501Q")))
-            assert result.ok, (kind, [s.as_dict() for s in result.steps])
-            assert f".{kind}.999.ACCR-" in result.steps[0].document_id
+            code = await threads.deferToThread(cli.main, [
+                "accredit", "--config", str(config_file), "--type", kind.lower(),
+                "--fiscal-code", "brglrz80d58h501q", "--out", str(tmp_path / kind)])
+            report = json.loads((tmp_path / kind / "report.json").read_text())
+            assert code == 0, (kind, report["steps"])
+            assert report["ok"] and report["local_validation"] == "ON"
+            assert f".{kind}.999.ACCR-" in report["steps"][0]["document_id"]
+            printed = capsys.readouterr().out.splitlines()
+            assert [line.split()[2] for line in printed[:4]] == ["create", "replace", "metadata", "delete"]
+            assert all(step["x_cart_id"] in printed[n] for n, step in enumerate(report["steps"]))
     finally:
         await handle.stop()
 
