@@ -5,6 +5,11 @@ P99, at the patient's request) without sending the document again. The
 values start from the submission that published the document (kept in the
 journal) and the changes use the gateway's own field names, so what the
 operator types is what the Region's documentation says.
+
+``fse-bridge journal update-metadata`` asks the running service to make the call
+(bridge.web's operator endpoint, bridge.pipeline.update_metadata: under the
+accession's lock, beside the messages it processes); with no service running it
+makes the call itself.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ the ACK is built from (interface.md, ACK contract).
 
 Messages for the same structure + type + accession are processed one at a
 time (a lock per key), so the registry decisions of :mod:`bridge.decide`
-never race.
+never race; an operator's metadata update (:func:`update_metadata`, asked for
+by ``journal update-metadata`` through the status page) takes the same lock.
 
 Recovery (issue 6, "a kill at any point loses nothing"): a restart processes
 again every message without a recorded outcome. Such a message first takes
@@ -36,7 +37,7 @@ from typing import Any
 from twisted.internet import defer
 
 from bridge import stages
-from bridge.decide import PENDING, PUBLISHED, DELETED, REPLACED, Plan, content_hash, current, decide, previous_of
+from bridge.decide import DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
@@ -349,8 +350,11 @@ async def _document_named(journal, config, target: str) -> tuple[str, tuple[str,
     routes = [a for a in await journal.artifacts(entry.id) if a.name == "route.json"]
     if not routes:
         raise UnknownTarget(f"entry {entry.id} has no recorded route: its document is not in the registry")
-    route = json.loads(routes[-1].content)
-    return entry.document_id, (config.structure.fiscal_code, route["doc_type"], route["accession"])
+    try:
+        route = json.loads(routes[-1].content)
+        return entry.document_id, (config.structure.fiscal_code, route["doc_type"], route["accession"])
+    except (ValueError, KeyError, TypeError):
+        raise UnknownTarget(f"entry {entry.id}: its recorded route does not name an accession") from None
 
 
 async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> Outcome | None:

@@ -313,7 +313,7 @@ class StatusPage(resource.Resource):
     """``/``: the HTML page; children ``healthz``, ``messages`` and, given an *operator*
     endpoint, ``operator/metadata``."""
 
-    def __init__(self, ctx, listener=None, operator: "OperatorEndpoint | None" = None):
+    def __init__(self, ctx, listener=None, operator: OperatorEndpoint | None = None):
         super().__init__()
         self.ctx, self.listener = ctx, listener
         self.putChild(b"healthz", HealthResource(ctx, listener))
@@ -408,12 +408,12 @@ def read_operator_request(body: bytes, content_type: str | None) -> tuple[str, l
     return str(target).strip(), settings
 
 
-def metadata_answer(call: "pipeline.MetadataCall") -> tuple[int, dict]:
+def metadata_answer(call: pipeline.MetadataCall) -> tuple[int, dict]:
     """``(HTTP status, body)`` for a metadata call made: 200 when the gateway took it, 502 otherwise."""
     result = call.result
     error = result.to_error()
     body = {"operation": result.operation, "document_id": result.document_id, "entry": call.entry_id,
-            "published": result.published, "http_status": result.status, "x_cart_id": result.x_cart_id,
+            "ok": result.published, "http_status": result.status, "x_cart_id": result.x_cart_id,
             "warning": result.warning, "summary": result.summary(),
             "error": error.message if error is not None else None}
     return (200 if result.published else 502), body
@@ -425,10 +425,10 @@ def _refusal(failure) -> tuple[int, dict]:
         log.error("operator metadata update failed:\n%s", failure.getTraceback())
         return failure
     error = failure.value
-    if isinstance(error, InvalidValue):
-        return 400, {"error": error.message, "field": "settings"}
-    # Not found, or a document that is not the current version (or has no recorded submission).
-    return (404 if isinstance(error, UnknownTarget) else 409), {"error": error.message}
+    # A bad setting; no such entry; a document not the current version (or without its submission).
+    status = 400 if isinstance(error, InvalidValue) else 404 if isinstance(error, UnknownTarget) else 409
+    log.info("operator metadata update refused (HTTP %d): %s", status, error.message)
+    return status, {"error": error.message} | ({"field": "settings"} if status == 400 else {})
 
 
 class MetadataResource(resource.Resource):
@@ -442,6 +442,8 @@ class MetadataResource(resource.Resource):
 
     def render(self, request):
         if not self.operator.authorised(request):
+            log.warning("operator endpoint: a request from %s without the operator token refused",
+                        getattr(request.getClientAddress(), "host", "?"))
             return self._now(request, 403, {"error": "forbidden: give Authorization: Bearer <the token in "
                                                      f"state_dir/{TOKEN_FILE}>"})
         if request.method != b"POST":

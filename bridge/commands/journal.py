@@ -165,7 +165,7 @@ def _print_call(answer: dict) -> int:
     if answer.get("warning"):
         print(f"warning: {answer['warning']}")
     print(f"journaled under entry {answer['entry']}")
-    return 0 if answer["published"] else 1
+    return 0 if answer["ok"] else 1
 
 
 def _ask_service(config, target: str, settings: list[str], *, timeout: float) -> dict | None:
@@ -198,6 +198,8 @@ def _ask_service(config, target: str, settings: list[str], *, timeout: float) ->
     try:
         with opener.open(request, timeout=timeout) as response:
             status, body = response.status, response.read()
+    except ValueError:
+        raise BridgeError(f"{config.state_dir / URL_FILE} does not hold the service's URL ({url[:60]!r})") from None
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read()
     except urllib.error.URLError as error:

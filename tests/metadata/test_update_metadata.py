@@ -19,7 +19,7 @@ from bridge.model import DocumentType
 from fse_helpers import CHECKOUT
 
 sys.path.insert(0, str(CHECKOUT / "tests" / "service"))
-from mllp_server import MllpClient, ServerProcess, msa_fields  # noqa: E402
+from mllp_server import MllpClient, ServerProcess, msa_fields
 
 SUB = Submission(document_id="2.16.840.1.113883.2.9.2.90.4.4^01386030488.RAD.999.X_1",
                  repository_id="2.16.840.1.113883.2.9.2.90.4.5.999", document_type=DocumentType.RAD,
@@ -45,10 +45,16 @@ def test_bad_settings_name_the_field(setting, field):
         metadata.apply_settings(SUB, [setting], submission_id="2.16.840.1.113883.2.9.2.90.4.3.7")
 
 
-def _registry(state_dir):
+def _registry(state_dir, *, faults=None):
+    """The embedded simulator's registry (mutual TLS); *faults*: scripted first (POST /_sim/faults)."""
     base = (state_dir / "gateway.url").read_text().strip().removesuffix("gateway/v2/")
     context = ssl.create_default_context(cafile=str(state_dir / "certs" / "ca.pem"))
     context.load_cert_chain(str(state_dir / "certs" / "auth.pem"), str(state_dir / "certs" / "auth.key"))
+    if faults:
+        request = urllib.request.Request(base + "_sim/faults", data=json.dumps(faults).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context) as answer:
+            assert answer.status == 200
     with urllib.request.urlopen(base + "_sim/registry", context=context) as answer:
         return json.load(answer)
 
@@ -62,7 +68,8 @@ def test_update_metadata_of_a_published_document(tmp_path):
         assert msa_fields(ack)[0][0] == "AA", server.log()
         run = [sys.executable, "-m", "bridge", "journal", "update-metadata", "RAD0001",
                "--set", "attiCliniciRegoleAccesso=P99", "--config", str(server.config_path)]
-        done = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ))
+        done = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ),
+                              check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "HTTP 200" in done.stdout and "X-Cart-id" in done.stdout
         assert "journaled under entry 1" in done.stdout
@@ -75,9 +82,13 @@ def test_update_metadata_of_a_published_document(tmp_path):
         bad = subprocess.run(run[:-4] + ["--set", "colour=red", "--config", str(server.config_path)],
                              capture_output=True, text=True)
         assert bad.returncode == 1 and "colour" in bad.stderr and "HTTP 400" in bad.stderr
+        # The gateway refuses: its answer is printed, exit 1.
+        _registry(tmp_path, faults=[{"operation": "metadata", "status": 400, "problem": "syntax"}])
+        refused = subprocess.run(run, capture_output=True, text=True, check=False)
+        assert refused.returncode == 1 and refused.stdout.startswith("gateway metadata: HTTP 400 "), refused
         # A service that refuses is never bypassed: a wrong token is an error, not a call from here.
         (tmp_path / "operator.token").write_text("not-the-token\n")
-        refused = subprocess.run(run, capture_output=True, text=True)
+        refused = subprocess.run(run, capture_output=True, text=True, check=False)
         assert refused.returncode == 1 and "HTTP 403" in refused.stderr, refused.stderr
         [document] = [d for d in _registry(tmp_path) if ".RAD." in d["id"]]
         assert document["metadata_updates"] == 1
@@ -159,7 +170,8 @@ def test_without_a_running_service_the_cli_calls_the_gateway_itself(tmp_path):
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThread
 
-    from bridge import certs, config as config_module
+    from bridge import certs
+    from bridge import config as config_module
     from bridge.publishing import embedded_simulator_config
     from bridge.service import makeService
     from bridge.simulator.server import start_simulator

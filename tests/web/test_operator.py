@@ -201,7 +201,7 @@ def test_update_is_made_by_the_service_journaled_and_shown_on_the_page(tmp_path)
         token = token_of(tmp_path)
         status, answer = yield post(web.url, {"target": "LAB0001", "settings": P99}, token=token)
         assert status == 200, answer
-        assert answer["operation"] == "metadata" and answer["published"] is True and answer["entry"] == 1
+        assert answer["operation"] == "metadata" and answer["ok"] is True and answer["entry"] == 1
         assert answer["document_id"].endswith("01386030488.LAB.999.A26-00412_1")
         assert answer["http_status"] == 200 and answer["x_cart_id"] and answer["error"] is None
         assert answer["summary"] == f"gateway metadata: HTTP 200 X-Cart-id {answer['x_cart_id']}"
@@ -247,7 +247,7 @@ def test_gateway_refusal_is_502_with_the_problem(tmp_path):
         assert (yield exchange(top.mllp_port, LAB))[0] == "AA"
         sim.simulator.add_faults([Fault(operation="metadata", status=400, problem="syntax")])
         status, answer = yield post(web.url, {"target": "LAB0001", "settings": P99}, token=token_of(tmp_path))
-        assert status == 502 and answer["published"] is False and answer["http_status"] == 400
+        assert status == 502 and answer["ok"] is False and answer["http_status"] == 400
         assert answer["summary"].startswith("gateway metadata: HTTP 400 ") and answer["error"]
         assert "scripted by the simulator" not in json.dumps(answer)   # the problem's detail stays out
         assert sim.registry.all()[0]["metadata_updates"] == 0
