@@ -265,9 +265,9 @@ def test_update_waits_for_a_publication_of_the_same_accession_in_flight(tmp_path
         token = token_of(tmp_path)
         assert (yield exchange(top.mllp_port, LAB))[0] == "AA"
 
-        # 1. A correction the gateway holds, then refuses: the version stays current, and
-        # the update made after the correction's answer reaches it.
-        sim.simulator.add_faults([Fault(operation="replace", status=400, delay_s=1.0)])
+        # 1. A correction the gateway holds (2 s: time enough to queue the update behind it), then
+        # refuses: the version stays current, and the update made after the correction's answer reaches it.
+        sim.simulator.add_faults([Fault(operation="replace", status=400, delay_s=2.0)])
         correction = exchange(top.mllp_port, CORRECTION)
         yield until(lambda: "replace" in operations(sim), "the correction at the gateway")
         update = post(web.url, {"target": "LAB0001", "settings": P99}, token=token)
@@ -281,7 +281,7 @@ def test_update_waits_for_a_publication_of_the_same_accession_in_flight(tmp_path
 
         # 2. A correction held, then taken: once it is through, the version named is replaced
         # and the update is refused (made during it, it would have gone to a version going away).
-        sim.simulator.add_faults([Fault(operation="replace", delay_s=1.0)])
+        sim.simulator.add_faults([Fault(operation="replace", delay_s=2.0)])
         correction = exchange(top.mllp_port, CORRECTION.replace(b"|LAB0002|", b"|LAB0003|"))
         yield until(lambda: operations(sim).count("replace") == 2, "the second correction at the gateway")
         update = post(web.url, {"target": "LAB0001", "settings": ["administrativeRequest=NOSSN"]}, token=token)
