@@ -460,13 +460,22 @@ class BridgeService(service.MultiService):
         """The port the MLLP listener is bound to (after start; useful with port 0)."""
         return self.listener.port.getHost().port
 
+    @inlineCallbacks
     def stopService(self):
         # twist re-raises SIGTERM/SIGINT at exit (status -15); interface.md wants a graceful
         # stop to exit 0, so the remembered signal is dropped (a private attribute of the
         # reactor, hence the getattr).
         if getattr(self.reactor, "_exitSignal", None) is not None:
             self.reactor._exitSignal = None
-        return super().stopService()
+        # One child after the other, last started first (MultiService stops them all at
+        # once): the status page and the listener stop taking work and wait for the work in
+        # flight, which still needs the journal, the gateway client and the workers.
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield defer.maybeDeferred(child.stopService)
+            except Exception:  # one child's failure must not keep the others running
+                log.exception("stopping %s failed", type(child).__name__)
 
 
 class Options(usage.Options):

@@ -62,3 +62,33 @@ def _exchange(reactor, port, payload):
             return frames[0]
 
     return deferToThread(blocking)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_stop_lets_work_in_flight_use_the_workers_before_they_stop(tmp_path):
+    from twisted.internet import defer, reactor
+
+    from bridge.analysis import summarise
+    from bridge.model import AckCode
+    from bridge.outcome import Outcome
+
+    cfg = config_module.from_dict(config_table(tmp_path, workers={"processes": 1}), base_dir=tmp_path)
+    entered, release = defer.Deferred(), defer.Deferred()
+
+    @defer.inlineCallbacks
+    def handler(ctx, entry, analysis):
+        entered.callback(None)
+        yield release
+        # After the stop began: a stage in a worker process still runs.
+        again = yield ctx.run_stage(summarise, entry.raw)
+        return Outcome(code=AckCode.AA, text=f"again {again.control_id}")
+
+    top = makeService(cfg, reactor, handler=handler)
+    top.startService()
+    answer = _exchange(reactor, top.mllp_port, make_oru("ST1").encode())
+    yield entered
+    stopped = top.stopService()
+    release.callback(None)
+    assert msa_fields((yield answer))[0][:3] == ["AA", "ST1", "again ST1"]
+    yield stopped
+    assert not top.running
