@@ -86,6 +86,8 @@ class ServiceContext:
     ``run_stage`` (None: parsed in line, for tests of the service alone)."""
     publisher: Any = None
     """The pipeline's loaded stages and gateway client (bridge.pipeline.Publisher), set on start."""
+    workers: WorkerPool | None = None
+    """The worker processes behind ``run_stage`` (None: the stages run in threads)."""
 
 
 Handler = Callable[[ServiceContext, Entry, Analysis], Deferred]
@@ -527,6 +529,7 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
         processes = WorkerPool(reactor, config, count=config.workers.processes,
                                timeout_s=config.workers.timeout_s)
         processes.setServiceParent(top)
+        ctx.workers = processes
         ctx.run_stage = processes.call
     else:
         # No worker processes: the same stages in threads (sharing the reactor's CPU), with

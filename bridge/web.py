@@ -99,7 +99,11 @@ def health(ctx, listener=None):
     else:
         gateway_url = None if config.embedded_gateway else config.gateway.base_url
         rules_on = validate.load_rules(config.validation.rules_dir) is not None
-    healthy = journal_open and (listener is None or port is not None)
+    workers = getattr(ctx, "workers", None)
+    worker_status = workers.status() if workers is not None else {"processes": 0}
+    # Workers all down (dying at start, say): messages would only wait, then get AR.
+    healthy = journal_open and (listener is None or port is not None) and (
+        workers is None or worker_status["up"] > 0)
     body = {
         "status": "ok" if healthy else "unavailable",
         "version": __version__,
@@ -110,6 +114,7 @@ def health(ctx, listener=None):
         "mllp": {"host": config.mllp.host, "port": port if port is not None else config.mllp.port,
                  "listening": port is not None, "tls": config.mllp.tls_cert is not None},
         "ack_mode": config.ack.mode,
+        "workers": worker_status,
         "unfinished": {"total": unfinished, "by_state": by_state},
     }
     if not rules_on:

@@ -183,6 +183,11 @@ class WorkerPool(service.Service):
         self._quick_deaths = 0
         self._restarts = []
 
+    def status(self) -> dict:
+        """For /healthz: workers configured and running, replacements started, calls waiting."""
+        return {"processes": self.count, "up": sum(1 for w in self.workers if w.up),
+                "replaced": max(0, self._spawned - self.count), "waiting": len(self.waiting)}
+
     def call(self, fn, *args) -> defer.Deferred:
         """A Deferred of ``fn(stages, *args)`` run in a worker; *fn* must be module-level."""
         if self.stopping:

@@ -93,6 +93,7 @@ def test_healthz_page_and_message_json_after_a_publication(tmp_path):
         assert health["validation"]["rules_dir"] == str(tmp_path / "rules")
         assert health["mllp"] == {"host": "127.0.0.1", "port": top.mllp_port, "listening": True, "tls": False}
         assert health["unfinished"] == {"total": 0, "by_state": {}}
+        assert health["workers"] == {"processes": 1, "up": 1, "replaced": 0, "waiting": 0}
 
         code, control_id, text = yield exchange(top.mllp_port, LAB)
         assert (code, control_id) == ("AA", "LAB0001") and text.startswith("X-Cart-id ")
@@ -322,3 +323,17 @@ def test_serve_says_where_the_status_page_is_and_it_answers(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(60) == 0, "".join(lines)
+
+
+@pytest_twisted.inlineCallbacks
+def test_healthz_is_503_while_no_worker_process_is_up(tmp_path):
+    top, web = yield start(tmp_path, handler=answer_at_once)
+    try:
+        workers = top.context.workers
+        for worker in list(workers.workers):
+            worker.up = False   # as between a worker's death and its replacement
+        status, _, body = yield get(web.url + "healthz")
+        health = json.loads(body)
+        assert status == 503 and health["workers"]["up"] == 0 and health["workers"]["processes"] == 1
+    finally:
+        yield top.stopService()
