@@ -74,14 +74,20 @@ def apply_settings(sub: Submission, settings: list[str], *, submission_id: str) 
     return updated
 
 
-def submission_for(store, document_id: str) -> tuple[Submission, int]:
-    """The latest recorded submission of *document_id* and the journal entry that made it."""
+#: The stage under which a metadata update the gateway took is recorded, as ``submission.json``
+#: under the message that published the document: the next update starts from it.
+APPLIED_STAGE = "metadata"
+
+
+def submission_for(store, document) -> tuple[Submission, int]:
+    """*document*'s current submission (the publication's, or its latest metadata update the
+    gateway took) and the journal entry that published it (sync store: the CLI's own path)."""
     from bridge.pipeline import submission_from_record
 
-    for entry in reversed(store.find(document_id)):
-        for artifact in reversed(store.artifacts(entry.id)):
+    if document.message_id is not None:
+        for artifact in reversed(store.artifacts(document.message_id)):
             if artifact.name == "submission.json":
                 record = json.loads(artifact.content)
-                if record.get("document_id") == document_id:
-                    return submission_from_record(record), entry.id
-    raise UnknownTarget(f"no publication of {document_id} in the journal")
+                if record.get("document_id") == document.document_id:
+                    return submission_from_record(record), document.message_id
+    raise UnknownTarget(f"no publication of {document.document_id} in the journal")

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 SUBMISSION_ROOT = "2.16.840.1.113883.2.9.2.90.4.3"
 #: At most this many validation findings become ERR segments (the journal keeps them all).
 MAX_ERR_SEGMENTS = 10
+#: An operator's metadata request as sent (under the publishing message); ``submission.json``
+#: there is only ever what the gateway took.
+REQUEST_ARTIFACT = "metadata-request.json"
 #: HL7 table 0357 "message accepted", for the informational ERR naming the document id.
 ACCEPTED = "0"
 
@@ -260,7 +263,17 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
     result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return _failure(result, document_id=target.document_id, operation="metadata")
+    await _metadata_applied(journal, target, sub)
     return _published(result, target.document_id, "metadata")
+
+
+async def _metadata_applied(journal, document: Document, sub: Submission) -> None:
+    """Record *sub* as *document*'s metadata now (the gateway took it): the next update or the
+    delete starts from it, whichever way it was made (bridge.metadata.APPLIED_STAGE)."""
+    from bridge.metadata import APPLIED_STAGE
+
+    await journal.add_artifact(document.message_id, APPLIED_STAGE, "submission.json",
+                               _json(submission_record(sub)))
 
 
 async def _metadata_submission(journal, target: Document, settings) -> Submission:
@@ -321,10 +334,12 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
         sub = await _metadata_submission(journal, live, settings)
         entry_id = live.message_id
         call_id = await journal.gateway_call_sent(entry_id, "metadata", document_id)
-        await journal.add_artifact(entry_id, "metadata", "submission.json", _json(submission_record(sub)))
+        await journal.add_artifact(entry_id, "metadata", REQUEST_ARTIFACT, _json(submission_record(sub)))
         call = pub.client.metadata(sub)
         result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
         await _record_answers(journal, entry_id, "metadata", document_id, call_id, result)
+        if result.outcome_class is OutcomeClass.PUBLISHED:
+            await _metadata_applied(journal, live, sub)
     finally:
         lock.release()
         pub.forget_lock(key, lock)
@@ -539,7 +554,9 @@ def submission_from_record(record: dict) -> Submission:
 
 
 async def _stored_submission(journal, document: Document) -> Submission:
-    """The submission that published *document* (for its delete or metadata update)."""
+    """*document*'s current submission: the one that published it, or its latest metadata
+    update the gateway took (both recorded under the publishing message, and nothing else is
+    named so there)."""
     for artifact in reversed(await journal.artifacts(document.message_id)):
         if artifact.name == "submission.json":
             record = json.loads(artifact.content)

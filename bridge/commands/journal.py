@@ -227,8 +227,8 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
     import json
 
     from bridge import metadata
-    from bridge.gateway.client import GatewayClient
-    from bridge.pipeline import SUBMISSION_ROOT, MetadataCall, submission_record
+    from bridge.gateway.client import GatewayClient, OutcomeClass
+    from bridge.pipeline import REQUEST_ARTIFACT, SUBMISSION_ROOT, MetadataCall, submission_record
     from bridge.publishing import gateway_url
     from bridge.web import metadata_answer
 
@@ -241,7 +241,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
         state = document.state if document else "unknown"
         raise metadata.NotCurrentVersion(f"{document_id} is not the published version ({state}): "
                                          "metadata can be updated only on the current version")
-    sub, entry_id = metadata.submission_for(store, document_id)
+    sub, entry_id = metadata.submission_for(store, document)
     store.begin()
     number = store.next_value("submission")
     store.commit()
@@ -254,7 +254,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
 
     store.begin()
     call_id = store.gateway_call_sent(entry_id, "metadata", document_id)
-    store.add_artifact(entry_id, "metadata", "submission.json", json.dumps(submission_record(sub)).encode())
+    store.add_artifact(entry_id, "metadata", REQUEST_ARTIFACT, json.dumps(submission_record(sub)).encode())
     store.commit()
     result = asyncio.run(call())
     store.begin()
@@ -265,5 +265,9 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
             call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
             span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
             warning=attempt.warning, problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
+    if result.outcome_class is OutcomeClass.PUBLISHED:
+        # What the gateway took: the next update starts from it (bridge.metadata.submission_for).
+        store.add_artifact(entry_id, metadata.APPLIED_STAGE, "submission.json",
+                           json.dumps(submission_record(sub)).encode())
     store.commit()
     return metadata_answer(MetadataCall(entry_id=entry_id, result=result))[1]

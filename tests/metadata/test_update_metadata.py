@@ -223,3 +223,47 @@ def test_without_a_running_service_the_cli_calls_the_gateway_itself(tmp_path):
         assert stages.count(("metadata", "submission.json")) == 2
     finally:
         yield defer.maybeDeferred(simulator.stop)
+
+
+def test_each_update_starts_from_the_last_one_the_gateway_took(tmp_path):
+    """P99 set by a message stays when an operator later changes another field; a change the
+    gateway refused is not carried into the next update."""
+    mappings = _metadata_mappings(tmp_path)
+    raw = (CHECKOUT / "examples" / "rad.hl7").read_bytes()
+    (tmp_path / "state").mkdir()
+    state = tmp_path / "state"
+    server = ServerProcess(state, mapping={"dir": str(mappings)}).start()
+
+    def update(*settings):
+        run = [sys.executable, "-m", "bridge", "journal", "update-metadata", "RAD0001", "--config",
+               str(server.config_path)]
+        for setting in settings:
+            run += ["--set", setting]
+        return subprocess.run(run, capture_output=True, text=True, check=False)
+
+    try:
+        with MllpClient(server.port) as client:
+            assert msa_fields(client.exchange(raw))[0][0] == "AA", server.log()
+            assert msa_fields(client.exchange(_as_metadata_request(raw, b"RAD-M9")))[0][0] == "AA", server.log()
+        _registry(state, faults=[{"operation": "metadata", "status": 400, "problem": "syntax"}])
+        refused = update("tipoAttivitaClinica=PHR")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        taken = update("conservazioneANorma=conservato")
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+    finally:
+        assert server.terminate() == 0, server.log()
+
+    from bridge.journal.sqlite import SqliteStore
+    store = SqliteStore(state / "journal.sqlite")
+    try:
+        applied = [json.loads(a.content) for a in store.artifacts(1)
+                   if (a.stage, a.name) == ("metadata", "submission.json")]
+        requests = [a for a in store.artifacts(1) if a.name == "metadata-request.json"]
+    finally:
+        store.close()
+    # The message's update and the operator's second one were taken; the refused one was sent only.
+    assert len(applied) == 2 and len(requests) == 2
+    first, last = applied
+    assert first["event_codes"] == ["P99"]
+    assert last["event_codes"] == ["P99"] and last["conservation"] == "conservato"
+    assert first["clinical_activity"] != "PHR" and last["clinical_activity"] == first["clinical_activity"]
