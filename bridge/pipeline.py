@@ -174,6 +174,8 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
 
     number = await journal.next_value("submission")
     sub = build_submission(report, plan.ids.document_id, pub.config, number)
+    if plan.target is not None:
+        sub = await _keep_hidden(journal, plan.target, sub)
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
     operation = "replace" if plan.action is Action.REPLACE else "create"
     resend = plan.resumed is not None
@@ -551,6 +553,17 @@ def submission_from_record(record: dict) -> Submission:
     for name in ("administrative_request", "event_codes", "descriptions"):
         values[name] = tuple(values.get(name) or ())
     return Submission(**values)
+
+
+async def _keep_hidden(journal, previous: Document, sub: Submission) -> Submission:
+    """*sub* (a replacement of *previous*) with the obscuring codes *previous* carries now: a
+    report the patient asked to hide (P99, P97, P98) stays hidden when it is corrected."""
+    from bridge.gateway.valuesets import HIDING_CODES
+
+    hidden = [code for code in (await _stored_submission(journal, previous)).event_codes if code in HIDING_CODES]
+    if not hidden:
+        return sub
+    return dataclasses.replace(sub, event_codes=tuple(dict.fromkeys((*sub.event_codes, *hidden))))
 
 
 async def _stored_submission(journal, document: Document) -> Submission:

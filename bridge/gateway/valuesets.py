@@ -31,6 +31,8 @@ EVENT_CODES = frozenset({"P99", "P97", "P98", "P00", "LP418019-8", "LP417541-2",
 EVENT_CODE_OPEN = re.compile(r"^(J07[A-Z0-9]*|[0-9]{6,18})$")
 #: Event codes that change the document's visibility (purpose_of_use "ACCESS UPDATE" on metadata).
 OBSCURING_CODES = frozenset({"P99", "P97", "P98", "P00"})
+#: Those that hide it (P00 shows it again): a replacement keeps them (the patient's choice).
+HIDING_CODES = frozenset({"P99", "P97", "P98"})
 
 #: Section 4, set G: OIDs allowed in descriptions ``CODE^Text^OID``.
 DESCRIPTION_OIDS = frozenset({"2.16.840.1.113883.2.9.6.1.5", "2.16.840.1.113883.2.9.6.1.51",

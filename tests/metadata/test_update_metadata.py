@@ -267,3 +267,32 @@ def test_each_update_starts_from_the_last_one_the_gateway_took(tmp_path):
     assert first["event_codes"] == ["P99"]
     assert last["event_codes"] == ["P99"] and last["conservation"] == "conservato"
     assert first["clinical_activity"] != "PHR" and last["clinical_activity"] == first["clinical_activity"]
+
+
+def test_a_correction_of_a_hidden_report_stays_hidden(tmp_path):
+    """P99 (the patient asked to hide the report) is carried into the replacement a correction makes."""
+    mappings = _metadata_mappings(tmp_path)
+    lab = (CHECKOUT / "examples" / "lab.hl7").read_bytes()
+    correction = (CHECKOUT / "examples" / "lab-correction.hl7").read_bytes()
+    (tmp_path / "state").mkdir()
+    state = tmp_path / "state"
+    server = ServerProcess(state, mapping={"dir": str(mappings)}).start()
+    try:
+        with MllpClient(server.port) as client:
+            assert msa_fields(client.exchange(lab))[0][0] == "AA", server.log()
+            assert msa_fields(client.exchange(_as_metadata_request(lab, b"LAB-M1")))[0][0] == "AA", server.log()
+            answer = client.exchange(correction)
+            assert msa_fields(answer)[0][0] == "AA", server.log()
+        documents = [d for d in _registry(state) if ".LAB." in d["id"]]
+    finally:
+        assert server.terminate() == 0, server.log()
+    assert sorted(d["version"] for d in documents) == [1, 2]
+
+    from bridge.journal.sqlite import SqliteStore
+    store = SqliteStore(state / "journal.sqlite")
+    try:
+        replacing = store.find(correction.split(b"|")[9].decode())[-1]
+        [sent] = [json.loads(a.content) for a in store.artifacts(replacing.id) if a.name == "submission.json"]
+    finally:
+        store.close()
+    assert replacing.operation == "replace" and sent["event_codes"] == ["P99"]
