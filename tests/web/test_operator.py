@@ -7,7 +7,6 @@ run in threads (the reactor must go on).
 """
 
 import json
-import socket
 import stat
 import time
 import urllib.error
@@ -17,35 +16,15 @@ import pytest_twisted
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThread
 
-from bridge import config as config_module
-from bridge.model import AckCode
-from bridge.outcome import Outcome
 from bridge.publishing import PublishingService
-from bridge.receive import MllpDecoder, frame
-from bridge.service import makeService
 from bridge.simulator.server import Fault
-from bridge.web import TOKEN_FILE, URL_FILE, WebService
-from fse_helpers import CHECKOUT, config_table
+from bridge.web import TOKEN_FILE, URL_FILE
+from fse_helpers import CHECKOUT
+from .web_kit import answer_at_once, exchange, start
 
 LAB = (CHECKOUT / "examples" / "lab.hl7").read_bytes()
 CORRECTION = (CHECKOUT / "examples" / "lab-correction.hl7").read_bytes()
 P99 = ["attiCliniciRegoleAccesso=P99"]
-
-
-def answer_at_once(ctx, entry, analysis):
-    return defer.succeed(Outcome(code=AckCode.AA, text="received"))
-
-
-@defer.inlineCallbacks
-def start(tmp_path, *, handler=None):
-    """makeService started; ``(top, web)``."""
-    from twisted.internet import reactor
-
-    cfg = config_module.from_dict(config_table(tmp_path), base_dir=tmp_path)
-    top = makeService(cfg, reactor, **({"handler": handler} if handler else {}))
-    top.startService()
-    yield top.resumed
-    return top, next(child for child in top if isinstance(child, WebService))
 
 
 def post(url: str, body, *, token: str | None, content_type: str = "application/json",
@@ -62,21 +41,6 @@ def post(url: str, body, *, token: str | None, content_type: str = "application/
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
-    return deferToThread(blocking)
-
-
-def exchange(port: int, payload: bytes) -> defer.Deferred:
-    """One MLLP exchange, in a thread; the ACK's MSA-1..3."""
-    def blocking():
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-            s.sendall(frame(payload))
-            decoder, frames = MllpDecoder(), []
-            while not frames:
-                data = s.recv(65536)
-                assert data, "connection closed"
-                frames += list(decoder.feed(data))
-        msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
-        return msa.decode("utf-8").split("|")[1:4]
     return deferToThread(blocking)
 
 

@@ -16,63 +16,14 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 import bridge
-from bridge import config as config_module
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.receive import MllpDecoder, frame
-from bridge.service import makeService
-from bridge.web import WebService
 from fse_helpers import CHECKOUT, SHARED, config_table, make_oru
+from .web_kit import answer_at_once, exchange, get, start
 
 LAB = (CHECKOUT / "examples" / "lab.hl7").read_bytes()
 #: What the page must never show of the example's patient (names, fiscal code, address, phone).
 PATIENT = (b"Rossi", b"Alessio", b"RMSLSO31M04Z404R", b"Via Roma", b"1234567", b"alessio.rossi")
-
-
-def answer_at_once(ctx, entry, analysis):
-    return defer.succeed(Outcome(code=AckCode.AA, text="received"))
-
-
-@defer.inlineCallbacks
-def start(tmp_path, *, handler=None, **sections):
-    """makeService plus the status page, started; ``(top, web)``."""
-    from twisted.internet import reactor
-
-    cfg = config_module.from_dict(config_table(tmp_path, **sections), base_dir=tmp_path)
-    top = makeService(cfg, reactor, **({"handler": handler} if handler else {}))
-    web = next((child for child in top if isinstance(child, WebService)), None)
-    if web is None:   # makeService does not add the status page yet
-        web = WebService(top.context, top.listener)
-        web.setServiceParent(top)
-    top.startService()
-    yield top.resumed
-    return top, web
-
-
-def get(url: str) -> defer.Deferred:
-    """``(status, content type, body)`` of a GET, in a thread."""
-    def blocking():
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return response.status, response.headers["Content-Type"], response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers["Content-Type"], error.read()
-    return deferToThread(blocking)
-
-
-def exchange(port: int, payload: bytes) -> defer.Deferred:
-    """One MLLP exchange, in a thread; the ACK's MSA fields."""
-    def blocking():
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-            s.sendall(frame(payload))
-            decoder, frames = MllpDecoder(), []
-            while not frames:
-                data = s.recv(65536)
-                assert data, "connection closed"
-                frames += list(decoder.feed(data))
-        msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
-        return msa.decode("utf-8").split("|")[1:4]
-    return deferToThread(blocking)
 
 
 # -- the embedded default: the real pipeline and simulator -------------------------------------
