@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from bridge.commands._common import load_config
 
@@ -38,11 +39,33 @@ def run(args) -> int:
             failed.append(exc)
             reactor.stop()
 
+    reactor.callWhenRunning(_stop_on_signals, reactor)
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: top.stopService() if top.running else None)
     reactor.run()
     log.info("stopped")
     return 1 if failed else 0
+
+
+def _stop_on_signals(reactor) -> None:
+    """SIGTERM/SIGINT stop the service once; another one while it stops is only logged.
+
+    Twisted's own handlers call reactor.stop() for every signal, and the second (a service
+    manager and a terminal, a Ctrl-C pressed twice) ends in a ReactorNotRunning traceback.
+    """
+    stopping = []
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if stopping:
+            log.info("%s: already stopping (work in flight is finishing)", name)
+            return
+        stopping.append(signum)
+        log.info("%s: stopping", name)
+        reactor.callFromThread(reactor.stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 def _write_atomically(path: str, text: str) -> None:

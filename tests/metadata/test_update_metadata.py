@@ -19,7 +19,7 @@ from bridge.model import DocumentType
 from fse_helpers import CHECKOUT
 
 sys.path.insert(0, str(CHECKOUT / "tests" / "service"))
-from mllp_server import MllpClient, ServerProcess, msa_fields
+from mllp_server import MllpClient, ServerProcess, msa_fields, simulator_registry as _registry
 
 SUB = Submission(document_id="2.16.840.1.113883.2.9.2.90.4.4^01386030488.RAD.999.X_1",
                  repository_id="2.16.840.1.113883.2.9.2.90.4.5.999", document_type=DocumentType.RAD,
@@ -43,20 +43,6 @@ def test_settings_use_the_gateway_field_names():
 def test_bad_settings_name_the_field(setting, field):
     with pytest.raises(InvalidValue, match=field):
         metadata.apply_settings(SUB, [setting], submission_id="2.16.840.1.113883.2.9.2.90.4.3.7")
-
-
-def _registry(state_dir, *, faults=None):
-    """The embedded simulator's registry (mutual TLS); *faults*: scripted first (POST /_sim/faults)."""
-    base = (state_dir / "gateway.url").read_text().strip().removesuffix("gateway/v2/")
-    context = ssl.create_default_context(cafile=str(state_dir / "certs" / "ca.pem"))
-    context.load_cert_chain(str(state_dir / "certs" / "auth.pem"), str(state_dir / "certs" / "auth.key"))
-    if faults:
-        request = urllib.request.Request(base + "_sim/faults", data=json.dumps(faults).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, context=context) as answer:
-            assert answer.status == 200
-    with urllib.request.urlopen(base + "_sim/registry", context=context) as answer:
-        return json.load(answer)
 
 
 def test_update_metadata_of_a_published_document(tmp_path):

@@ -77,6 +77,25 @@ class ServerProcess:
         return "".join(self.lines)
 
 
+def simulator_registry(state_dir: Path, *, faults=None) -> list:
+    """The running service's embedded simulator registry (over its mutual TLS, the development
+    certificates); *faults*: scripted first (``POST /_sim/faults``)."""
+    import json
+    import ssl
+    import urllib.request
+
+    base = (state_dir / "gateway.url").read_text().strip().removesuffix("gateway/v2/")
+    context = ssl.create_default_context(cafile=str(state_dir / "certs" / "ca.pem"))
+    context.load_cert_chain(str(state_dir / "certs" / "auth.pem"), str(state_dir / "certs" / "auth.key"))
+    if faults:
+        request = urllib.request.Request(base + "_sim/faults", data=json.dumps(faults).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context) as answer:
+            assert answer.status == 200
+    with urllib.request.urlopen(base + "_sim/registry", context=context) as answer:
+        return json.load(answer)
+
+
 def msa_fields(answer: bytes) -> list[list[str]]:
     """MSA-1..3 of each ACK in an answer frame."""
     return [s.decode("iso-8859-1").split("|")[1:4] for s in answer.split(b"\r") if s.startswith(b"MSA")]

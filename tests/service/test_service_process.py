@@ -12,7 +12,7 @@ import pytest
 
 from bridge.hl7 import read_header, split_batch
 from fse_helpers import CHECKOUT, CORPUS, config_table, make_oru, to_toml
-from mllp_server import MllpClient, ServerProcess, make_pki, msa_fields
+from mllp_server import MllpClient, ServerProcess, make_pki, msa_fields, simulator_registry
 
 
 # Tests of the listener, journal and ACK contract run the service with a stub instead of
@@ -301,3 +301,25 @@ def test_port_in_use_is_a_clear_error(tmp_path, server):
                                  cwd=CHECKOUT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     _, err = proc.proc.communicate(timeout=60)
     assert proc.proc.returncode == 1 and "cannot start" in err
+
+
+def test_a_second_signal_while_stopping_is_only_logged(tmp_path):
+    """A service manager's SIGTERM and then a Ctrl-C: one graceful stop, no traceback."""
+    proc = ServerProcess(tmp_path).start()
+    simulator_registry(tmp_path, faults=[{"operation": "create", "delay_s": 2}])
+    with MllpClient(proc.port) as client:
+        client.send((CHECKOUT / "examples" / "lab.hl7").read_bytes())
+        deadline = time.monotonic() + 30
+        while not _journaled(proc.journal_path, "LAB0001"):
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.02)
+        proc.proc.send_signal(signal.SIGTERM)
+        while "SIGTERM: stopping" not in proc.log():
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.02)
+        proc.proc.send_signal(signal.SIGINT)   # while the message waits for the gateway
+        answer = client.receive()
+    assert proc.wait() == 0, proc.log()
+    assert msa_fields(answer)[0][:2] == ["AA", "LAB0001"]
+    assert "SIGINT: already stopping" in proc.log()
+    assert "Traceback" not in proc.log() and "CRITICAL" not in proc.log()
