@@ -132,6 +132,12 @@ class ValidationSettings:
 class JournalSettings:
     backend: str = "sqlite"
     path: Path = field(default=Path("journal.sqlite"), metadata=_path(relative_to="state_dir"))
+    keep_artifacts_days: int = 90
+    """Retention of what the stages produced (CDA, signed PDF, reports...: most of the file);
+    0 = forever. The submission records of published documents are always kept."""
+    keep_messages_days: int = 365
+    """Retention of the raw messages as received, counted from their outcome; 0 = forever.
+    The entry itself (times, control id, outcome, ids, ACK) is always kept."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,6 +338,12 @@ def _check(config: Config, file: str) -> None:
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise ConfigError("must be at least 1", file=file, key=key)
+    for name in ("keep_artifacts_days", "keep_messages_days"):
+        # At most a hundred years: a cut-off date stays representable.
+        days = getattr(config.journal, name)
+        if not 0 <= days <= 36500:
+            raise ConfigError(f"must be 0 (keep forever) to 36500 days, not {days}",
+                              file=file, key=f"journal.{name}")
     if not 0 <= config.workers.processes <= 64:
         raise ConfigError(f"must be 0 to 64, not {config.workers.processes}", file=file, key="workers.processes")
     try:

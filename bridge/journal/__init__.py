@@ -7,10 +7,17 @@ applies. The service speaks only to the :class:`Journal` protocol, so another
 store (PostgreSQL) can stand in for :class:`~bridge.journal.sqlite.SqliteJournal`.
 
 Every method returns a Deferred: a store must never block the reactor.
+
+Retention (:meth:`Journal.purge`): after the configured time the raw bytes of
+finished messages and the contents of their artifacts are emptied and
+stamped ``purged_at``; what audit and later operations need stays (see
+:class:`PurgeReport`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import enum
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,10 +83,18 @@ class Entry:
     trace_id: str | None = None
     workflow_instance_id: str | None = None
     error: str | None = None
+    raw_sha256: str | None = None
+    """Hex SHA-256 of the message as received: kept after a purge, so a resend is still recognised."""
+    purged_at: str | None = None
+    """When the retention purge emptied ``raw`` (None: the bytes are held)."""
 
     @property
     def finished(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def purged(self) -> bool:
+        return self.purged_at is not None
 
 
 class Admit(enum.Enum):
@@ -117,6 +132,63 @@ class Artifact:
     name: str
     content: bytes
     at: str
+    purged_at: str | None = None
+    """When the retention purge emptied ``content`` (None: the content is held)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeReport:
+    """What a retention purge removed (or, ``dry_run``, would remove): counts and bytes only.
+
+    Never purged: anything of an unfinished message; the messages' metadata, ACKs,
+    transitions, gateway calls, document registry and counters; the ``submission.json``
+    and ``route.json`` of messages whose document is still pending or published (the base
+    of a later metadata update, replacement or delete).
+    """
+
+    artifacts: int = 0
+    artifact_bytes: int = 0
+    messages: int = 0
+    """Messages whose raw bytes were emptied."""
+    message_bytes: int = 0
+    dry_run: bool = False
+    artifacts_before: str | None = None
+    """The cut-off (ISO 8601 UTC) for artifacts; None: artifacts are kept."""
+    messages_before: str | None = None
+    """The cut-off for raw messages; None: raw messages are kept."""
+    free_bytes: int = 0
+    """Free space inside the database file afterwards (reused by later writes; VACUUM returns it)."""
+
+    @property
+    def bytes(self) -> int:
+        return self.artifact_bytes + self.message_bytes
+
+    def plus(self, other: PurgeReport) -> PurgeReport:
+        """The sum of two reports of the same purge (batches)."""
+        return dataclasses.replace(self, artifacts=self.artifacts + other.artifacts,
+                                   artifact_bytes=self.artifact_bytes + other.artifact_bytes,
+                                   messages=self.messages + other.messages,
+                                   message_bytes=self.message_bytes + other.message_bytes,
+                                   free_bytes=other.free_bytes)
+
+    def summary(self) -> str:
+        """One line without patient data, for the log and the CLI."""
+        verb = "would purge" if self.dry_run else "purged"
+        parts = []
+        if self.artifacts_before is not None:
+            parts.append(f"{self.artifacts} artifact(s) ({_size(self.artifact_bytes)}) "
+                         f"made before {self.artifacts_before[:19]}Z")
+        if self.messages_before is not None:
+            parts.append(f"the raw bytes of {self.messages} message(s) ({_size(self.message_bytes)}) "
+                         f"finished before {self.messages_before[:19]}Z")
+        if not parts:
+            return "retention is off: nothing to purge"
+        return (f"{verb} {' and '.join(parts)}; {_size(self.bytes)} in all; "
+                f"{_size(self.free_bytes)} free in the journal file")
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 1024 * 1024 else f"{n / (1024 * 1024):.1f} MB"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,5 +289,12 @@ class Journal(Protocol):
 
     def unfinished(self) -> Deferred[list[Entry]]:
         """Entries journaled but without an outcome, oldest first (restart recovery)."""
+
+    def purge(self, *, artifacts_before: datetime.datetime | None,
+              messages_before: datetime.datetime | None, dry_run: bool = False) -> Deferred[PurgeReport]:
+        """Retention: empty the artifact contents made before *artifacts_before* and the raw
+        bytes of messages finished before *messages_before* (None: keep), except what
+        :class:`PurgeReport` lists as never purged. In short transactions, between the
+        other operations, so it neither holds up the service nor blocks the reactor."""
 
     def close(self) -> Deferred[None]: ...

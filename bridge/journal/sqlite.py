@@ -6,13 +6,15 @@
 dedicated thread, so the reactor never waits for fsync. Operations queued
 while a commit is under way are grouped into the next transaction (each in
 its own savepoint), so many connections share one fsync; a Deferred fires
-only after the commit that holds its operation.
+only after the commit that holds its operation. Long work (the retention
+purge) runs batch by batch on the writer thread itself, between groups.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import queue
 import sqlite3
 import threading
@@ -21,14 +23,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.python.failure import Failure
 
-from bridge.journal import (Admission, Admit, Artifact, Document, Entry, GatewayCall, Received,
+from bridge.journal import (Admission, Admit, Artifact, Document, Entry, GatewayCall, PurgeReport, Received,
                             State, Transition, state_for)
+from bridge.journal.retention import Purge
 from bridge.outcome import Outcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: At most this many queued operations share one transaction.
 GROUP_LIMIT = 256
 #: Writes submitted with ``urgent=False`` wait at most this long for a group to join.
@@ -43,13 +46,18 @@ def _iso(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
-def _schema(version: int) -> str:
-    return resources.files("bridge.journal").joinpath(f"schema/v{version}.sql").read_text("utf-8")
+def _schema(name: str) -> str:
+    return resources.files("bridge.journal").joinpath(f"schema/{name}.sql").read_text("utf-8")
+
+
+def _sha256(raw: bytes | None) -> str | None:
+    return hashlib.sha256(raw).hexdigest() if raw is not None else None
 
 
 _ENTRY_COLUMNS = [f.name for f in dataclass_fields(Entry)]
 _CALL_COLUMNS = [f.name for f in dataclass_fields(GatewayCall)]
 _DOC_COLUMNS = [f.name for f in dataclass_fields(Document)]
+_ARTIFACT_COLUMNS = [f.name for f in dataclass_fields(Artifact)]
 _FINAL_REPLAYED = ("AA", "AE", "CA", "CE")
 
 
@@ -76,15 +84,30 @@ class SqliteStore:
         self._migrate()
 
     def _migrate(self) -> None:
+        """Create the schema, or upgrade an older journal in place (one transaction each)."""
         exists = self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='version'").fetchone()
-        if exists:
-            version = self.db.execute("SELECT version FROM version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"journal {self.path} has schema version {version}, newer than this program")
+        if not exists:
+            # One script, one transaction: a half-created schema is never committed.
+            self.db.executescript(f"BEGIN IMMEDIATE; {_schema(f'v{SCHEMA_VERSION}')}\n"
+                                  f"INSERT INTO version VALUES ({SCHEMA_VERSION}); COMMIT;")
             return
-        # One script, one transaction: a half-created schema is never committed.
-        self.db.executescript(f"BEGIN IMMEDIATE; {_schema(1)}\nINSERT INTO version VALUES ({SCHEMA_VERSION}); COMMIT;")
+        version = self.db.execute("SELECT version FROM version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"journal {self.path} has schema version {version}, newer than this program")
+        if version == 1:
+            self.db.create_function("sha256", 1, _sha256, deterministic=True)
+            try:
+                # The version is read again inside the write lock: another process may have
+                # upgraded the file meanwhile.
+                self.db.execute("BEGIN IMMEDIATE")
+                if self.db.execute("SELECT version FROM version").fetchone()[0] == 1:
+                    for statement in _statements(_schema("upgrade-v2")):
+                        self.db.execute(statement)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.rollback()
+                raise
 
     def begin(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -104,14 +127,20 @@ class SqliteStore:
     def now(self) -> str:
         return _iso(self._now())
 
+    def clock(self) -> datetime.datetime:
+        """The store's current time (the clock passed in)."""
+        return self._now()
+
     # -- messages ---------------------------------------------------------
 
     def admit(self, received: Received) -> Admission:
         """Journal *received* and decide how to answer it (interface.md, ACK contract, "Resends")."""
         resend_of = None
         if received.msh10:
-            same = self._entry("SELECT * FROM messages WHERE msh4 = ? AND msh10 = ? AND raw = ? "
-                               "ORDER BY id DESC LIMIT 1", (received.msh4, received.msh10, received.raw))
+            # By digest, not bytes: a purged entry (raw emptied) is still the same message.
+            same = self._entry("SELECT * FROM messages WHERE msh4 = ? AND msh10 = ? AND raw_sha256 = ? "
+                               "ORDER BY id DESC LIMIT 1", (received.msh4, received.msh10,
+                                                            _sha256(received.raw)))
             if same is not None:
                 if same.outcome in _FINAL_REPLAYED and same.ack is not None:
                     return Admission(Admit.REPLAY, same)
@@ -130,10 +159,11 @@ class SqliteStore:
     def _insert(self, received: Received, *, resend_of: int | None) -> Entry:
         now = self.now()
         ack_code = _msa1(received.ack) if received.ack is not None else None
+        digest = _sha256(received.raw)
         cursor = self.db.execute(
-            "INSERT INTO messages (received_at, peer, raw, msh4, msh10, message_type, charset, state,"
-            " resend_of, ack, ack_code, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, received.peer, received.raw, received.msh4, received.msh10, received.message_type,
+            "INSERT INTO messages (received_at, peer, raw, raw_sha256, msh4, msh10, message_type, charset, state,"
+            " resend_of, ack, ack_code, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, received.peer, received.raw, digest, received.msh4, received.msh10, received.message_type,
              received.charset, State.RECEIVED, resend_of, received.ack, ack_code, now))
         detail = f"resend of {resend_of}" if resend_of else ""
         self.db.execute("INSERT INTO transitions (message_id, state, at, detail) VALUES (?, ?, ?, ?)",
@@ -141,7 +171,7 @@ class SqliteStore:
         return Entry(id=cursor.lastrowid, received_at=now, peer=received.peer, raw=received.raw,
                      msh4=received.msh4, msh10=received.msh10, message_type=received.message_type,
                      charset=received.charset, state=State.RECEIVED, updated_at=now, resend_of=resend_of,
-                     ack=received.ack, ack_code=ack_code)
+                     ack=received.ack, ack_code=ack_code, raw_sha256=digest)
 
     def set_state(self, message_id: int, state: str, detail: str = "") -> None:
         now = self.now()
@@ -211,6 +241,8 @@ class SqliteStore:
         entry = self.get(message_id)
         if entry is None:
             raise KeyError(message_id)
+        if entry.purged:
+            raise ValueError(f"entry {message_id}: the message was purged on {entry.purged_at[:10]}")
         received = Received(raw=entry.raw, peer="resubmit", msh4=entry.msh4, msh10=entry.msh10,
                             message_type=entry.message_type, charset=entry.charset)
         return self._insert(received, resend_of=entry.id)
@@ -222,8 +254,7 @@ class SqliteStore:
                         (message_id, stage, name, content, self.now()))
 
     def artifacts(self, message_id: int) -> list[Artifact]:
-        return [Artifact(message_id=r["message_id"], stage=r["stage"], name=r["name"], content=r["content"],
-                         at=r["at"])
+        return [Artifact(**{k: r[k] for k in _ARTIFACT_COLUMNS})
                 for r in self.db.execute("SELECT * FROM artifacts WHERE message_id = ? ORDER BY id",
                                          (message_id,))]
 
@@ -280,6 +311,33 @@ class SqliteStore:
                         " ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,))
         return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
 
+    # -- retention -------------------------------------------------------------
+
+    def purge_run(self, *, artifacts_before: datetime.datetime | None,
+                  messages_before: datetime.datetime | None) -> Purge:
+        """A purge to run step by step, each step in a transaction of its own (bridge.journal.retention)."""
+        return Purge(self.db, artifacts_before=artifacts_before, messages_before=messages_before, now=self.now)
+
+    def purge(self, *, artifacts_before: datetime.datetime | None, messages_before: datetime.datetime | None,
+              dry_run: bool = False) -> PurgeReport:
+        """Retention: see :meth:`bridge.journal.Journal.purge`. Runs its own transactions, one
+        per batch (call it outside one): another process's writers wait a batch at most."""
+        if self.db.in_transaction:
+            raise RuntimeError("purge runs its own transactions: commit first")
+        run = self.purge_run(artifacts_before=artifacts_before, messages_before=messages_before)
+        if dry_run:
+            return run.count()
+        report = run.empty()
+        while not run.done:
+            self.begin()
+            try:
+                report = report.plus(run.step())
+                self.commit()
+            except BaseException:
+                self.rollback()
+                raise
+        return report
+
     # -- helpers -------------------------------------------------------------
 
     def _entry(self, sql: str, params: tuple) -> Entry | None:
@@ -294,6 +352,12 @@ def _to_entry(row: sqlite3.Row) -> Entry:
     return Entry(**{k: row[k] for k in _ENTRY_COLUMNS})
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of a schema script (comments dropped; none contains a ';' inside)."""
+    text = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
 def _msa1(ack: bytes) -> str | None:
     for segment in ack.replace(b"\n", b"\r").split(b"\r"):
         if segment.startswith(b"MSA") and len(segment) > 4:
@@ -302,6 +366,13 @@ def _msa1(ack: bytes) -> str | None:
 
 
 _STOP = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _OnWriter:
+    """Marks a queued operation that runs on the writer thread (SqliteJournal._on_writer)."""
+
+    method: Callable
 
 
 class SqliteJournal:
@@ -364,12 +435,26 @@ class SqliteJournal:
         self._urgent += 1   # counted as one urgent operation: the next group takes them
         self._schedule()
 
+    def _on_writer(self, method, *args) -> Deferred:
+        """``method(*args)`` in a transaction of its own on the writer thread, in its turn
+        among the other operations: long work (a purge batch) that must not hold up the reactor."""
+        return self._enqueue(True, _OnWriter(method), args, {})
+
     def _start_group(self) -> None:
         self._scheduled = False
         if self._committing:
             return
         self._urgent = 0
-        work, self._pending = self._pending[:GROUP_LIMIT], self._pending[GROUP_LIMIT:]
+        if self._pending and isinstance(self._pending[0][0], _OnWriter):
+            # Its own turn on the writer thread; the reactor's groups wait for it.
+            self._committing = True
+            self._commits.put(self._pending.pop(0))
+            if self._pending:
+                self._urgent = 1
+            return
+        size = next((i for i, item in enumerate(self._pending[:GROUP_LIMIT]) if isinstance(item[0], _OnWriter)),
+                    min(GROUP_LIMIT, len(self._pending)))
+        work, self._pending = self._pending[:size], self._pending[size:]
         if self._pending:
             self._urgent = 1   # more than one group's worth: go on at once
         if not work:
@@ -424,6 +509,9 @@ class SqliteJournal:
                 store.close()
                 self._reactor.callFromThread(self._closed.callback, None)
                 return
+            if isinstance(results, tuple):
+                self._reactor.callFromThread(self._committed, [self._run_on_writer(results)])
+                continue
             try:
                 store.commit()
             except Exception:
@@ -432,6 +520,20 @@ class SqliteJournal:
                 store.rollback()
                 results = [(d, failure) for d, _ in results]
             self._reactor.callFromThread(self._committed, results)
+
+    def _run_on_writer(self, item):
+        """One :meth:`_on_writer` operation (writer thread): ``(deferred, result or Failure)``."""
+        op, args, _, d = item
+        store = self._store
+        try:
+            store.begin()
+            result = op.method(*args)
+            store.commit()
+            return d, result
+        except Exception:
+            failure = Failure()
+            store.rollback()
+            return d, failure
 
     def _committed(self, results: list) -> None:
         self._committing = False
@@ -494,6 +596,19 @@ class SqliteJournal:
 
     def unfinished(self) -> Deferred:
         return self._submit(self._store.unfinished)
+
+    @inlineCallbacks
+    def purge(self, *, artifacts_before: datetime.datetime | None, messages_before: datetime.datetime | None,
+              dry_run: bool = False):
+        """Batch after batch on the writer thread, other operations going on in between;
+        a close ends it after the batch under way (the report says what was done)."""
+        run = self._store.purge_run(artifacts_before=artifacts_before, messages_before=messages_before)
+        if dry_run:
+            return (yield self._on_writer(run.count))
+        report = run.empty()
+        while not run.done and self._closed is None:
+            report = report.plus((yield self._on_writer(run.step)))
+        return report
 
     def close(self) -> Deferred:
         """Finish queued work, close the database; fires when it is closed."""
