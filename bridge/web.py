@@ -31,7 +31,6 @@ user) and the page's address to ``<state_dir>/web.url``; both go at stop.
 from __future__ import annotations
 
 import collections
-import functools
 import hmac
 import html
 import json
@@ -39,11 +38,13 @@ import logging
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, threads
+from twisted.python import threadable
 from twisted.python.failure import Failure
 from twisted.web import pages, resource, server
 
@@ -323,7 +324,7 @@ class MessagesResource(resource.Resource):
 
 
 class StatusPage(resource.Resource):
-    """``/``: the HTML page; children ``healthz``, ``messages`` and, given an *operator*
+    """``/``: the HTML page; children ``healthz``, ``messages``, ``metrics`` and, given an *operator*
     endpoint, ``operator/metadata``."""
 
     def __init__(self, ctx, listener=None, operator: OperatorEndpoint | None = None):
@@ -370,18 +371,35 @@ PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 @defer.inlineCallbacks
-def journal_counts(ctx):
+def journal_counts(ctx, timeout_s: float = METRICS_TIMEOUT_S, finished=None):
     """``(counts, None)``: :func:`bridge.journal.metrics.snapshot` of the service's journal, run
-    in the thread pool (never on the reactor) within :data:`METRICS_TIMEOUT_S`; ``(None, why)``
-    when it cannot be read."""
+    in the thread pool (never on the reactor) within *timeout_s*; ``(None, why)`` when it
+    cannot be read. *finished*: called on the reactor once the pool's thread is done with
+    the snapshot, which may be after the answer (a pool too busy to start it in time)."""
     path = getattr(ctx.journal, "path", None) if ctx.journal is not None else None
     if ctx.config.journal.backend != "sqlite" or not path or path == ":memory:":
+        if finished is not None:
+            finished()
         return None, "no journal file to read"
+    deadline = time.monotonic() + timeout_s
+    reactor = ctx.reactor
+
+    def job():
+        try:
+            # The budget counts from the request: time spent waiting for a thread is spent.
+            return metrics.snapshot(path, timeout_s=max(0.0, deadline - time.monotonic()))
+        finally:
+            if finished is not None:
+                if threadable.isInIOThread():
+                    finished()
+                else:
+                    reactor.callFromThread(finished)
+
     run = ctx.run_blocking or threads.deferToThread
     try:
-        d = run(functools.partial(metrics.snapshot, path, timeout_s=METRICS_TIMEOUT_S))
-        # The snapshot interrupts its own queries; this only covers a thread pool too busy to start it.
-        d.addTimeout(METRICS_TIMEOUT_S + 1.0, ctx.reactor)
+        d = run(job)
+        # The snapshot interrupts its own queries; this covers a pool too busy to start it.
+        d.addTimeout(timeout_s, reactor)
         counts = yield d
     except (metrics.MetricsUnavailable, defer.TimeoutError) as exc:
         why = str(exc) if isinstance(exc, metrics.MetricsUnavailable) else "the journal's counts took too long"
@@ -475,10 +493,12 @@ class MetricsResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx, listener):
+    def __init__(self, ctx, listener, timeout_s: float = METRICS_TIMEOUT_S):
         super().__init__()
-        self.ctx, self.listener = ctx, listener
+        self.ctx, self.listener, self.timeout_s = ctx, listener, timeout_s
         self._waiting: list[defer.Deferred] = []
+        self._in_pool = False
+        """A snapshot is in the thread pool (queued or running), perhaps past its answer."""
 
     def render_GET(self, request):
         d = self._read()
@@ -489,9 +509,19 @@ class MetricsResource(resource.Resource):
         waiter: defer.Deferred = defer.Deferred()
         self._waiting.append(waiter)
         if len(self._waiting) == 1:
-            d = defer.gatherResults([journal_counts(self.ctx), journal_answers(self.ctx)], consumeErrors=True)
+            d = defer.gatherResults([self._counts(), journal_answers(self.ctx)], consumeErrors=True)
             d.addBoth(self._share)
         return waiter
+
+    def _counts(self) -> defer.Deferred:
+        if self._in_pool:
+            # The last one outlived its answer: a busy pool or disk. Never a second one beside it.
+            return defer.succeed((None, "the last read of the journal's counts has not finished"))
+        self._in_pool = True
+        return journal_counts(self.ctx, self.timeout_s, finished=self._pool_done)
+
+    def _pool_done(self):
+        self._in_pool = False
 
     def _share(self, result):
         waiting, self._waiting = self._waiting, []
