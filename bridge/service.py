@@ -374,20 +374,60 @@ class WorkerPoolService(service.Service):
 
 
 class JournalService(service.Service):
-    """Opens the journal on start, closes it on stop (after in-flight work)."""
+    """Opens the journal on start, closes it on stop (after in-flight work); purges it.
 
-    def __init__(self, ctx: ServiceContext, receiver: Receiver, open_journal: Callable[[], Journal]):
+    Retention (``journal.keep_artifacts_days``, ``keep_messages_days``): a purge at start,
+    then every :attr:`purge_interval_s`, on *clock* (default the reactor). The journal
+    runs it batch by batch where its writes run, so the reactor never waits for it.
+    """
+
+    purge_interval_s = 24 * 3600.0
+
+    def __init__(self, ctx: ServiceContext, receiver: Receiver, open_journal: Callable[[], Journal], *,
+                 clock=None, now: Callable[[], Any] | None = None):
+        """*now*: the current time (an aware datetime) the retention counts from."""
         self.ctx = ctx
         self.receiver = receiver
         self.open_journal = open_journal
+        self.clock = clock
+        from bridge.journal.sqlite import utc_now
+        self.now = now or utc_now
+        self.purging = None
+        self.purges: Deferred | None = None
+        """Fires when the purge loop ends (on stop)."""
 
     def startService(self):
         super().startService()
         self.ctx.journal = self.open_journal()
         log.info("journal at %s", getattr(self.ctx.journal, "path", "?"))
+        settings = self.ctx.config.journal
+        if settings.keep_artifacts_days or settings.keep_messages_days:
+            from twisted.internet.task import LoopingCall
+            self.purging = LoopingCall(self.purge)
+            self.purging.clock = self.clock or self.ctx.reactor
+            self.purges = self.purging.start(self.purge_interval_s, now=True)
+        else:
+            log.info("journal retention off (journal.keep_artifacts_days = keep_messages_days = 0)")
+
+    @inlineCallbacks
+    def purge(self):
+        """One retention purge; logs its counts (never patient data). A failure is logged and
+        the next run goes on (the loop must not stop)."""
+        from bridge.journal.retention import cutoffs
+        artifacts_before, messages_before = cutoffs(self.ctx.config.journal, self.now())
+        try:
+            report = yield self.ctx.journal.purge(artifacts_before=artifacts_before,
+                                                  messages_before=messages_before)
+        except Exception as error:
+            log.error("journal purge failed: %s", error)
+            return None
+        log.info("journal retention: %s", report.summary())
+        return report
 
     def stopService(self):
         super().stopService()
+        if self.purging is not None and self.purging.running:
+            self.purging.stop()   # a batch under way finishes; the journal's close ends the run
         self.receiver.cancel_retries()
         d = self.receiver.drain()
         d.addCallback(lambda _: self.ctx.journal.close())

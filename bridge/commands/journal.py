@@ -1,4 +1,4 @@
-"""`fse-bridge journal list / show ID / export / resubmit ID / update-metadata ID --set K=V`.
+"""`fse-bridge journal list / show ID / export / resubmit ID / update-metadata ID --set K=V / purge`.
 
 interface.md, "Commands".
 
@@ -6,6 +6,11 @@ Reads the journal the configuration names (``journal.path`` under ``state_dir``)
 ``show`` finds an entry by its id, control id (MSH-10), document id or X-Cart-id.
 ``export`` writes CSV with the header
 ``time,control_id,message_type,state,document_id,operation,outcome,x_cart_id``.
+
+``purge`` applies the retention (``journal.keep_artifacts_days``,
+``keep_messages_days``, or ``--before DATE``) now, in short transactions: safe
+beside a running service (WAL, busy timeout). Purged content shows as
+"purged on DATE".
 
 ``update-metadata`` asks the running service to make the call (the status page's
 operator endpoint, bridge.web), so it waits for any correction or cancellation of
@@ -23,7 +28,8 @@ from pathlib import Path
 from bridge.commands._common import load_config
 from bridge.errors import BridgeError
 
-HELP = "list, show, export or resubmit journaled messages; update a published document's metadata"
+HELP = ("list, show, export or resubmit journaled messages; update a published document's metadata; "
+        "purge old content")
 
 #: How long update-metadata waits for the running service (which may first wait for the accession's lock).
 SERVICE_TIMEOUT_S = 300.0
@@ -61,6 +67,12 @@ def add_arguments(parser) -> None:
     update.add_argument("--timeout", type=float, default=SERVICE_TIMEOUT_S, metavar="SECONDS",
                         help="how long to wait for the running service's answer (it waits for any "
                              f"publication of the same accession in progress; default {SERVICE_TIMEOUT_S:.0f})")
+    purge = action("purge", "empty the artifact contents and raw messages older than the retention "
+                   "(journal.keep_artifacts_days, keep_messages_days) and print what went")
+    purge.add_argument("--dry-run", action="store_true", help="only count what would go")
+    purge.add_argument("--before", metavar="DATE", type=_date,
+                       help="purge what is older than DATE (YYYY-MM-DD, or an ISO 8601 time; UTC unless "
+                            "it says otherwise) instead of the configured retention")
 
 
 def open_store(args):
@@ -76,7 +88,7 @@ def run(args) -> int:
         return _update_metadata(args)
     store = open_store(args)
     try:
-        actions = {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit}
+        actions = {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit, "purge": _purge}
         return actions[args.action](store, args)
     finally:
         store.close()
@@ -110,13 +122,18 @@ def _show(store, args) -> int:
         for t in store.transitions(e.id):
             print(f"    {t.at}  {t.state}  {t.detail}".rstrip())
         for a in store.artifacts(e.id):
-            print(f"  artifact: {a.stage}/{a.name} ({len(a.content)} bytes, {a.at})")
+            if a.purged_at:
+                print(f"  artifact: {a.stage}/{a.name} (purged on {a.purged_at[:10]}, made {a.at})")
+            else:
+                print(f"  artifact: {a.stage}/{a.name} ({len(a.content)} bytes, {a.at})")
         for c in store.gateway_calls(e.id):
             print(f"  gateway call {c.id}: {c.operation} {c.document_id or ''} {c.state} "
                   f"HTTP {c.http_status or '-'} X-Cart-id {c.x_cart_id or '-'} at {c.at}")
         if e.ack:
             print("  ack: " + e.ack.decode(e.charset or "iso-8859-1", "replace").replace("\r", "\n       ").rstrip())
-        if args.raw:
+        if e.purged_at:
+            print(f"  message: purged on {e.purged_at[:10]}")
+        elif args.raw:
             print("  message: " + e.raw.decode(e.charset or "iso-8859-1", "replace")
                   .replace("\r", "\n           ").rstrip())
     return 0
@@ -140,10 +157,40 @@ def _resubmit(store, args) -> int:
     found = _find_one(store, args.key)
     if len(found) > 1:
         raise BridgeError(f"{args.key!r} matches entries {', '.join(str(e.id) for e in found)}: give the id")
+    if found[0].purged_at:
+        raise BridgeError(f"entry {found[0].id}: the message was purged on {found[0].purged_at[:10]}; "
+                          "ask the sender to send it again")
     store.begin()
     entry = store.resubmit(found[0].id)
     store.commit()
     print(f"entry {entry.id} journaled from entry {found[0].id}; the service processes it at its next start")
+    return 0
+
+
+def _date(text: str):
+    """``--before``: a date (midnight UTC) or an ISO 8601 time (UTC when it names no offset)."""
+    import datetime
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD) or ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
+def _purge(store, args) -> int:
+    """Now, in batches; the same rules as the service's daily purge (bridge.journal.retention)."""
+    from bridge.journal.retention import cutoffs
+    if args.before is not None:
+        if args.before > store.clock():
+            raise BridgeError(f"--before {args.before.isoformat()} is in the future")
+        artifacts_before = messages_before = args.before
+    else:
+        artifacts_before, messages_before = cutoffs(load_config(args).journal, store.clock())
+    report = store.purge(artifacts_before=artifacts_before, messages_before=messages_before, dry_run=args.dry_run)
+    print(report.summary())
+    if not args.dry_run and report.bytes:
+        print("the file keeps its size: later writes reuse the space; to give it back to the disk, "
+              "stop the service and run VACUUM on the journal")
     return 0
 
 
