@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def add_arguments(parser) -> None:
     purge.add_argument("--before", metavar="DATE", type=_date,
                        help="purge what is older than DATE (YYYY-MM-DD, or an ISO 8601 time; UTC unless "
                             "it says otherwise) instead of the configured retention")
+    purge.add_argument("--vacuum", action="store_true",
+                       help="then give the free space back to the disk (VACUUM): only with the service "
+                            "stopped, and free disk as large as the journal")
 
 
 def open_store(args):
@@ -180,6 +184,8 @@ def _date(text: str):
 def _purge(store, args) -> int:
     """Now, in batches; the same rules as the service's daily purge (bridge.journal.retention)."""
     from bridge.journal.retention import cutoffs
+    if args.vacuum and not args.dry_run:
+        _refuse_if_service_runs(load_config(args))
     if args.before is not None:
         if args.before > store.clock():
             raise BridgeError(f"--before {args.before.isoformat()} is in the future")
@@ -188,10 +194,39 @@ def _purge(store, args) -> int:
         artifacts_before, messages_before = cutoffs(load_config(args).journal, store.clock())
     report = store.purge(artifacts_before=artifacts_before, messages_before=messages_before, dry_run=args.dry_run)
     print(report.summary())
-    if not args.dry_run and report.bytes:
+    if args.vacuum and not args.dry_run:
+        size = Path(store.path).stat().st_size
+        try:
+            store.vacuum()
+        except sqlite3.Error as error:
+            raise BridgeError(f"VACUUM of {store.path} failed ({error}): the journal is as it was") from None
+        print(f"journal file {size / 1e6:.1f} MB, now {Path(store.path).stat().st_size / 1e6:.1f} MB")
+    elif not args.dry_run and report.bytes:
         print("the file keeps its size: later writes reuse the space; to give it back to the disk, "
-              "stop the service and run VACUUM on the journal")
+              "stop the service and run `fse-bridge journal purge --vacuum`")
     return 0
+
+
+def _refuse_if_service_runs(config) -> None:
+    """VACUUM holds the journal's write lock for as long as it rewrites the file: a running
+    service's writes would fail. The service is running when its status page (``web.url`` in
+    state_dir, written at start and removed at stop) accepts a connection."""
+    import socket
+    import urllib.parse
+
+    from bridge.web import URL_FILE
+
+    try:
+        url = urllib.parse.urlsplit((config.state_dir / URL_FILE).read_text().strip())
+        address = (url.hostname, url.port)
+    except (OSError, ValueError):
+        return
+    try:
+        with socket.create_connection(address, timeout=2):
+            pass
+    except OSError:
+        return   # a file left behind by a killed service
+    raise BridgeError(f"the service is running (status page at {url.geturl()}): stop it before --vacuum")
 
 
 def _update_metadata(args) -> int:

@@ -338,6 +338,18 @@ class SqliteStore:
                 raise
         return report
 
+    def vacuum(self) -> None:
+        """Rewrite the file without its free pages (``VACUUM``), then empty the WAL into it.
+
+        Holds the write lock throughout and needs free disk as large as the file: for an
+        operator, with the service stopped. The service never does it: free pages are
+        reused by later writes, so a journal purged every day stops growing anyway.
+        """
+        if self.db.in_transaction:
+            raise RuntimeError("VACUUM cannot run inside a transaction")
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     # -- helpers -------------------------------------------------------------
 
     def _entry(self, sql: str, params: tuple) -> Entry | None:

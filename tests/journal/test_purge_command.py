@@ -96,7 +96,7 @@ def test_purge_with_the_configured_retention(tmp_path, journal, capsys):
     config = write_config(tmp_path)
     code, out = run(capsys, "journal", "purge", "--config", str(config))
     assert code == 0 and out.out.startswith("purged 6 artifact(s) (")
-    assert "the raw bytes of 2 message(s)" in out.out and "stop the service and run VACUUM" in out.out
+    assert "the raw bytes of 2 message(s)" in out.out and "stop the service and run `fse-bridge journal purge --vacuum`" in out.out
     assert contents(journal) == {
         "OLD": (True, ["route.json", "submission.json"]), "GONE": (True, []),
         "YOUNG": (False, ["route.json", "cda.xml", "document.pdf", "submission.json"]), "OPEN": (False, [])}
@@ -143,6 +143,28 @@ def test_show_and_resubmit_of_a_purged_entry(tmp_path, journal, capsys):
     assert "message: MSH|" in out.out and "ROSSI" in out.out and "purged" not in out.out
     code, out = run(capsys, "journal", "resubmit", "OLD", "--config", str(config))
     assert code == 1 and f"purged on {today}; ask the sender to send it again" in out.err
+
+
+def test_vacuum_gives_the_space_back(tmp_path, journal, capsys):
+    config = write_config(tmp_path)
+    (tmp_path / "web.url").write_text("http://127.0.0.1:9/\n")   # left by a killed service: nobody listens
+    size = journal.stat().st_size
+    code, out = run(capsys, "journal", "purge", "--vacuum", "--config", str(config))
+    assert code == 0 and out.out.startswith("purged 6 artifact(s)")
+    assert f"journal file {size / 1e6:.1f} MB, now " in out.out and "VACUUM" not in out.out
+    assert journal.stat().st_size < size - len(PDF)
+    assert contents(journal)["OLD"] == (True, ["route.json", "submission.json"])
+
+
+def test_vacuum_is_refused_while_the_service_runs(tmp_path, journal, capsys):
+    import socket
+    config = write_config(tmp_path)
+    before = contents(journal)
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        (tmp_path / "web.url").write_text(f"http://127.0.0.1:{listening.getsockname()[1]}/\n")
+        code, out = run(capsys, "journal", "purge", "--vacuum", "--config", str(config))
+    assert code == 1 and "the service is running (status page at http://127.0.0.1:" in out.err
+    assert "stop it before --vacuum" in out.err and contents(journal) == before
 
 
 @pytest_twisted.inlineCallbacks
