@@ -201,7 +201,7 @@ def _purge(store, args) -> int:
         except sqlite3.Error as error:
             raise BridgeError(f"VACUUM of {store.path} failed ({error}): the journal is as it was") from None
         print(f"journal file {size / 1e6:.1f} MB, now {Path(store.path).stat().st_size / 1e6:.1f} MB")
-    elif not args.dry_run and report.bytes:
+    elif not args.dry_run and report.total_bytes:
         print("the file keeps its size: later writes reuse the space; to give it back to the disk, "
               "stop the service and run `fse-bridge journal purge --vacuum`")
     return 0

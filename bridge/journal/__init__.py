@@ -160,7 +160,7 @@ class PurgeReport:
     """Free space inside the database file afterwards (reused by later writes; VACUUM returns it)."""
 
     @property
-    def bytes(self) -> int:
+    def total_bytes(self) -> int:
         return self.artifact_bytes + self.message_bytes
 
     def plus(self, other: PurgeReport) -> PurgeReport:
@@ -183,7 +183,7 @@ class PurgeReport:
                          f"finished before {self.messages_before[:19]}Z")
         if not parts:
             return "retention is off: nothing to purge"
-        return (f"{verb} {' and '.join(parts)}; {_size(self.bytes)} in all; "
+        return (f"{verb} {' and '.join(parts)}; {_size(self.total_bytes)} in all; "
                 f"{_size(self.free_bytes)} free in the journal file")
 
 

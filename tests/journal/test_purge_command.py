@@ -96,7 +96,8 @@ def test_purge_with_the_configured_retention(tmp_path, journal, capsys):
     config = write_config(tmp_path)
     code, out = run(capsys, "journal", "purge", "--config", str(config))
     assert code == 0 and out.out.startswith("purged 6 artifact(s) (")
-    assert "the raw bytes of 2 message(s)" in out.out and "stop the service and run `fse-bridge journal purge --vacuum`" in out.out
+    assert "the raw bytes of 2 message(s)" in out.out
+    assert "stop the service and run `fse-bridge journal purge --vacuum`" in out.out
     assert contents(journal) == {
         "OLD": (True, ["route.json", "submission.json"]), "GONE": (True, []),
         "YOUNG": (False, ["route.json", "cda.xml", "document.pdf", "submission.json"]), "OPEN": (False, [])}

@@ -169,7 +169,8 @@ def test_purge_empties_old_artifacts_and_raw_but_keeps_the_entry(store, clock):
     report = store.purge(artifacts_before=START + DAY, messages_before=START + DAY)
     assert report.artifacts == 4 and report.messages == 1
     assert report.artifact_bytes == len(PDF) + 1900 + 18 + len(b'{"document_id": "D1"}')
-    assert report.message_bytes == len(raw("C1")) and report.bytes == report.artifact_bytes + report.message_bytes
+    assert report.message_bytes == len(raw("C1"))
+    assert report.total_bytes == report.artifact_bytes + report.message_bytes
     after = store.get(entry.id)
     assert after.raw == b"" and after.purged_at == (START + 100 * DAY).isoformat(timespec="microseconds")
     # Metadata, ACK, transitions, the registry and the digest stay.
@@ -182,7 +183,7 @@ def test_purge_empties_old_artifacts_and_raw_but_keeps_the_entry(store, clock):
     assert report.free_bytes > len(PDF) // 2   # the PDF's pages are free inside the file
     # A second run finds nothing more.
     again = store.purge(artifacts_before=START + DAY, messages_before=START + DAY)
-    assert (again.artifacts, again.messages, again.bytes) == (0, 0, 0)
+    assert (again.artifacts, again.messages, again.total_bytes) == (0, 0, 0)
 
 
 def test_cut_offs_keep_what_is_younger(store, clock):
@@ -400,3 +401,23 @@ def test_async_purge_failure_fails_only_the_purge(tmp_path, clock, monkeypatch):
         yield journal.purge(artifacts_before=START, messages_before=START)
     assert (yield journal.admit(received("AFTER"))).kind is Admit.NEW
     yield journal.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_closing_the_journal_ends_a_purge_after_its_batch(tmp_path, clock, monkeypatch):
+    from twisted.internet import reactor
+    path = tmp_path / "journal.sqlite"
+    seed = SqliteStore(path, now=clock)
+    for n in range(5):
+        published_message(seed, f"S{n}")
+    seed.close()
+    monkeypatch.setattr(retention, "BATCH", 1)
+    clock.now = START + 400 * DAY
+    journal = SqliteJournal(path, reactor=reactor, now=clock)
+    purging = journal.purge(artifacts_before=clock.now, messages_before=clock.now)
+    yield journal.close()
+    report = yield purging
+    assert report.artifacts == 1 and report.messages == 0     # the batch under way, then no more
+    store = SqliteStore(path)
+    assert sum(a.purged_at is not None for e in store.entries() for a in store.artifacts(e.id)) == 1
+    store.close()
