@@ -310,8 +310,8 @@ class Receiver:
             if error is None and entry.msh10 and entry.resend_of is not None:
                 # A crash may have come between journaling a conflicting copy and its AE 205.
                 earlier = yield self.ctx.journal.find(entry.msh10)
-                if any(e.id < entry.id and e.msh4 == entry.msh4 and e.msh10 == entry.msh10 and e.raw != entry.raw
-                       for e in earlier):
+                if any(e.id < entry.id and e.msh4 == entry.msh4 and e.msh10 == entry.msh10
+                       and e.raw_sha256 != entry.raw_sha256 for e in earlier):
                     error = DuplicateControlId("control id already received with different content",
                                                location="MSH^1^10")
             if error is not None:

@@ -147,7 +147,7 @@ def entry_summary(entry) -> dict[str, Any]:
         "outcome": entry.outcome, "ack_code": entry.ack_code, "resend_of": entry.resend_of,
         "operation": entry.operation, "document_id": entry.document_id, "x_cart_id": entry.x_cart_id,
         "trace_id": entry.trace_id, "workflow_instance_id": entry.workflow_instance_id,
-        "error": redact(entry.error),
+        "error": redact(entry.error), "purged_at": entry.purged_at,
     }
 
 
@@ -194,8 +194,13 @@ def message_detail(journal, key: str):
     body = entry_summary(entry)
     body["transitions"] = [{"state": t.state, "at": t.at, "detail": redact(t.detail)} for t in transitions]
     body["gateway_calls"] = [call_summary(c) for c in calls]
-    body["artifacts"] = [{"stage": a.stage, "name": a.name, "at": a.at, "bytes": len(a.content)}
+    # Retention (bridge.journal.retention) empties contents, never the rows: say so.
+    body["artifacts"] = [{"stage": a.stage, "name": a.name, "at": a.at,
+                          **({"purged": f"purged on {a.purged_at[:10]}"} if a.purged_at else
+                             {"bytes": len(a.content)})}
                          for a in artifacts]
+    if entry.purged_at:
+        body["message"] = f"purged on {entry.purged_at[:10]}"
     return 200, body
 
 

@@ -288,3 +288,36 @@ def test_healthz_is_503_while_no_worker_process_is_up(tmp_path):
         assert status == 503 and health["workers"]["up"] == 0 and health["workers"]["processes"] == 1
     finally:
         yield top.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_purged_message_says_so_instead_of_sizes(tmp_path):
+    """Retention empties contents, never rows: /messages/<id> says "purged on DATE"."""
+    import datetime
+
+    from twisted.internet import reactor
+
+    from bridge.journal import Received
+    from bridge.journal.sqlite import SqliteJournal
+    from bridge.web import message_detail
+
+    journal = SqliteJournal(tmp_path / "journal.sqlite", reactor=reactor)
+    try:
+        admission = yield journal.admit(Received(raw=make_oru("PG1").encode(), msh4="OSP", msh10="PG1",
+                                                 message_type="ORU^R01"))
+        entry_id = admission.entry.id
+        yield journal.add_artifact(entry_id, "render", "cda.xml", b"<ClinicalDocument/>")
+        yield journal.finish(entry_id, Outcome(code=AckCode.AA, text="done"), b"MSH|ack\r")
+        status, before = yield message_detail(journal, str(entry_id))
+        assert status == 200 and before["artifacts"][0]["bytes"] == 19 and "message" not in before
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+        report = yield journal.purge(artifacts_before=later, messages_before=later)
+        assert (report.artifacts, report.messages) == (1, 1)
+        status, after = yield message_detail(journal, str(entry_id))
+    finally:
+        yield journal.close()
+    today = after["purged_at"][:10]   # the purge's own day
+    assert status == 200 and after["message"] == f"purged on {today}"
+    assert after["artifacts"][0] == {"stage": "render", "name": "cda.xml", "at": before["artifacts"][0]["at"],
+                                     "purged": f"purged on {today}"}
+    assert after["purged_at"].startswith(today) and after["control_id"] == "PG1"

@@ -35,6 +35,8 @@ CREATE INDEX messages_unfinished ON messages (outcome) WHERE outcome IS NULL;
 CREATE INDEX messages_document ON messages (document_id);
 CREATE INDEX messages_x_cart ON messages (x_cart_id);
 CREATE INDEX messages_unpurged ON messages (updated_at) WHERE purged_at IS NULL;
+-- /metrics counts from these alone (without them the counts read every raw message).
+CREATE INDEX messages_outcome_type ON messages (outcome, message_type);
 
 CREATE TABLE transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,6 +76,7 @@ CREATE TABLE gateway_calls (
 );
 CREATE INDEX gateway_calls_message ON gateway_calls (message_id);
 CREATE INDEX gateway_calls_x_cart ON gateway_calls (x_cart_id);
+CREATE INDEX gateway_calls_operation_status ON gateway_calls (operation, http_status);
 
 CREATE TABLE documents (
     structure TEXT NOT NULL,
@@ -91,6 +94,7 @@ CREATE TABLE documents (
 );
 CREATE INDEX documents_document_id ON documents (document_id);
 CREATE INDEX documents_message ON documents (message_id);
+CREATE INDEX documents_state_type ON documents (state, doc_type);
 
 CREATE TABLE counters (
     name TEXT PRIMARY KEY,
