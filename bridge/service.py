@@ -28,6 +28,7 @@ from typing import Any, Callable
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -39,6 +40,8 @@ from bridge.config import Config
 from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge
 from bridge.hl7 import Header, default_header, read_header, split_batch
 from bridge.journal import Admit, Entry, Journal, Received
+from bridge.journal.retention import cutoffs
+from bridge.journal.sqlite import utc_now
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 from bridge.stages import Stages
@@ -390,7 +393,6 @@ class JournalService(service.Service):
         self.receiver = receiver
         self.open_journal = open_journal
         self.clock = clock
-        from bridge.journal.sqlite import utc_now
         self.now = now or utc_now
         self.purging = None
         self.purges: Deferred | None = None
@@ -402,7 +404,6 @@ class JournalService(service.Service):
         log.info("journal at %s", getattr(self.ctx.journal, "path", "?"))
         settings = self.ctx.config.journal
         if settings.keep_artifacts_days or settings.keep_messages_days:
-            from twisted.internet.task import LoopingCall
             self.purging = LoopingCall(self.purge)
             self.purging.clock = self.clock or self.ctx.reactor
             self.purges = self.purging.start(self.purge_interval_s, now=True)
@@ -413,7 +414,6 @@ class JournalService(service.Service):
     def purge(self):
         """One retention purge; logs its counts (never patient data). A failure is logged and
         the next run goes on (the loop must not stop)."""
-        from bridge.journal.retention import cutoffs
         artifacts_before, messages_before = cutoffs(self.ctx.config.journal, self.now())
         try:
             report = yield self.ctx.journal.purge(artifacts_before=artifacts_before,
