@@ -323,6 +323,34 @@ class Receiver:
                 continue
             yield self.process(entry, analysis, header)
 
+    def resubmit(self, entry_id: int) -> Deferred:
+        """``journal resubmit`` through the running service: journal entry *entry_id*'s bytes
+        again as a new entry (``resend_of`` it) and process it now, as :meth:`resume` would at
+        the next start. A Deferred of the new entry as finished (outcome, ACK, document id).
+
+        In flight from the call on, so a stop waits for it. Fails with KeyError (no such entry)
+        or ValueError (its message was purged) before anything is journaled.
+        """
+        d = self._resubmit(entry_id)
+        self._in_flight.add(d)
+        d.addBoth(self._done, d)
+        return d
+
+    @inlineCallbacks
+    def _resubmit(self, entry_id: int):
+        journal = self.ctx.journal
+        entry = yield journal.resubmit(entry_id)
+        log.info("entry %d journaled from entry %d by the operator: processing it", entry.id, entry_id)
+        header = read_header(entry.raw, self._default_charset) or default_header()
+        analysis, error = yield self._analysed(self._analyse(entry.raw))
+        if error is not None:
+            outcome = Outcome.from_error(error)
+            yield journal.finish(entry.id, outcome, answer.build_ack(header, outcome, now=self._stamp()))
+        else:
+            yield self.process(entry, analysis, header)
+        # Read after the outcome's write was queued: the journal applies operations in order.
+        return (yield journal.get(entry.id))
+
     def cancel_retries(self) -> None:
         """On stop: the scheduled retries' entries stay unfinished; the next start resumes them."""
         for call in self._retries.values():

@@ -26,6 +26,11 @@ races a correction or cancellation the service is processing. It needs
 ``Authorization: Bearer <token>``: at start the service writes a new random token
 to ``<state_dir>/operator.token`` (mode 0600, readable only by the service's
 user) and the page's address to ``<state_dir>/web.url``; both go at stop.
+
+A second one, for ``fse-bridge journal resubmit``: ``POST /operator/resubmit`` with
+``{"target": ID}`` journals the entry's bytes again as a new entry and has the service's
+Receiver process it at once (:meth:`bridge.service.Receiver.resubmit`); it answers once
+processed with the new entry, its outcome, the ACK's MSA-1/MSA-3 and what was published.
 """
 
 from __future__ import annotations
@@ -330,7 +335,7 @@ class MessagesResource(resource.Resource):
 
 class StatusPage(resource.Resource):
     """``/``: the HTML page; children ``healthz``, ``messages``, ``metrics`` and, given an *operator*
-    endpoint, ``operator/metadata``."""
+    endpoint, ``operator/metadata`` and ``operator/resubmit``."""
 
     def __init__(self, ctx, listener=None, operator: OperatorEndpoint | None = None):
         super().__init__()
@@ -341,6 +346,7 @@ class StatusPage(resource.Resource):
         if operator is not None:
             folder = resource.Resource()
             folder.putChild(b"metadata", MetadataResource(ctx, operator))
+            folder.putChild(b"resubmit", ResubmitResource(ctx, operator, listener))
             self.putChild(b"operator", folder)
 
     def getChild(self, path: bytes, request):
@@ -579,8 +585,10 @@ class OperatorEndpoint:
         return d
 
 
-def read_operator_request(body: bytes, content_type: str | None) -> tuple[str, list[str]]:
-    """``(target, settings)`` of a ``POST /operator/metadata`` body; InvalidValue naming the field."""
+def read_operator_body(body: bytes, content_type: str | None, fields: tuple[str, ...]) -> dict:
+    """The JSON object of an operator request whose fields are among *fields*, with a valid
+    ``target``; InvalidValue naming the field (``body`` when it is not such an object)."""
+    names = " and ".join(fields)
     if not (content_type or "").split(";")[0].strip().lower() == "application/json":
         raise InvalidValue("body: expected JSON (Content-Type: application/json)")
     if len(body) > MAX_OPERATOR_BODY:
@@ -590,17 +598,28 @@ def read_operator_request(body: bytes, content_type: str | None) -> tuple[str, l
     except (UnicodeDecodeError, ValueError):
         raise InvalidValue("body: not JSON") from None
     if not isinstance(data, dict):
-        raise InvalidValue("body: expected a JSON object with target and settings")
-    unknown = sorted(set(data) - {"target", "settings"})
+        raise InvalidValue(f"body: expected a JSON object with {names}")
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise InvalidValue(f"{unknown[0]}: unknown field (expected target and settings)")
+        raise InvalidValue(f"{unknown[0]}: unknown field (expected {names})")
     target = data.get("target")
     if not isinstance(target, (str, int)) or isinstance(target, bool) or not str(target).strip():
         raise InvalidValue("target: expected a journal entry id, control id, document id or X-Cart-id")
+    return data | {"target": str(target).strip()}
+
+
+def read_operator_request(body: bytes, content_type: str | None) -> tuple[str, list[str]]:
+    """``(target, settings)`` of a ``POST /operator/metadata`` body; InvalidValue naming the field."""
+    data = read_operator_body(body, content_type, ("target", "settings"))
     settings = data.get("settings")
     if not isinstance(settings, list) or not settings or not all(isinstance(v, str) for v in settings):
         raise InvalidValue('settings: expected a non-empty list of "KEY=VALUE" strings')
-    return str(target).strip(), settings
+    return data["target"], settings
+
+
+def read_resubmit_request(body: bytes, content_type: str | None) -> str:
+    """The target of a ``POST /operator/resubmit`` body; InvalidValue naming the field."""
+    return read_operator_body(body, content_type, ("target",))["target"]
 
 
 def metadata_answer(call: pipeline.MetadataCall) -> tuple[int, dict]:
@@ -626,10 +645,12 @@ def _refusal(failure) -> tuple[int, dict]:
     return status, {"error": error.message} | ({"field": "settings"} if status == 400 else {})
 
 
-class MetadataResource(resource.Resource):
-    """``POST /operator/metadata``: one metadata update through the running service."""
+class OperatorResource(resource.Resource):
+    """An operator action: ``POST`` only, with the operator token (403 without it, checked
+    first so that nothing is said to a caller without it; 405 for another method)."""
 
     isLeaf = True
+    path = "/operator"
 
     def __init__(self, ctx, operator: OperatorEndpoint):
         super().__init__()
@@ -645,20 +666,123 @@ class MetadataResource(resource.Resource):
             request.setHeader(b"Allow", b"POST")
             return self._now(request, 405, {"error": "method: only POST"})
         request.content.seek(0)
-        body = request.content.read(MAX_OPERATOR_BODY + 1)
         try:
-            target, settings = read_operator_request(body, request.getHeader("content-type"))
+            d = self.act(request.content.read(MAX_OPERATOR_BODY + 1), request.getHeader("content-type"))
         except InvalidValue as error:
             return self._now(request, 400, {"error": error.message, "field": error.message.split(":")[0]})
-        if getattr(self.ctx, "publisher", None) is None or self.ctx.journal is None:
-            return self._now(request, 503, {"error": "this service publishes no documents"})
-        d = self.operator.track(pipeline.update_metadata(self.ctx, target, settings))
-        d.addCallbacks(metadata_answer, _refusal)
+        if isinstance(d, tuple):
+            return self._now(request, *d)
+        d = self.operator.track(d)
         d.addCallback(lambda answer: (answer[0], JSON, _json(answer[1])))
-        return _answer(request, d, what="/operator/metadata")
+        return _answer(request, d, what=self.path)
+
+    def act(self, body: bytes, content_type: str | None) -> defer.Deferred | tuple[int, dict]:
+        """A Deferred of ``(HTTP status, body)``, or at once ``(status, body)``; InvalidValue: 400."""
+        raise NotImplementedError
 
     def _now(self, request, status: int, body: dict):
-        return _answer(request, defer.succeed((status, JSON, _json(body))), what="/operator/metadata")
+        return _answer(request, defer.succeed((status, JSON, _json(body))), what=self.path)
+
+
+class MetadataResource(OperatorResource):
+    """``POST /operator/metadata``: one metadata update through the running service."""
+
+    path = "/operator/metadata"
+
+    def act(self, body, content_type):
+        target, settings = read_operator_request(body, content_type)
+        if getattr(self.ctx, "publisher", None) is None or self.ctx.journal is None:
+            return 503, {"error": "this service publishes no documents"}
+        return pipeline.update_metadata(self.ctx, target, settings).addCallbacks(metadata_answer, _refusal)
+
+
+class ResubmitResource(OperatorResource):
+    """``POST /operator/resubmit``: ``journal resubmit`` through the running service, which
+    journals the entry's bytes again and processes the new entry at once (its Receiver)."""
+
+    path = "/operator/resubmit"
+
+    def __init__(self, ctx, operator: OperatorEndpoint, listener):
+        super().__init__(ctx, operator)
+        self.listener = listener
+
+    def act(self, body, content_type):
+        target = read_resubmit_request(body, content_type)
+        receiver = getattr(self.listener, "receiver", None)
+        if receiver is None or self.ctx.journal is None:
+            return 503, {"error": "this service processes no messages"}
+        return resubmit(self.ctx.journal, receiver, target)
+
+
+@defer.inlineCallbacks
+def resubmit(journal, receiver, target: str):
+    """``(HTTP status, body)`` of an operator's resubmit of the entry *target* names (id,
+    control id, document id or X-Cart-id): 200 once the new entry is processed, whatever its
+    outcome (the body says it); 404 no such entry; 409 several entries, a purged message, or an
+    entry not finished yet (the service is processing it: a copy would run beside it)."""
+    found = yield journal.find(target)
+    if not found:
+        return _refused(404, f"no journal entry matches {target!r}")
+    if len(found) > 1:
+        ids = [e.id for e in found]
+        return _refused(409, f"{target!r} matches entries {', '.join(map(str, ids))}: give the id",
+                        matches=ids)
+    entry = found[0]
+    if entry.purged:
+        return _refused(409, f"entry {entry.id}: the message was purged on {entry.purged_at[:10]}; "
+                             "ask the sender to send it again")
+    if not entry.finished:
+        return _refused(409, f"entry {entry.id} is not finished yet (state {entry.state}): "
+                             "the service is processing it")
+    try:
+        new = yield receiver.resubmit(entry.id)
+    except KeyError:      # gone or purged since it was found
+        return _refused(404, f"no journal entry {entry.id}")
+    except ValueError as error:
+        return _refused(409, str(error))
+    status, body = resubmit_answer(new)
+    log.info("operator resubmit of entry %d: %s", entry.id,
+             f"entry {new.id} {new.outcome or 'unfinished'} {body['ack_code'] or ''}".rstrip())
+    return status, body
+
+
+def _refused(status: int, error: str, **extra) -> tuple[int, dict]:
+    log.info("operator resubmit refused (HTTP %d): %s", status, error)
+    return status, {"error": error, **extra}
+
+
+def resubmit_answer(entry) -> tuple[int, dict]:
+    """``(200, body)`` for an entry resubmitted and processed: its outcome, the ACK's MSA-1 and
+    MSA-3, and what was published (never the message itself; fiscal codes masked)."""
+    code, text = ack_fields(entry.ack, entry.charset)
+    text = redact(text)
+    summary = f"entry {entry.id} (resubmitted from entry {entry.resend_of}): " + (
+        f"{entry.outcome} {text or ''}".rstrip() if entry.outcome else "not finished (see the service log)")
+    if entry.document_id:
+        summary += f"; document {entry.document_id}"
+        if entry.operation:
+            summary += f" ({entry.operation})"
+    if entry.x_cart_id:
+        summary += f"; X-Cart-id {entry.x_cart_id}"
+    return 200, {"entry": entry.id, "resend_of": entry.resend_of, "state": entry.state,
+                 "outcome": entry.outcome, "ack_code": code, "ack_text": text,
+                 "document_id": entry.document_id, "operation": entry.operation,
+                 "x_cart_id": entry.x_cart_id, "summary": summary}
+
+
+def ack_fields(ack: bytes | None, charset: str | None) -> tuple[str | None, str | None]:
+    """MSA-1 and MSA-3 of an ACK (None when there is none)."""
+    if not ack:
+        return None, None
+    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA") and len(segment) > 4:
+            try:
+                text = segment.decode(charset or "iso-8859-1", "replace")
+            except LookupError:   # a codec this Python does not know: the ASCII parts still read
+                text = segment.decode("iso-8859-1")
+            fields = text.split(segment[3:4].decode("latin-1"))
+            return (fields[1] or None), (fields[3] if len(fields) > 3 else "") or None
+    return None, None
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
@@ -702,7 +826,8 @@ class _QuietSite(server.Site):
 
 
 class WebService(service.Service):
-    """The status page on ``[web]`` host/port. *listener*: the MLLP service (for /healthz).
+    """The status page on ``[web]`` host/port. *listener*: the MLLP service (for /healthz; its
+    ``receiver`` processes ``/operator/resubmit``).
 
     In makeService, after the MLLP listener: ``WebService(ctx, top.listener).setServiceParent(top)``.
     """

@@ -16,6 +16,11 @@ beside a running service (WAL, busy timeout). Purged content shows as
 operator endpoint, bridge.web), so it waits for any correction or cancellation of
 the same accession the service is processing; with no service running (no
 ``web.url`` in ``state_dir``, or nobody listening there) it calls the gateway itself.
+
+``resubmit`` journals an entry's bytes again as a new entry (``resend_of`` it). With the
+service running, the service does it and processes the new entry at once; the command
+prints the outcome and exits 0 when it is AA, else 1. With no service running, the entry
+is journaled from here and processed at the service's next start.
 """
 
 from __future__ import annotations
@@ -55,8 +60,12 @@ def add_arguments(parser) -> None:
     show.add_argument("--raw", action="store_true", help="also print the message itself (patient data!)")
     export = action("export", "all entries as CSV")
     export.add_argument("--out", metavar="FILE", help="write here instead of standard output")
-    resubmit = action("resubmit", "journal the entry's bytes again as a new entry, processed at the next start")
-    resubmit.add_argument("key")
+    resubmit = action("resubmit", "journal the entry's bytes again as a new entry and have the running service "
+                      "process it now (no service running: it processes it at its next start)")
+    resubmit.add_argument("key", help="journal entry id, control id, document id or X-Cart-id")
+    resubmit.add_argument("--timeout", type=float, default=SERVICE_TIMEOUT_S, metavar="SECONDS",
+                          help="how long to wait for the running service to process it "
+                               f"(default {SERVICE_TIMEOUT_S:.0f})")
     update = action("update-metadata", "update a published document's metadata at the gateway "
                     "(PUT documents/{id}/metadata)")
     update.add_argument("key", help="journal entry id, control id, document id or X-Cart-id")
@@ -90,9 +99,11 @@ def open_store(args):
 def run(args) -> int:
     if args.action == "update-metadata":
         return _update_metadata(args)
+    if args.action == "resubmit":
+        return _resubmit(args)
     store = open_store(args)
     try:
-        actions = {"list": _list, "show": _show, "export": _export, "resubmit": _resubmit, "purge": _purge}
+        actions = {"list": _list, "show": _show, "export": _export, "purge": _purge}
         return actions[args.action](store, args)
     finally:
         store.close()
@@ -157,17 +168,33 @@ def _export(store, args) -> int:
     return 0
 
 
-def _resubmit(store, args) -> int:
-    found = _find_one(store, args.key)
+def _resubmit(args) -> int:
+    """Processed now by the running service if there is one, else journaled for its next start."""
+    config = load_config(args)
+    answer = _ask_service(config, "resubmit", {"target": args.key}, timeout=args.timeout, what="resubmit",
+                          meanwhile="the new entry may still be processed")
+    if answer is not None:
+        print(answer["summary"])
+        return 0 if answer["outcome"] == "AA" else 1
+    store = open_store(args)
+    try:
+        return _resubmit_for_next_start(store, args.key)
+    finally:
+        store.close()
+
+
+def _resubmit_for_next_start(store, key: str) -> int:
+    found = _find_one(store, key)
     if len(found) > 1:
-        raise BridgeError(f"{args.key!r} matches entries {', '.join(str(e.id) for e in found)}: give the id")
+        raise BridgeError(f"{key!r} matches entries {', '.join(str(e.id) for e in found)}: give the id")
     if found[0].purged_at:
         raise BridgeError(f"entry {found[0].id}: the message was purged on {found[0].purged_at[:10]}; "
                           "ask the sender to send it again")
     store.begin()
     entry = store.resubmit(found[0].id)
     store.commit()
-    print(f"entry {entry.id} journaled from entry {found[0].id}; the service processes it at its next start")
+    print(f"entry {entry.id} journaled from entry {found[0].id}; no service is running: it processes "
+          "the entry at its next start")
     return 0
 
 
@@ -232,7 +259,8 @@ def _refuse_if_service_runs(config) -> None:
 def _update_metadata(args) -> int:
     """Through the running service if there is one, else in this process."""
     config = load_config(args)
-    answer = _ask_service(config, args.key, args.settings, timeout=args.timeout)
+    answer = _ask_service(config, "metadata", {"target": args.key, "settings": args.settings},
+                          timeout=args.timeout, what="update", meanwhile="the update may still be made")
     if answer is not None:
         return _print_call(answer)
     store = open_store(args)
@@ -250,12 +278,15 @@ def _print_call(answer: dict) -> int:
     return 0 if answer["ok"] else 1
 
 
-def _ask_service(config, target: str, settings: list[str], *, timeout: float) -> dict | None:
-    """The running service's answer (bridge.web.metadata_answer), or None when no service runs.
+def _ask_service(config, action: str, payload: dict, *, timeout: float, what: str,
+                 meanwhile: str) -> dict | None:
+    """The running service's answer to ``POST /operator/<action>`` with the JSON *payload*
+    (bridge.web.metadata_answer, resubmit_answer), or None when no service runs.
 
     No service: no ``web.url`` or token in state_dir, or nobody listening at the URL (a
-    service killed leaves them behind). A service that answers but refuses is a BridgeError:
-    the update must not then be made behind its back.
+    service killed leaves them behind). A service that answers but refuses is a BridgeError
+    (*what* names the request): it must not then be carried out behind its back. *meanwhile*:
+    what may still happen when the answer does not come in *timeout* seconds.
     """
     import json
     import urllib.error
@@ -272,8 +303,7 @@ def _ask_service(config, target: str, settings: list[str], *, timeout: float) ->
         raise BridgeError(f"a service is running but its operator token is not readable "
                           f"({error.strerror}): run this as the service's user") from None
     request = urllib.request.Request(
-        url + "operator/metadata", method="POST",
-        data=json.dumps({"target": target, "settings": settings}).encode(),
+        url + f"operator/{action}", method="POST", data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     # Never through a proxy: the service is on this host.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -290,7 +320,7 @@ def _ask_service(config, target: str, settings: list[str], *, timeout: float) ->
         raise BridgeError(f"the running service at {url} did not answer: {error.reason}") from None
     except OSError as error:   # a timeout or a reset while waiting for the answer
         raise BridgeError(f"the running service at {url} did not answer ({error or type(error).__name__}): "
-                          "the update may still be made; see `journal show`") from None
+                          f"{meanwhile}; see `journal show`") from None
     try:
         answer = json.loads(body)
     except ValueError:
@@ -298,7 +328,7 @@ def _ask_service(config, target: str, settings: list[str], *, timeout: float) ->
     if not isinstance(answer, dict):
         raise BridgeError(f"the running service at {url} answered HTTP {status} without a JSON body")
     if "summary" not in answer:
-        raise BridgeError(f"the running service refused the update (HTTP {status}): "
+        raise BridgeError(f"the running service refused the {what} (HTTP {status}): "
                           f"{answer.get('error', 'no reason given')}")
     return answer
 

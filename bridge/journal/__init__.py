@@ -290,6 +290,10 @@ class Journal(Protocol):
     def unfinished(self) -> Deferred[list[Entry]]:
         """Entries journaled but without an outcome, oldest first (restart recovery)."""
 
+    def resubmit(self, message_id: int) -> Deferred[Entry]:
+        """Journal entry *message_id*'s bytes again as a new unfinished entry (``resend_of`` it);
+        fails with KeyError (no such entry) or ValueError (its message was purged)."""
+
     def purge(self, *, artifacts_before: datetime.datetime | None,
               messages_before: datetime.datetime | None, dry_run: bool = False) -> Deferred[PurgeReport]:
         """Retention: empty the artifact contents made before *artifacts_before* and the raw

@@ -609,6 +609,9 @@ class SqliteJournal:
     def unfinished(self) -> Deferred:
         return self._submit(self._store.unfinished)
 
+    def resubmit(self, message_id: int) -> Deferred:
+        return self._submit(self._store.resubmit, message_id)
+
     @inlineCallbacks
     def purge(self, *, artifacts_before: datetime.datetime | None, messages_before: datetime.datetime | None,
               dry_run: bool = False):
