@@ -741,8 +741,8 @@ def resubmit(journal, receiver, target: str):
     except ValueError as error:
         return _refused(409, str(error))
     status, body = resubmit_answer(new)
-    log.info("operator resubmit of entry %d: %s", entry.id,
-             f"entry {new.id} {new.outcome or 'unfinished'} {body['ack_code'] or ''}".rstrip())
+    log.info("operator resubmit of entry %d: entry %d, outcome %s, ACK %s", entry.id, new.id,
+             new.outcome or "none (see above)", body["ack_code"] or "none")
     return status, body
 
 

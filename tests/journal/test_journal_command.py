@@ -67,13 +67,25 @@ def test_export_csv(setup, capsys, tmp_path):
     assert target.read_text().splitlines()[0] == ",".join(rows[0])
 
 
-def test_resubmit_makes_an_unfinished_copy(setup, capsys, tmp_path):
+def test_resubmit_with_no_service_makes_an_unfinished_copy_for_the_next_start(setup, capsys, tmp_path):
     code, out = run(capsys, "journal", "resubmit", "J1", "--config", str(setup))
-    assert code == 0 and "entry 3 journaled from entry 1" in out.out
+    assert code == 0
+    assert out.out == "entry 3 journaled from entry 1; no service is running: it processes the entry at its next start\n"
     store = SqliteStore(tmp_path / "journal.sqlite")
     copy = store.get(3)
     assert copy.raw == store.get(1).raw and copy.resend_of == 1 and not copy.finished
     store.close()
+
+
+def test_resubmit_with_files_left_by_a_killed_service_journals_from_here(setup, capsys, tmp_path):
+    # A killed service leaves web.url and the token behind; nobody listens there.
+    (tmp_path / "web.url").write_text("http://127.0.0.1:9/\n")
+    (tmp_path / "operator.token").write_text("stale\n")
+    code, out = run(capsys, "journal", "resubmit", "2", "--config", str(setup))
+    assert code == 0 and out.out.startswith("entry 3 journaled from entry 2; no service is running")
+    # Refusals name the reason, as with a service.
+    code, out = run(capsys, "journal", "resubmit", "J2", "--config", str(setup))
+    assert code == 1 and "'J2' matches entries 2, 3: give the id" in out.err
 
 
 def test_missing_journal_is_a_clear_error(tmp_path, capsys):
