@@ -343,6 +343,14 @@ class Receiver:
         log.info("entry %d journaled from entry %d by the operator: processing it", entry.id, entry_id)
         header = read_header(entry.raw, self._default_charset) or default_header()
         analysis, error = yield self._analysed(self._analyse(entry.raw))
+        if error is None and entry.msh10:
+            # As resume() refuses a conflicting copy: other bytes under the same control id went
+            # before the entry resubmitted (it got AE 205), so its copy is refused the same way.
+            earlier = yield journal.find(entry.msh10)
+            if any(e.id < entry_id and e.msh4 == entry.msh4 and e.msh10 == entry.msh10
+                   and e.raw_sha256 != entry.raw_sha256 for e in earlier):
+                error = DuplicateControlId("control id already received with different content",
+                                           location="MSH^1^10")
         if error is not None:
             outcome = Outcome.from_error(error)
             yield journal.finish(entry.id, outcome, answer.build_ack(header, outcome, now=self._stamp()))

@@ -209,3 +209,22 @@ def test_an_entry_in_processing_is_409_and_a_stop_waits_for_a_resubmit(tmp_path)
         assert (store.get(2).outcome, store.get(2).resend_of) == ("AA", 1)
     finally:
         store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_copy_with_other_bytes_under_the_control_id_is_refused_as_at_a_restart(tmp_path):
+    """resume() refuses such a copy (AE 205); the service's resubmit does the same, not to the first."""
+    top, web = yield start(tmp_path, handler=answer_at_once)
+    try:
+        assert (yield exchange(top.mllp_port, make_oru("C1").encode()))[0] == "AA"
+        other = make_oru("C1", name="BIANCHI^LUCA").encode()
+        assert (yield exchange(top.mllp_port, other))[0] == "AE"
+        status, answer = yield resubmit(web.url, {"target": "2"}, token=token_of(tmp_path))
+        assert status == 200 and (answer["entry"], answer["outcome"], answer["ack_code"]) == (3, "AE", "AE")
+        assert answer["ack_text"] == "control id already received with different content"
+        assert "BIANCHI" not in json.dumps(answer)
+        # The first copy came before the other bytes: processed again as it was.
+        status, answer = yield resubmit(web.url, {"target": "1"}, token=token_of(tmp_path))
+        assert status == 200 and (answer["entry"], answer["outcome"]) == (4, "AA")
+    finally:
+        yield top.stopService()
