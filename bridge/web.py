@@ -650,7 +650,8 @@ class OperatorResource(resource.Resource):
     first so that nothing is said to a caller without it; 405 for another method)."""
 
     isLeaf = True
-    path = "/operator"
+    what = "/operator"
+    """The resource, as the log names it."""
 
     def __init__(self, ctx, operator: OperatorEndpoint):
         super().__init__()
@@ -674,20 +675,20 @@ class OperatorResource(resource.Resource):
             return self._now(request, *d)
         d = self.operator.track(d)
         d.addCallback(lambda answer: (answer[0], JSON, _json(answer[1])))
-        return _answer(request, d, what=self.path)
+        return _answer(request, d, what=self.what)
 
     def act(self, body: bytes, content_type: str | None) -> defer.Deferred | tuple[int, dict]:
         """A Deferred of ``(HTTP status, body)``, or at once ``(status, body)``; InvalidValue: 400."""
         raise NotImplementedError
 
     def _now(self, request, status: int, body: dict):
-        return _answer(request, defer.succeed((status, JSON, _json(body))), what=self.path)
+        return _answer(request, defer.succeed((status, JSON, _json(body))), what=self.what)
 
 
 class MetadataResource(OperatorResource):
     """``POST /operator/metadata``: one metadata update through the running service."""
 
-    path = "/operator/metadata"
+    what = "/operator/metadata"
 
     def act(self, body, content_type):
         target, settings = read_operator_request(body, content_type)
@@ -700,7 +701,7 @@ class ResubmitResource(OperatorResource):
     """``POST /operator/resubmit``: ``journal resubmit`` through the running service, which
     journals the entry's bytes again and processes the new entry at once (its Receiver)."""
 
-    path = "/operator/resubmit"
+    what = "/operator/resubmit"
 
     def __init__(self, ctx, operator: OperatorEndpoint, listener):
         super().__init__(ctx, operator)
