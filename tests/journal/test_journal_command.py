@@ -1,4 +1,4 @@
-"""`fse-bridge journal list / show / export / resubmit`."""
+"""`fse-bridge journal list / show / export / resubmit` (resubmit: with and without a running service)."""
 
 import csv
 import io
@@ -93,3 +93,32 @@ def test_missing_journal_is_a_clear_error(tmp_path, capsys):
     path.write_text(to_toml(config_table(tmp_path)))
     code, out = run(capsys, "journal", "list", "--config", str(path))
     assert code == 1 and "no journal at" in out.err
+
+
+def test_resubmit_through_the_running_service_process(tmp_path):
+    """`fse-bridge serve` in its own process, the CLI in another: the service processes the copy
+    at once; stopped, the CLI journals the copy for its next start."""
+    import os
+    import subprocess
+    import sys
+
+    from fse_helpers import CHECKOUT
+    if str(CHECKOUT / "tests" / "service") not in sys.path:
+        sys.path.insert(0, str(CHECKOUT / "tests" / "service"))
+    from mllp_server import MllpClient, ServerProcess, msa_fields, simulator_registry
+
+    server = ServerProcess(tmp_path).start()
+    command = [sys.executable, "-m", "bridge", "journal", "resubmit", "1", "--config", str(server.config_path)]
+    try:
+        simulator_registry(tmp_path, faults=[{"operation": "create", "status": 400, "problem": "syntax"}])
+        with MllpClient(server.port) as client:
+            assert msa_fields(client.exchange((CHECKOUT / "examples" / "rad.hl7").read_bytes()))[0][0] == "AE"
+        done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith("entry 2 (resubmitted from entry 1): AA ") and "X-Cart-id" in done.stdout
+        assert [d for d in simulator_registry(tmp_path) if ".RAD." in d["id"]]
+    finally:
+        assert server.terminate() == 0, server.log()
+    assert "operator resubmit of entry 1: entry 2, outcome AA, ACK AA" in server.log()
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), check=False)
+    assert done.returncode == 0 and done.stdout.startswith("entry 3 journaled from entry 1; no service is running")
