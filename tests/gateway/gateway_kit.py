@@ -185,18 +185,30 @@ def simulator(config):
     handle.registry.close()
 
 
+#: The clients a test made (make_client), closed after it by ``close_clients``.
+_MADE: list[GatewayClient] = []
+
+
 def make_client(config, handle, sleep, sign_credential, **kwargs) -> GatewayClient:
-    return GatewayClient.from_config(config, sleep=sleep, base_url=handle.url,
+    made = GatewayClient.from_config(config, sleep=sleep, base_url=handle.url,
                                      sign_credential=sign_credential, **kwargs)
+    _MADE.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def close_clients():
+    """Each client's pooled connections closed after its test, on the running reactor, not
+    left to the garbage collector (whose ResourceWarnings then land in a later test)."""
+    yield
+    while _MADE:
+        made = _MADE.pop()
+        pytest_twisted.blockon(defer.Deferred.fromFuture(asyncio.ensure_future(made.aclose())))
 
 
 @pytest.fixture
 def client(config, simulator, fake_sleep, sign_credential):
-    gw = make_client(config, simulator, fake_sleep, sign_credential)
-    yield gw
-    # Its pooled connections closed now, on the running reactor, not left to the garbage
-    # collector (whose ResourceWarnings then land in whatever test runs next).
-    pytest_twisted.blockon(defer.Deferred.fromFuture(asyncio.ensure_future(gw.aclose())))
+    return make_client(config, simulator, fake_sleep, sign_credential)
 
 
 def submission(**overrides) -> Submission:
