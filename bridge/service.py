@@ -147,10 +147,7 @@ class Receiver:
 
     def handle_message(self, raw: bytes, peer: str) -> Deferred:
         """The ACK for one message; in flight (a stop waits for it) from its arrival on."""
-        d = self._handle_message(raw, peer)
-        self._in_flight.add(d)
-        d.addBoth(self._done, d)
-        return d
+        return self._track(self._handle_message(raw, peer))
 
     @inlineCallbacks
     def _handle_message(self, raw: bytes, peer: str):
@@ -223,7 +220,10 @@ class Receiver:
 
     def process(self, entry: Entry, analysis: Analysis, header: Header) -> Deferred:
         """Run the handler for a journaled entry; a Deferred of the ACK a resend would get."""
-        d = self._process(entry, analysis, header)
+        return self._track(self._process(entry, analysis, header))
+
+    def _track(self, d: Deferred) -> Deferred:
+        """*d* is work in flight until it fires: a stop waits for it (:meth:`drain`)."""
         self._in_flight.add(d)
         d.addBoth(self._done, d)
         return d
@@ -308,20 +308,29 @@ class Receiver:
         if entries:
             log.info("resuming %d journaled message(s) not finished before the last stop", len(entries))
         for entry in entries:
-            header = read_header(entry.raw, self._default_charset) or default_header()
-            analysis, error = yield self._analysed(self._analyse(entry.raw))
-            if error is None and entry.msh10 and entry.resend_of is not None:
-                # A crash may have come between journaling a conflicting copy and its AE 205.
-                earlier = yield self.ctx.journal.find(entry.msh10)
-                if any(e.id < entry.id and e.msh4 == entry.msh4 and e.msh10 == entry.msh10
-                       and e.raw_sha256 != entry.raw_sha256 for e in earlier):
-                    error = DuplicateControlId("control id already received with different content",
-                                               location="MSH^1^10")
-            if error is not None:
-                outcome = Outcome.from_error(error)
-                yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(header, outcome))
-                continue
-            yield self.process(entry, analysis, header)
+            # A crash may have come between journaling a conflicting copy and its AE 205.
+            yield self._again(entry, conflicts_before=entry.id if entry.resend_of is not None else None)
+
+    @inlineCallbacks
+    def _again(self, entry: Entry, *, conflicts_before: int | None):
+        """Process a journaled entry outside its arrival (a restart, an operator's resubmit).
+
+        *conflicts_before*: refuse it (AE 205) when other bytes under its control id were
+        journaled before that entry id, as they were refused when they came.
+        """
+        header = read_header(entry.raw, self._default_charset) or default_header()
+        analysis, error = yield self._analysed(self._analyse(entry.raw))
+        if error is None and entry.msh10 and conflicts_before is not None:
+            earlier = yield self.ctx.journal.find(entry.msh10)
+            if any(e.id < conflicts_before and e.msh4 == entry.msh4 and e.msh10 == entry.msh10
+                   and e.raw_sha256 != entry.raw_sha256 for e in earlier):
+                error = DuplicateControlId("control id already received with different content",
+                                           location="MSH^1^10")
+        if error is not None:
+            outcome = Outcome.from_error(error)
+            yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(header, outcome, now=self._stamp()))
+            return
+        yield self.process(entry, analysis, header)
 
     def resubmit(self, entry_id: int) -> Deferred:
         """``journal resubmit`` through the running service: journal entry *entry_id*'s bytes
@@ -331,31 +340,16 @@ class Receiver:
         In flight from the call on, so a stop waits for it. Fails with KeyError (no such entry)
         or ValueError (its message was purged) before anything is journaled.
         """
-        d = self._resubmit(entry_id)
-        self._in_flight.add(d)
-        d.addBoth(self._done, d)
-        return d
+        return self._track(self._resubmit(entry_id))
 
     @inlineCallbacks
     def _resubmit(self, entry_id: int):
         journal = self.ctx.journal
         entry = yield journal.resubmit(entry_id)
         log.info("entry %d journaled from entry %d by the operator: processing it", entry.id, entry_id)
-        header = read_header(entry.raw, self._default_charset) or default_header()
-        analysis, error = yield self._analysed(self._analyse(entry.raw))
-        if error is None and entry.msh10:
-            # As resume() refuses a conflicting copy: other bytes under the same control id went
-            # before the entry resubmitted (it got AE 205), so its copy is refused the same way.
-            earlier = yield journal.find(entry.msh10)
-            if any(e.id < entry_id and e.msh4 == entry.msh4 and e.msh10 == entry.msh10
-                   and e.raw_sha256 != entry.raw_sha256 for e in earlier):
-                error = DuplicateControlId("control id already received with different content",
-                                           location="MSH^1^10")
-        if error is not None:
-            outcome = Outcome.from_error(error)
-            yield journal.finish(entry.id, outcome, answer.build_ack(header, outcome, now=self._stamp()))
-        else:
-            yield self.process(entry, analysis, header)
+        # A copy of bytes that came after others under the same control id (and got AE 205)
+        # is refused the same way.
+        yield self._again(entry, conflicts_before=entry_id)
         # Read after the outcome's write was queued: the journal applies operations in order.
         return (yield journal.get(entry.id))
 
