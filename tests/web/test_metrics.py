@@ -5,7 +5,6 @@ from the real SQLite journal file on a connection of their own. The
 exposition text is parsed strictly (format 0.0.4) before its values are checked.
 """
 
-import json
 import os
 import re
 import socket

@@ -20,28 +20,16 @@ from bridge.publishing import PublishingService
 from bridge.simulator.server import Fault
 from bridge.web import TOKEN_FILE, URL_FILE
 from fse_helpers import CHECKOUT
-from .web_kit import answer_at_once, exchange, start
+from .web_kit import answer_at_once, exchange, operator_post, start
 
 LAB = (CHECKOUT / "examples" / "lab.hl7").read_bytes()
 CORRECTION = (CHECKOUT / "examples" / "lab-correction.hl7").read_bytes()
 P99 = ["attiCliniciRegoleAccesso=P99"]
 
 
-def post(url: str, body, *, token: str | None, content_type: str = "application/json",
-         method: str = "POST") -> defer.Deferred:
-    """``(status, JSON answer)`` of a request to the operator endpoint, in a thread."""
-    def blocking():
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        headers = {"Content-Type": content_type}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        request = urllib.request.Request(url + "operator/metadata", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-    return deferToThread(blocking)
+def post(url: str, body, **kwargs) -> defer.Deferred:
+    """``(status, JSON answer)`` of a request to ``/operator/metadata``, in a thread."""
+    return operator_post(url, "operator/metadata", body, **kwargs)
 
 
 @defer.inlineCallbacks

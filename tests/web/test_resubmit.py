@@ -7,8 +7,6 @@ scripts the simulator's faults); blocking clients, the CLI among them, run in th
 
 import datetime
 import json
-import urllib.error
-import urllib.request
 
 import pytest_twisted
 from twisted.internet import defer
@@ -21,26 +19,14 @@ from bridge.outcome import Outcome
 from bridge.simulator.server import Fault
 from fse_helpers import CHECKOUT, config_table, make_oru, to_toml
 from .test_operator import simulator_of, token_of, until
-from .web_kit import answer_at_once, exchange, start
+from .web_kit import answer_at_once, exchange, operator_post, start
 
 LAB = (CHECKOUT / "examples" / "lab.hl7").read_bytes()
 
 
-def resubmit(url: str, body, *, token: str | None, content_type: str = "application/json",
-             method: str = "POST") -> defer.Deferred:
+def resubmit(url: str, body, **kwargs) -> defer.Deferred:
     """``(status, JSON answer)`` of a request to ``/operator/resubmit``, in a thread."""
-    def blocking():
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        headers = {"Content-Type": content_type}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        request = urllib.request.Request(url + "operator/resubmit", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-    return deferToThread(blocking)
+    return operator_post(url, "operator/resubmit", body, **kwargs)
 
 
 def cli_in_thread(tmp_path, capsys, *argv) -> defer.Deferred:

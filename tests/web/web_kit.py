@@ -1,6 +1,7 @@
 """Helpers of the status page's tests: the service started in process, and blocking clients
 run in threads (the reactor must go on)."""
 
+import json
 import socket
 import urllib.error
 import urllib.request
@@ -60,4 +61,21 @@ def exchange(port: int, payload: bytes) -> defer.Deferred:
                 frames += list(decoder.feed(data))
         msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
         return msa.decode("utf-8").split("|")[1:4]
+    return deferToThread(blocking)
+
+
+def operator_post(url: str, path: str, body, *, token: str | None, content_type: str = "application/json",
+                  method: str = "POST") -> defer.Deferred:
+    """``(status, JSON answer)`` of a request to an operator endpoint (*path*), in a thread."""
+    def blocking():
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
     return deferToThread(blocking)
