@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import hmac
+import ipaddress
 import html
 import json
 import logging
@@ -658,6 +659,13 @@ class OperatorResource(resource.Resource):
         self.ctx, self.operator = ctx, operator
 
     def render(self, request):
+        client = getattr(request.getClientAddress(), "host", "")
+        if not same_host(client, getattr(request.getHost(), "host", "")):
+            # The token is read from state_dir, so the CLI runs on this host; the page may
+            # listen beyond it (for /metrics), over plain HTTP: operator actions never do.
+            log.warning("operator endpoint: a request from another host (%s) refused", client)
+            return self._now(request, 403, {"error": "forbidden: operator actions are taken from this "
+                                                     "host only"})
         if not self.operator.authorised(request):
             log.warning("operator endpoint: a request from %s without the operator token refused",
                         getattr(request.getClientAddress(), "host", "?"))
@@ -809,6 +817,17 @@ def _remove_if(path: Path, text: str) -> None:
             path.unlink()
     except OSError:
         pass
+
+
+def same_host(client: str, server: str) -> bool:
+    """Is a connection from *client* to our *server* address one from this host (loopback, or
+    from the very address it reached)?"""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback) or client == server
 
 
 def local_url(address) -> str:

@@ -248,3 +248,32 @@ def test_update_waits_for_a_publication_of_the_same_accession_in_flight(tmp_path
         assert not locks   # every lock released and forgotten
     finally:
         yield top.stopService()
+
+
+def test_operator_actions_come_from_this_host_only():
+    from bridge.web import same_host
+
+    assert same_host("127.0.0.1", "0.0.0.0") and same_host("127.0.0.2", "127.0.0.1")
+    assert same_host("::1", "::") and same_host("::ffff:127.0.0.1", "::")
+    assert same_host("10.1.2.3", "10.1.2.3")        # the CLI reached the page on its own address
+    assert not same_host("10.1.2.4", "10.1.2.3")    # another machine
+    assert not same_host("", "0.0.0.0") and not same_host("unix-socket", "x")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_request_from_another_host_is_refused_even_with_the_token():
+    from twisted.internet.address import IPv4Address
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from bridge.web import MetadataResource, OperatorEndpoint
+
+    operator = OperatorEndpoint("the-token")
+    request = DummyRequest([b""])
+    request.method = b"POST"
+    request.client = IPv4Address("TCP", "192.0.2.7", 40000)   # another machine
+    request.requestHeaders.setRawHeaders(b"authorization", [b"Bearer the-token"])
+    finished = request.notifyFinish()
+    MetadataResource(None, operator).render(request)   # refused before the service is asked
+    yield finished
+    assert request.responseCode == 403
+    assert b"from this host only" in b"".join(request.written)
