@@ -68,6 +68,8 @@ def running_simulator(tmp_path, pki):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_submit_create_then_delete_by_hand(running_simulator, tmp_path, package):
