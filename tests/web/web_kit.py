@@ -49,25 +49,18 @@ def get(url: str) -> defer.Deferred:
     return deferToThread(blocking)
 
 
-def open_exchange(port: int, payload: bytes):
-    """One blocking MLLP exchange on a connection left open: ``(socket, the ACK's MSA fields)``."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    s.sendall(frame(payload))
-    decoder, frames = MllpDecoder(), []
-    while not frames:
-        data = s.recv(65536)
-        assert data, "connection closed"
-        frames += list(decoder.feed(data))
-    msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
-    return s, msa.decode("utf-8").split("|")[1:4]
-
-
 def exchange(port: int, payload: bytes) -> defer.Deferred:
     """One MLLP exchange, in a thread; the ACK's MSA fields."""
     def blocking():
-        s, msa = open_exchange(port, payload)
-        s.close()
-        return msa
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.sendall(frame(payload))
+            decoder, frames = MllpDecoder(), []
+            while not frames:
+                data = s.recv(65536)
+                assert data, "connection closed"
+                frames += list(decoder.feed(data))
+        msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
+        return msa.decode("utf-8").split("|")[1:4]
     return deferToThread(blocking)
 
 
