@@ -71,7 +71,7 @@ class Template:
 
 
 def load_templates() -> list[Template]:
-    from bridge.hl7 import parse_message
+    from bridge.hl7.message import parse_message
 
     templates = []
     for name in EXAMPLES:
@@ -255,7 +255,7 @@ async def send_all(port: int, batches: list[list[bytes]], window: int = 1
                    ) -> tuple[list[float], list[float], dict[str, int]]:
     """Each batch on its own connection, at most *window* messages awaiting their ACK (1: the next
     message after the ACK); ACK latencies, ACK times (from the start) and non-AA codes."""
-    from bridge.receive import MllpDecoder, frame
+    from bridge.mllp.protocol import MllpDecoder, frame
 
     begin = time.perf_counter()
     latencies: list[float] = []
@@ -377,15 +377,16 @@ def print_run(result: RunResult) -> None:
 def cpu_per_document(templates: list[Template], rules_dir: Path | None, workdir: Path,
                      docs: int) -> list[tuple[str, dict[str, tuple[float, float]]]]:
     """(document type, {stage: (CPU s, wall s)}) for *docs* documents (the examples, cycled)."""
-    from bridge import certs, config as config_module, validate
-    from bridge.decide import decide
-    from bridge.hl7 import parse_message
-    from bridge.mapping import load_mappings, map_report
+    from bridge import certs, config as config_module
+    from bridge.cda import validate
+    from bridge.publish.plan import decide
+    from bridge.hl7.message import parse_message
+    from bridge.mapping.mapper import load_mappings, map_report
     from bridge.model import Action
-    from bridge.package import build_unsigned_pdf
-    from bridge.render import make_environment, render_cda
-    from bridge.route import load_routing, route
-    from bridge.sign import PdfSigner
+    from bridge.pdf.package import build_unsigned_pdf
+    from bridge.cda.render import make_environment, render_cda
+    from bridge.mapping.route import load_routing, route
+    from bridge.pdf.sign import PdfSigner
 
     mappings_dir = CHECKOUT / "mappings"
     config = config_module.from_dict({
@@ -473,7 +474,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-cpu", action="store_true", help="only the throughput runs")
     args = parser.parse_args(argv)
 
-    from bridge.rules import install_rules
+    from bridge.cda.rules import install_rules
 
     templates = load_templates()
     if args.workdir:

@@ -6,7 +6,7 @@ Each server runs in its own process; one asyncio client process drives it
 with N concurrent connections, each sending its share of the messages and
 waiting for every ACK before the next message (as an MLLP sender does).
 
-- fse-bridge: the service of ``fse-bridge serve`` (``bridge.service.makeService``)
+- fse-bridge: the service of ``fse-bridge serve`` (``bridge.service.tap.makeService``)
   on a temporary SQLite journal (WAL, synchronous=FULL: every message is on
   disk before its ACK), each message parsed by python-hl7 in the service's
   worker process (``--workers``), with a handler that answers AA once it is
@@ -77,14 +77,14 @@ MESSAGE = (
 def serve_bridge(port_file: Path, config_path: Path) -> None:
     """The fse-bridge service (MLLP listener, durable journal, ACK builder) with a handler that
     answers AA at once: the pipeline's stages have their own benchmarks."""
-    from bridge.service import install_asyncio_reactor
+    from bridge.service.tap import install_asyncio_reactor
     reactor = install_asyncio_reactor()
     from twisted.internet import defer
 
     from bridge import config as config_module
     from bridge.model import AckCode
     from bridge.outcome import Outcome
-    from bridge.service import makeService
+    from bridge.service.tap import makeService
 
     def received(ctx, entry, analysis):
         # The message was parsed (in the service's worker process) before this is called.

@@ -3,7 +3,7 @@
     python bench/bench_package.py [--docs 200] [--warmup 3] [--sample LAB|all]
 
 Documents are the official samples (../shared/reference/cda/samples), cycled.
-Steps as the service runs them (bridge.package): render = parse the CDA and
+Steps as the service runs them (bridge.pdf.package): render = parse the CDA and
 draw the report (reportlab); pdfa = open it with pikepdf and prepare PDF/A-3b;
 embed = attach cda.xml and write the PDF/A file; sign = PAdES B-B (pyHanko;
 RSA-2048 development key parsed once, the CMS from the signer's template built
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pikepdf
 
-from bridge import certs, package
-from bridge.sign import PdfSigner
+from bridge import certs
+from bridge.pdf import package
+from bridge.pdf.sign import PdfSigner
 
 SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "cda" / "samples"
 STEPS = ("render", "pdfa", "embed", "sign", "total")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from bridge.validate import load_rules, select_type, validate_cda
+from bridge.cda.validate import load_rules, select_type, validate_cda
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEFAULT_RULES = CHECKOUT / ".." / "shared" / "reference"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.receive import MllpDecoder, frame
+from bridge.mllp.protocol import MllpDecoder, frame
 
 # Test modules import these helpers as `fse_helpers`: several test folders have a
 # conftest.py of their own, so the module name "conftest" is not unique in a full run.

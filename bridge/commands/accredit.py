@@ -1,7 +1,7 @@
 """`fse-bridge accredit`: the Region's stage accreditation run (gateway.md section 9).
 
 Runs create, replace, metadata update and delete of one test document against
-the configured gateway (bridge.accredit), writes report.json, report.md (with
+the configured gateway (bridge.accredit.run), writes report.json, report.md (with
 the email draft for fseprivati@regione.toscana.it) and the artifacts to
 ``--out`` (default ``<state_dir>/accreditation/<UTC time>``), and prints one line
 per step with its X-Cart-id. Exit status: 0 all four OK, 1 a step not OK,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bridge import accredit
+from bridge.accredit import run as accredit
 from bridge.commands._common import load_config
 
 HELP = "the Region's stage accreditation run: create, replace, metadata, delete of a test document, and its report"

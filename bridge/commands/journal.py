@@ -13,7 +13,7 @@ beside a running service (WAL, busy timeout). Purged content shows as
 "purged on DATE".
 
 ``update-metadata`` asks the running service to make the call (the status page's
-operator endpoint, bridge.web), so it waits for any correction or cancellation of
+operator endpoint, bridge.web.site), so it waits for any correction or cancellation of
 the same accession the service is processing; with no service running (no
 ``web.url`` in ``state_dir``, or nobody listening there) it calls the gateway itself.
 
@@ -241,7 +241,7 @@ def _refuse_if_service_runs(config) -> None:
     import socket
     import urllib.parse
 
-    from bridge.web import URL_FILE
+    from bridge.web.site import URL_FILE
 
     try:
         url = urllib.parse.urlsplit((config.state_dir / URL_FILE).read_text().strip())
@@ -281,7 +281,7 @@ def _print_call(answer: dict) -> int:
 def _ask_service(config, action: str, payload: dict, *, timeout: float, what: str,
                  meanwhile: str) -> dict | None:
     """The running service's answer to ``POST /operator/<action>`` with the JSON *payload*
-    (bridge.web.metadata_answer, resubmit_answer), or None when no service runs.
+    (bridge.web.site.metadata_answer, resubmit_answer), or None when no service runs.
 
     No service: no ``web.url`` or token in state_dir, or nobody listening at the URL (a
     service killed leaves them behind). A service that answers but refuses is a BridgeError
@@ -292,7 +292,7 @@ def _ask_service(config, action: str, payload: dict, *, timeout: float, what: st
     import urllib.error
     import urllib.request
 
-    from bridge.web import TOKEN_FILE, URL_FILE
+    from bridge.web.site import TOKEN_FILE, URL_FILE
 
     try:
         url = (config.state_dir / URL_FILE).read_text().strip()
@@ -338,11 +338,11 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
     import asyncio
     import json
 
-    from bridge import metadata
+    from bridge.publish import metadata
     from bridge.gateway.client import GatewayClient, OutcomeClass
-    from bridge.pipeline import REQUEST_ARTIFACT, SUBMISSION_ROOT, MetadataCall, submission_record
-    from bridge.publishing import gateway_url
-    from bridge.web import metadata_answer
+    from bridge.publish.pipeline import REQUEST_ARTIFACT, SUBMISSION_ROOT, MetadataCall, submission_record
+    from bridge.publish.context import gateway_url
+    from bridge.web.site import metadata_answer
 
     found = _find_one(store, key)
     document_id = next((e.document_id for e in reversed(found) if e.document_id), None)
@@ -378,7 +378,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
             span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
             warning=attempt.warning, problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
     if result.outcome_class is OutcomeClass.PUBLISHED:
-        # What the gateway took: the next update starts from it (bridge.metadata.submission_for).
+        # What the gateway took: the next update starts from it (bridge.publish.metadata.submission_for).
         store.add_artifact(entry_id, metadata.APPLIED_STAGE, "submission.json",
                            json.dumps(submission_record(sub)).encode())
     store.commit()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bridge import certs, package
+from bridge import certs
+from bridge.pdf import package
 from bridge.commands._common import load_config
 from bridge.errors import BridgeError, ConfigError
-from bridge.sign import PdfSigner
+from bridge.pdf.sign import PdfSigner
 
 HELP = "render a CDA as a PDF/A-3b report with cda.xml embedded and sign it (PAdES B-B)"
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from bridge.commands._common import load_config
 from bridge.errors import MessageError, NotProcessable
-from bridge.hl7 import parse_message
-from bridge.identifiers import document_ids
-from bridge.mapping import load_mappings, map_report
+from bridge.hl7.message import parse_message
+from bridge.gateway.identifiers import document_ids
+from bridge.mapping.mapper import load_mappings, map_report
 from bridge.model import Action
-from bridge.render import make_environment, render_cda
-from bridge.route import load_routing, route
+from bridge.cda.render import make_environment, render_cda
+from bridge.mapping.route import load_routing, route
 
 HELP = "turn one HL7 ORU^R01 into its CDA and validate it, without sending"
 EXIT_FAILED = 1
@@ -87,7 +87,7 @@ def run(args) -> int:
 
 
 def _validate(xml: bytes, rules_dir: Path) -> int:
-    from bridge.validate import load_rules, validate_cda
+    from bridge.cda.validate import load_rules, validate_cda
 
     rules = load_rules(rules_dir)
     if rules is None:

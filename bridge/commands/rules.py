@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bridge.commands._common import load_config
-from bridge.rules import install_rules
+from bridge.cda.rules import install_rules
 
 HELP = "install the CDA XSD and official schematrons (folder, zip/tar archive or archive URL)"
 

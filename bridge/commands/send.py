@@ -15,8 +15,8 @@ from collections import deque
 from pathlib import Path
 
 from bridge.errors import BridgeError, ParseError
-from bridge.hl7 import parse_message, split_batch
-from bridge.receive import MllpDecoder, frame
+from bridge.hl7.message import parse_message, split_batch
+from bridge.mllp.protocol import MllpDecoder, frame
 
 HELP = "send HL7 files over MLLP and print each ACK (exit 0 only if all are AA/CA)"
 

@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     config = load_config(args)
     logging.getLogger().setLevel(config.logging.level)
-    from bridge.service import install_asyncio_reactor, makeService
+    from bridge.service.tap import install_asyncio_reactor, makeService
     reactor = install_asyncio_reactor()
     from twisted.logger import STDLibLogObserver, globalLogBeginner
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)

@@ -110,7 +110,8 @@ def run(args) -> int:
         raise ConfigError("gateway.base_url is 'embedded': start `fse-bridge simulator` and pass --url",
                           file=str(config.source or ""), key="gateway.base_url")
 
-    from bridge import certs, identifiers
+    from bridge import certs
+    from bridge.gateway import identifiers
     from bridge.gateway import GatewayClient, Submission
 
     structure = config.structure

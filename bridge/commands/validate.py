@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bridge.commands._common import load_config
 from bridge.model import DocumentType
-from bridge.validate import load_rules, no_rules_message, validate_cda
+from bridge.cda.validate import load_rules, no_rules_message, validate_cda
 
 HELP = "check a CDA against the CDA XSD and the official schematron of its type"
 EXIT_INVALID = 1

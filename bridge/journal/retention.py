@@ -10,9 +10,9 @@ operations need stays. Never purged:
   resend of the message gets, however old: interface.md, ACK contract);
 - ``submission.json`` and ``route.json`` of a message whose document is still
   pending or published: the latest submission is the base of a later metadata
-  update, replacement or delete (bridge.pipeline ``_stored_submission``,
-  bridge.metadata ``submission_for``), the route names the accession of an
-  operator's update (bridge.pipeline ``_document_named``).
+  update, replacement or delete (bridge.publish.pipeline ``_stored_submission``,
+  bridge.publish.metadata ``submission_for``), the route names the accession of an
+  operator's update (bridge.publish.pipeline ``_document_named``).
 
 A purge runs in batches (:data:`BATCH`), each its own short transaction, with
 keyset cursors, so the service's writes (or another process's) go on between

@@ -1,6 +1,6 @@
 """The printed report: CDA header and narratives read into a view, then drawn with reportlab.
 
-    cda_view.py   parse_cda, read_view: what the report shows (no reportlab)
+    view.py       parse_cda, read_view: what the report shows (no reportlab)
     layout.py     page, fonts, sizes, colours, Italian labels: adapt the look here
     narrative.py  section/text (paragraph, list, table, content...) to flowables
     render.py     render_report(view) -> PDF bytes

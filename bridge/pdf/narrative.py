@@ -17,7 +17,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import Flowable, Spacer, Table, TableStyle
 
-from bridge.pdf.cda_view import NS
+from bridge.pdf.view import NS
 from bridge.pdf.flowables import Paragraph
 from bridge.pdf.layout import Layout, Styles
 

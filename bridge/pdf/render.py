@@ -1,7 +1,7 @@
 """The readable A4 report, drawn from the CDA alone (pdf.md section 6).
 
 ``render_report(view)`` returns plain PDF bytes (reportlab); PDF/A, the
-embedded ``cda.xml`` and the signature are added by :mod:`bridge.package`.
+embedded ``cda.xml`` and the signature are added by :mod:`bridge.pdf.package`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from reportlab.platypus.doctemplate import LayoutError
 
 from bridge.errors import BridgeError
 
-from bridge.pdf.cda_view import CdaView
+from bridge.pdf.view import CdaView
 from bridge.pdf.flowables import Paragraph
 from bridge.pdf.layout import Layout, Styles, make_styles, register_fonts
 from bridge.pdf.narrative import NarrativeRenderer
@@ -138,7 +138,7 @@ def render_report(view: CdaView, *, signer_name: str | None = None,
         bottomMargin=layout.margin_bottom, title=view.document_type or view.title,
         author=view.structure, subject=view.document_type, creator="fse-bridge",
         producer="fse-bridge", invariant=True,
-        # uncompressed here: the PDF/A save (bridge.package) compresses every
+        # uncompressed here: the PDF/A save (bridge.pdf.package) compresses every
         # stream once; reportlab's Flate + ASCII85 would be undone and redone there
         pageCompression=0,
         # the canvas' default font must be the embedded one, or reportlab

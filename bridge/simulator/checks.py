@@ -95,7 +95,7 @@ class Context:
     registry: object
     rules: object | None = None
     validate: Callable | None = None
-    """bridge.validate.validate_cda, or None to skip XSD/schematron."""
+    """bridge.cda.validate.validate_cda, or None to skip XSD/schematron."""
     skew_s: float = 5.0
     random_hex: Callable[[int], str] = secrets.token_hex
 

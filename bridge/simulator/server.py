@@ -345,11 +345,11 @@ def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = 
                     registry: Registry | None = None) -> SimulatorHandle:
     """Listen on ``[simulator]`` host/port (TLS when tls_cert/tls_key are set).
 
-    *rules*: :class:`bridge.validate.Rules` for the XSD/schematron step; None
+    *rules*: :class:`bridge.cda.validate.Rules` for the XSD/schematron step; None
     loads ``validation.rules_dir`` (skipped when nothing is installed); False
     skips it.
     """
-    from bridge import validate
+    from bridge.cda import validate
 
     settings = config.simulator
     if rules is None:

@@ -12,7 +12,8 @@ import pytest_twisted
 from asn1crypto import x509 as asn1_x509
 from twisted.internet import defer, threads
 
-from bridge import accredit, certs, cli
+from bridge import certs, cli
+from bridge.accredit import run as accredit
 from bridge.errors import ConfigError
 from bridge.journal.sqlite import SqliteStore
 from bridge.simulator.server import Fault
@@ -197,9 +198,9 @@ def test_stage_hosts_pass_and_production_passes_only_when_asked():
 
 
 def test_the_test_message_routes_and_maps_for_every_supported_type(make_config):
-    from bridge.analysis import analyse
+    from bridge.mapping.analysis import analyse
     from bridge.model import Action
-    from bridge.stages import Stages
+    from bridge.service.stages import Stages
     import datetime as dt
 
     stages = Stages(make_config())

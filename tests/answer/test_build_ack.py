@@ -6,9 +6,9 @@ import hl7 as python_hl7
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bridge.answer import MSA3_MAX, build_ack, build_batch_ack
+from bridge.hl7.ack import MSA3_MAX, build_ack, build_batch_ack
 from bridge.errors import MissingField, UnsupportedMessage
-from bridge.hl7 import default_header, parse_message, read_header, split_batch
+from bridge.hl7.message import default_header, parse_message, read_header, split_batch
 from bridge.model import AckCode
 from bridge.outcome import ErrItem, Outcome
 from fse_helpers import make_oru

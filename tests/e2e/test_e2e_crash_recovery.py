@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.receive import MllpDecoder, frame
+from bridge.mllp.protocol import MllpDecoder, frame
 
 from .e2e_kit import Ack, Bridge, accession_of, chains, document_message, poll
 from .test_e2e_chains import doc_id

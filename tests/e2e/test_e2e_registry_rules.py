@@ -1,11 +1,11 @@
-"""The registry decisions behind recovery (bridge.decide), on the rows a kill can leave behind.
+"""The registry decisions behind recovery (bridge.publish.plan), on the rows a kill can leave behind.
 
 The crash test finds these states at random; here each one is built on purpose.
 """
 
 from __future__ import annotations
 
-from bridge.decide import DELETED, PENDING, PUBLISHED, REPLACED, current, decide, previous_of
+from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, current, decide, previous_of
 from bridge.journal import Document
 from bridge.model import Action
 

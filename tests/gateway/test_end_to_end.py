@@ -1,16 +1,16 @@
-"""The project's real packages (bridge.package) of the five official samples, through the client,
+"""The project's real packages (bridge.pdf.package) of the five official samples, through the client,
 to the simulator validating with the reference XSD and schematrons, over mutual TLS."""
 
 import pytest
 import pytest_twisted
 
-from bridge import validate
+from bridge.cda import validate
 from bridge.model import DocumentType
 
 from gateway_kit import REFERENCE, aio, doc_id, in_thread, make_cda, make_client, start, submission
 
-package_module = pytest.importorskip("bridge.package")
-sign_module = pytest.importorskip("bridge.sign")
+package_module = pytest.importorskip("bridge.pdf.package")
+sign_module = pytest.importorskip("bridge.pdf.sign")
 
 FILLING = {  # gateway.md section 4, bridge filling rules
     "LAB": dict(facility_type="Territorio", practice_setting="AD_PSC100", clinical_activity="ERP"),

@@ -3,7 +3,7 @@
 import pytest
 
 from bridge.errors import ParseError
-from bridge.hl7 import header_of, parse_message, read_header, split_batch
+from bridge.hl7.message import header_of, parse_message, read_header, split_batch
 from fse_helpers import CORPUS, make_oru
 
 

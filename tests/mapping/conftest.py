@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bridge.config import StructureSettings
-from bridge.hl7 import parse_message
-from bridge.mapping import load_mappings, map_report
-from bridge.route import load_routing, route
+from bridge.hl7.message import parse_message
+from bridge.mapping.mapper import load_mappings, map_report
+from bridge.mapping.route import load_routing, route
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 MAPPINGS = CHECKOUT / "mappings"

@@ -1,12 +1,12 @@
-"""HL7 paths and escapes (bridge.hl7path)."""
+"""HL7 paths and escapes (bridge.hl7.path)."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, strategies as st
 
-from bridge.hl7 import parse_message
-from bridge.hl7path import Path, Reader, parse_path
+from bridge.hl7.message import parse_message
+from bridge.hl7.path import Path, Reader, parse_path
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -6,7 +6,7 @@ import pytest
 
 from bridge.config import StructureSettings
 from bridge.errors import ConfigError, InvalidValue, MissingField, UnknownCode
-from bridge.mapping import load_mappings, load_practitioners, local_ts, normalize_ts
+from bridge.mapping.mapper import load_mappings, load_practitioners, local_ts, normalize_ts
 from bridge.model import DocumentType
 
 from .conftest import MAPPINGS, drop, example, patch
@@ -386,9 +386,9 @@ def copy_mappings(tmp_path):
 
 def test_conditions_and_tables_are_data(tmp_path, routing):
     # An engineer makes inpatient LAB work bill as hospital lab without Python: a condition on PV1-2.
-    from bridge.hl7 import parse_message
-    from bridge.mapping import map_report
-    from bridge.route import route
+    from bridge.hl7.message import parse_message
+    from bridge.mapping.mapper import map_report
+    from bridge.mapping.route import route
 
     target = copy_mappings(tmp_path)
     lab = target / "LAB.toml"

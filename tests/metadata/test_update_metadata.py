@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from bridge import metadata
+from bridge.publish import metadata
 from bridge.errors import InvalidValue
 from bridge.gateway.bodies import Submission
 from bridge.model import DocumentType
@@ -116,9 +116,9 @@ def _as_metadata_request(raw: bytes, control_id: bytes) -> bytes:
 
 
 def test_routing_rule_makes_a_metadata_update(tmp_path):
-    from bridge.hl7 import parse_message
+    from bridge.hl7.message import parse_message
     from bridge.model import Action
-    from bridge.route import load_routing, route
+    from bridge.mapping.route import load_routing, route
 
     mappings = _metadata_mappings(tmp_path)
     raw = (CHECKOUT / "examples" / "rad.hl7").read_bytes()
@@ -158,8 +158,8 @@ def test_without_a_running_service_the_cli_calls_the_gateway_itself(tmp_path):
 
     from bridge import certs
     from bridge import config as config_module
-    from bridge.publishing import embedded_simulator_config
-    from bridge.service import makeService
+    from bridge.publish.context import embedded_simulator_config
+    from bridge.service.tap import makeService
     from bridge.simulator.server import start_simulator
     from fse_helpers import config_table, to_toml
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import certs, package
-from bridge.sign import PdfSigner
+from bridge import certs
+from bridge.pdf import package
+from bridge.pdf.sign import PdfSigner
 
 from .package_samples import ACCENTED_FAMILY, ACCENTED_GIVEN, sample
 

@@ -8,7 +8,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from bridge import certs, cli, package
+from bridge import certs, cli
+from bridge.pdf import package
 
 from .package_samples import sample
 

@@ -6,7 +6,7 @@ import pikepdf
 import pytest
 from pypdf import PdfReader
 
-from bridge import package
+from bridge.pdf import package
 from bridge.errors import ParseError
 
 from .package_samples import SAMPLE_NAMES, sample

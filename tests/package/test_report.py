@@ -9,9 +9,9 @@ import pytest
 from pikepdf import pdfa
 from pypdf import PdfReader
 
-from bridge import package
+from bridge.pdf import package
 from bridge.errors import ParseError
-from bridge.pdf.cda_view import format_ts, parse_cda, read_view
+from bridge.pdf.view import format_ts, parse_cda, read_view
 
 from .package_samples import ACCENTED_FAMILY, ACCENTED_GIVEN, SAMPLE_NAMES, sample
 

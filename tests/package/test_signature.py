@@ -12,7 +12,9 @@ from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
-from bridge import certs, package, sign
+from bridge import certs
+from bridge.pdf import package
+from bridge.pdf import sign
 from bridge.errors import BridgeError
 
 from .package_samples import sample

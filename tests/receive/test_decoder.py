@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from bridge.errors import FrameTooLarge
-from bridge.receive import MllpDecoder, frame
+from bridge.mllp.protocol import MllpDecoder, frame
 
 A = b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.5\rPID|1\r"
 B = b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|2|P|2.5\rOBX|1|TX|||\xc3\xa0\r"

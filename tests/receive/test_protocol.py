@@ -4,7 +4,7 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from bridge.receive import MllpDecoder, MllpFactory, frame
+from bridge.mllp.protocol import MllpDecoder, MllpFactory, frame
 
 
 class Handler:

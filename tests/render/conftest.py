@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from bridge.config import StructureSettings
-from bridge.hl7 import parse_message
-from bridge.identifiers import document_ids
-from bridge.mapping import load_mappings, map_report
-from bridge.render import make_environment, render_cda
-from bridge.route import load_routing, route
+from bridge.hl7.message import parse_message
+from bridge.gateway.identifiers import document_ids
+from bridge.mapping.mapper import load_mappings, map_report
+from bridge.cda.render import make_environment, render_cda
+from bridge.mapping.route import load_routing, route
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 REFERENCE = CHECKOUT / ".." / "shared" / "reference"
@@ -22,7 +22,7 @@ STRUCTURE = StructureSettings()
 
 @pytest.fixture(scope="session")
 def rules():
-    from bridge.validate import load_rules
+    from bridge.cda.validate import load_rules
 
     loaded = load_rules(REFERENCE)
     if loaded is None:

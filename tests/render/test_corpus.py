@@ -13,11 +13,11 @@ import dataclasses
 import pytest
 
 from bridge.errors import BridgeError
-from bridge.hl7 import parse_message
-from bridge.identifiers import document_ids
-from bridge.mapping import map_report
+from bridge.hl7.message import parse_message
+from bridge.gateway.identifiers import document_ids
+from bridge.mapping.mapper import map_report
 from bridge.model import DocumentType
-from bridge.route import SenderDefault, route
+from bridge.mapping.route import SenderDefault, route
 
 from .conftest import CHECKOUT, STRUCTURE
 
@@ -52,7 +52,7 @@ def known_header(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def forced_rules():
-    from bridge.route import load_routing
+    from bridge.mapping.route import load_routing
 
     rules = load_routing(CHECKOUT / "mappings")
     return {t: dataclasses.replace(rules, rules=(), defaults=(SenderDefault(application="", facility="", doc_type=t),))
@@ -61,8 +61,8 @@ def forced_rules():
 
 @pytest.fixture(scope="module")
 def parts():
-    from bridge.mapping import load_mappings
-    from bridge.render import make_environment
+    from bridge.mapping.mapper import load_mappings
+    from bridge.cda.render import make_environment
 
     return (load_mappings(CHECKOUT / "mappings", CHECKOUT / "mappings" / "practitioners.csv"),
             make_environment(CHECKOUT / "templates"))
@@ -71,8 +71,8 @@ def parts():
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="no public HL7 corpus in ../shared")
 @pytest.mark.parametrize("raw", corpus_messages())
 def test_corpus_message_maps_or_fails_cleanly(raw, forced_rules, parts, rules):
-    from bridge.render import render_cda
-    from bridge.validate import validate_cda
+    from bridge.cda.render import render_cda
+    from bridge.cda.validate import validate_cda
 
     mappings, env = parts
     try:

@@ -1,6 +1,6 @@
 """Every fixture and example renders to a CDA with zero XSD and zero schematron errors.
 
-Validation is bridge.validate against the official XSD and schematrons in
+Validation is bridge.cda.validate against the official XSD and schematrons in
 ../shared/reference; the structural rules the gateway's CDA reader relies on
 (gateway.md §6) and a local vocabulary check are asserted here too.
 """
@@ -41,7 +41,7 @@ def test_at_least_four_fixtures_per_type():
 @pytest.mark.parametrize("path", FIXTURE_FILES + EXAMPLE_FILES,
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_renders_valid(pipeline, rules, path):
-    from bridge.validate import validate_cda
+    from bridge.cda.validate import validate_cda
 
     report, ids, xml = pipeline(path)
     assert report.doc_type.name == expected_type(path)
@@ -100,7 +100,7 @@ def check_vocabulary(xml: bytes) -> None:
     (FIXTURES / "RSA" / "v28-correction-two-services.hl7", 2), (FIXTURES / "RAP" / "v28-correction.hl7", 1),
     (FIXTURES / "LDO" / "v28-eni-correction.hl7", 3)])
 def test_replacement_is_valid(pipeline, rules, path, previous_version):
-    from bridge.validate import validate_cda
+    from bridge.cda.validate import validate_cda
 
     first_report, first_ids, _ = pipeline(path)
     previous_id = first_ids.document_id.replace("_1", f"_{previous_version}")

@@ -9,9 +9,9 @@ import pytest
 from lxml import etree
 
 from bridge.errors import ConfigError, InvalidValue
-from bridge.identifiers import (document_id, document_ids, local_id, reduce_accession, repository_id,
+from bridge.gateway.identifiers import (document_id, document_ids, local_id, reduce_accession, repository_id,
                                 split_document_id)
-from bridge.render import keep_lines, make_environment, render_cda, text_lines
+from bridge.cda.render import keep_lines, make_environment, render_cda, text_lines
 
 from .conftest import CHECKOUT, EXAMPLES
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError, MissingField, UnknownDocumentType
-from bridge.hl7 import parse_message
+from bridge.hl7.message import parse_message
 from bridge.model import Action, DocumentType
-from bridge.route import load_routing, route
+from bridge.mapping.route import load_routing, route
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 MAPPINGS = CHECKOUT / "mappings"

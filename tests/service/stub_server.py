@@ -18,14 +18,14 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from bridge.service import install_asyncio_reactor
+    from bridge.service.tap import install_asyncio_reactor
     reactor = install_asyncio_reactor()
     from twisted.internet import defer, task
 
     from bridge import config
     from bridge.model import AckCode
     from bridge.outcome import Outcome
-    from bridge.service import makeService, unsupported
+    from bridge.service.tap import makeService, unsupported
 
     def stub(ctx, entry, analysis):
         # The service's own routing (AR 200/201 for other types), then AA instead of the pipeline.

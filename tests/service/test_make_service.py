@@ -7,9 +7,9 @@ import pytest
 import pytest_twisted
 
 from bridge import config as config_module
-from bridge.service import BridgeService, makeService
+from bridge.service.tap import BridgeService, makeService
 from fse_helpers import config_table, make_oru
-from bridge.receive import MllpDecoder, frame
+from bridge.mllp.protocol import MllpDecoder, frame
 from mllp_server import msa_fields
 
 
@@ -68,7 +68,7 @@ def _exchange(reactor, port, payload):
 def test_a_stop_lets_work_in_flight_use_the_workers_before_they_stop(tmp_path):
     from twisted.internet import defer, reactor
 
-    from bridge.analysis import summarise
+    from bridge.mapping.analysis import summarise
     from bridge.model import AckCode
     from bridge.outcome import Outcome
 

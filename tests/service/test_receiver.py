@@ -11,7 +11,7 @@ from bridge.errors import MissingField
 from bridge.journal.sqlite import SqliteJournal
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.service import Receiver, ServiceContext, route_message
+from bridge.service.tap import Receiver, ServiceContext, route_message
 from fse_helpers import CORPUS, config_table, make_oru
 
 
@@ -39,14 +39,14 @@ class Gate:
 
 @pytest.fixture
 def pipeline_stub(monkeypatch):
-    """bridge.pipeline.process replaced by one answering AA: these tests are about the service."""
+    """bridge.publish.pipeline.process replaced by one answering AA: these tests are about the service."""
     calls = []
 
     def process(ctx, entry, analysis):
         calls.append(analysis.control_id)
         return defer.succeed(Outcome(code=AckCode.AA, text="received"))
 
-    monkeypatch.setattr("bridge.pipeline.process", process)
+    monkeypatch.setattr("bridge.publish.pipeline.process", process)
     return calls
 
 
@@ -206,7 +206,7 @@ def test_resume_processes_unfinished_entries(make_receiver):
 
 @pytest_twisted.inlineCallbacks
 def test_every_corpus_message_gets_one_ack_per_message(make_receiver):
-    from bridge.hl7 import read_header, split_batch
+    from bridge.hl7.message import read_header, split_batch
     r = make_receiver()
     for path in sorted(CORPUS.glob("*.hl7")):
         raw = path.read_bytes()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bridge.hl7 import read_header, split_batch
+from bridge.hl7.message import read_header, split_batch
 from fse_helpers import CHECKOUT, CORPUS, config_table, make_oru, to_toml
 from mllp_server import MllpClient, ServerProcess, make_pki, msa_fields, simulator_registry
 

@@ -18,7 +18,7 @@ def _children(pid: int) -> list[int]:
                 command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if stat[1] == str(pid) and b"bridge.workers" in command:
+            if stat[1] == str(pid) and b"bridge.service.workers" in command:
                 found.append(int(entry.name))
     return found
 
@@ -56,6 +56,6 @@ def test_messages_are_parsed_in_worker_processes_that_are_replaced_when_killed(t
 
 def _is_worker(pid: int) -> bool:
     try:
-        return b"bridge.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"bridge.service.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False

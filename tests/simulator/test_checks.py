@@ -10,7 +10,8 @@ import pytest
 import pytest_twisted
 from stdnum.it import codicefiscale
 
-from bridge import certs, validate
+from bridge import certs
+from bridge.cda import validate
 from bridge.gateway import OutcomeClass, classify
 from bridge.simulator import Fault
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.validate import load_rules
+from bridge.cda.validate import load_rules
 from .validate_support import REFERENCE
 
 

@@ -12,8 +12,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bridge.rules import InstallError, install_rules
-from bridge.validate import RulesError, load_rules, validate_cda
+from bridge.cda.rules import InstallError, install_rules
+from bridge.cda.validate import RulesError, load_rules, validate_cda
 from .validate_support import REFERENCE, sample
 
 TOP = "it-fse-catalogs-main"

@@ -3,8 +3,8 @@
 import pytest
 from saxonche import PySaxonProcessor
 
-from bridge.schematron import SchematronError, translate
-from bridge.validate import read_findings
+from bridge.cda.schematron import SchematronError, translate
+from bridge.cda.validate import read_findings
 
 HEAD = """<?xml version="1.0" encoding="UTF-8"?>
 <schema xmlns="http://purl.oclc.org/dsdl/schematron" queryBinding="xslt2"

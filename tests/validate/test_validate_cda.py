@@ -3,9 +3,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from lxml import etree
 
-from bridge import schematron
+from bridge.cda import schematron
 from bridge.model import DocumentType
-from bridge.validate import TEMPLATE_ROOTS, load_rules, validate_cda
+from bridge.cda.validate import TEMPLATE_ROOTS, load_rules, validate_cda
 
 from .validate_support import NS, TYPES, mutate, sample
 

@@ -1,4 +1,4 @@
-"""The status page (bridge.web) over real sockets, on the service built by makeService.
+"""The status page (bridge.web.site) over real sockets, on the service built by makeService.
 
 Full-pipeline tests run the real stages and the embedded simulator in process;
 the others use a handler answering at once (their subject is the page, not
@@ -139,7 +139,7 @@ def test_healthz_answers_503_once_the_journal_is_closed(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_healthz_reports_installed_rules_and_unfinished_messages(tmp_path):
-    from bridge.rules import install_rules
+    from bridge.cda.rules import install_rules
 
     install_rules(str((SHARED / "reference").resolve()), tmp_path / "rules")
     called, blocked = defer.Deferred(), defer.Deferred()
@@ -167,7 +167,7 @@ def test_healthz_reports_installed_rules_and_unfinished_messages(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_page_escapes_what_senders_wrote_and_pages_on(tmp_path):
-    from bridge import web as web_module
+    from bridge.web import site as web_module
 
     top, web = yield start(tmp_path, handler=answer_at_once)
     try:
@@ -299,7 +299,7 @@ def test_a_purged_message_says_so_instead_of_sizes(tmp_path):
 
     from bridge.journal import Received
     from bridge.journal.sqlite import SqliteJournal
-    from bridge.web import message_detail
+    from bridge.web.site import message_detail
 
     journal = SqliteJournal(tmp_path / "journal.sqlite", reactor=reactor)
     try:

@@ -12,9 +12,9 @@ from twisted.internet.threads import deferToThread
 from bridge import config as config_module
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.receive import MllpDecoder, frame
-from bridge.service import makeService
-from bridge.web import WebService
+from bridge.mllp.protocol import MllpDecoder, frame
+from bridge.service.tap import makeService
+from bridge.web.site import WebService
 from fse_helpers import config_table
 
 

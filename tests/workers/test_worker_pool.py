@@ -1,4 +1,4 @@
-"""bridge.workers: real worker processes, spoken to over their pipes from the reactor."""
+"""bridge.service.workers: real worker processes, spoken to over their pipes from the reactor."""
 
 import os
 from pathlib import Path
@@ -8,9 +8,9 @@ import pytest_twisted
 from twisted.internet import defer, task
 
 from bridge import config as config_module
-from bridge.analysis import Analysis, analyse, summarise
+from bridge.mapping.analysis import Analysis, analyse, summarise
 from bridge.errors import MissingField, ParseError
-from bridge.workers import WorkerFailed, WorkerLost, WorkerPool
+from bridge.service.workers import WorkerFailed, WorkerLost, WorkerPool
 from fse_helpers import CHECKOUT, config_table, make_oru
 
 import worker_calls

@@ -2,5 +2,5 @@
 
 from twisted.application.service import ServiceMaker
 
-fse_bridge = ServiceMaker("fse-bridge", "bridge.service",
+fse_bridge = ServiceMaker("fse-bridge", "bridge.service.tap",
                           "HL7 v2 (MLLP) to FSE 2.0 bridge", "fse-bridge")

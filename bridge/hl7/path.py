@@ -14,7 +14,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from bridge.hl7 import ParsedMessage
+from bridge.hl7.message import ParsedMessage
 
 _PATH = re.compile(r"^(?P<seg>[A-Z][A-Z0-9]{2})-(?P<field>\d+)(?:\[(?P<rep>\d+|\*)\])?"
                    r"(?:\.(?P<comp>\d+))?(?:\.(?P<sub>\d+))?$")

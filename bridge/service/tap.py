@@ -5,8 +5,8 @@ processing hook, then answer. :class:`Receiver` is that hook's frame side: it
 journals each message (durably, before any ACK that reports success),
 applies the resend rules, hands ``(context, entry, analysis)`` to the handler
 (a Deferred of an :class:`~bridge.outcome.Outcome`) and builds the ACK. The
-message is parsed (and routed and mapped: :mod:`bridge.analysis`) in a
-worker process (:mod:`bridge.workers`) while it is being journaled; the
+message is parsed (and routed and mapped: :mod:`bridge.mapping.analysis`) in a
+worker process (:mod:`bridge.service.workers`) while it is being journaled; the
 reactor only reads its header.
 ``ack.mode = "commit"`` and enhanced-mode messages are answered once
 journaled; processing continues and its outcome goes to the journal.
@@ -33,19 +33,20 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
-from bridge import analysis as analysis_module
-from bridge import answer, pipeline
-from bridge.analysis import Analysis, unsupported
+from bridge.mapping import analysis as analysis_module
+from bridge.hl7 import ack as answer
+from bridge.publish import pipeline
+from bridge.mapping.analysis import Analysis, unsupported
 from bridge.config import Config
 from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge
-from bridge.hl7 import Header, default_header, read_header, split_batch
+from bridge.hl7.message import Header, default_header, read_header, split_batch
 from bridge.journal import Admit, Entry, Journal, Received
 from bridge.journal.retention import cutoffs
 from bridge.journal.sqlite import utc_now
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.stages import Stages
-from bridge.workers import WorkerFailed, WorkerPool
+from bridge.service.stages import Stages
+from bridge.service.workers import WorkerFailed, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,13 @@ class ServiceContext:
     run_blocking: Callable[..., Deferred] = field(default=None)
     """``run_blocking(fn, *args)``: run blocking work in the thread pool."""
     run_stage: Callable[..., Deferred] = field(default=None)
-    """``run_stage(fn, *args)``: a Deferred of ``fn(stages, *args)`` (bridge.stages), run in a
+    """``run_stage(fn, *args)``: a Deferred of ``fn(stages, *args)`` (bridge.service.stages), run in a
     worker process (``workers.processes = 0``: in a thread)."""
     analyse: Callable[[bytes], Deferred] | None = None
-    """``analyse(raw)``: a Deferred of the message's :class:`~bridge.analysis.Analysis`, made by
+    """``analyse(raw)``: a Deferred of the message's :class:`~bridge.mapping.analysis.Analysis`, made by
     ``run_stage`` (None: parsed in line, for tests of the service alone)."""
     publisher: Any = None
-    """The pipeline's loaded stages and gateway client (bridge.pipeline.Publisher), set on start."""
+    """The pipeline's loaded stages and gateway client (bridge.publish.pipeline.Publisher), set on start."""
     workers: WorkerPool | None = None
     """The worker processes behind ``run_stage`` (None: the stages run in threads)."""
 
@@ -97,7 +98,7 @@ Handler = Callable[[ServiceContext, Entry, Analysis], Deferred]
 
 
 def route_message(ctx: ServiceContext, entry: Entry, analysis: Analysis) -> Deferred:
-    """The default handler: supported types go to :func:`bridge.pipeline.process`, others get AR."""
+    """The default handler: supported types go to :func:`bridge.publish.pipeline.process`, others get AR."""
     refusal = unsupported(analysis)
     if refusal is not None:
         return defer.succeed(Outcome.from_error(refusal))
@@ -469,7 +470,7 @@ class MllpService(service.Service):
     """The MLLP (or MLLPS) listener. Stopping it stops accepting and waits for in-flight work."""
 
     def __init__(self, ctx: ServiceContext, receiver: Receiver):
-        from bridge.receive import MllpFactory
+        from bridge.mllp.protocol import MllpFactory
         settings = ctx.config.mllp
         self.ctx = ctx
         self.receiver = receiver
@@ -484,7 +485,7 @@ class MllpService(service.Service):
         settings = self.ctx.config.mllp
         reactor = self.ctx.reactor
         if settings.tls_cert is not None:
-            from bridge.receive import tls_options
+            from bridge.mllp.protocol import tls_options
             options = tls_options(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
             self.port = reactor.listenSSL(settings.port, self.factory, options, interface=settings.host)
             kind = "MLLPS (TLS, client certificates required)" if settings.tls_client_ca else "MLLPS (TLS)"
@@ -610,7 +611,7 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     ctx.analyse = functools.partial(ctx.run_stage, analyser)
     if handler is route_message:
         # Before the journal: resumed messages need the pipeline's stages and gateway.
-        from bridge.publishing import PublishingService
+        from bridge.publish.context import PublishingService
         PublishingService(ctx).setServiceParent(top)
     receiver = Receiver(ctx, handler)
     if open_journal is None:
@@ -620,7 +621,7 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     JournalService(ctx, receiver, open_journal).setServiceParent(top)
     top.listener = MllpService(ctx, receiver)
     top.listener.setServiceParent(top)
-    from bridge.web import WebService
+    from bridge.web.site import WebService
     WebService(ctx, top.listener).setServiceParent(top)
     top.receiver = receiver
     top.context = ctx

@@ -1,4 +1,4 @@
-"""Worker processes for the CPU-heavy stages (bridge.analysis, bridge.stages).
+"""Worker processes for the CPU-heavy stages (bridge.mapping.analysis, bridge.service.stages).
 
 Python runs one thread at a time: a parse or a signature in a thread still
 takes the reactor's CPU. A worker process runs beside the reactor, on
@@ -7,12 +7,12 @@ a PDF to be built (bench/RESULTS.md, "MLLP throughput"), and a message that
 sends a stage into a loop stalls one worker, which is then replaced, not
 the service.
 
-Each worker is ``python -m bridge.workers``, started with Twisted's
+Each worker is ``python -m bridge.service.workers``, started with Twisted's
 spawnProcess and spoken to over its stdin and stdout: length-prefixed
 pickles, answered one at a time and in order. The first frame is the
 configuration; each request names a module-level function
 ``fn(stages, *args)``, called with the worker's own
-:class:`bridge.stages.Stages`. Pickles only ever travel between the
+:class:`bridge.service.stages.Stages`. Pickles only ever travel between the
 service and the children it started.
 
 A call whose worker dies (or is killed after ``workers.timeout_s``) is tried
@@ -37,7 +37,7 @@ from twisted.internet import defer, protocol
 
 from bridge.errors import BridgeError, NotProcessable
 
-log = logging.getLogger("bridge.workers")
+log = logging.getLogger("bridge.service.workers")
 
 _LENGTH = struct.Struct("!I")
 #: A worker that dies sooner than this after its start is restarted with a growing delay.
@@ -246,9 +246,9 @@ class WorkerPool(service.Service):
         worker = _Worker(self, self._spawned)
         env = dict(os.environ)
         # The child imports this very package, wherever the service imported it from.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.reactor.spawnProcess(worker, self.executable, [self.executable, "-m", "bridge.workers"],
+        self.reactor.spawnProcess(worker, self.executable, [self.executable, "-m", "bridge.service.workers"],
                                   env=env, childFDs={0: "w", 1: "r", 2: 2})
         self.workers.append(worker)
 
@@ -325,7 +325,7 @@ def _read_frame(stream) -> bytes | None:
 
 def serve(stdin, stdout) -> None:
     """Answer calls from *stdin* on *stdout* until the service closes *stdin*."""
-    from bridge.stages import Stages
+    from bridge.service.stages import Stages
 
     payload = _read_frame(stdin)
     if payload is None:
@@ -365,6 +365,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     # Through the package's module, not __main__: the classes pickled back must be
-    # the ones the service knows (bridge.workers.WorkerFailed, not __main__.WorkerFailed).
-    from bridge.workers import main as _main
+    # the ones the service knows (bridge.service.workers.WorkerFailed, not __main__.WorkerFailed).
+    from bridge.service.workers import main as _main
     _main()

@@ -2,15 +2,15 @@
 
 architecture.md, "The way a message travels", steps 3 to 8. Each stage is a
 plain function of the previous one's output; this module calls them in
-order (parse, route and map come done: bridge.analysis), sends the CPU-heavy
-ones (render, validate, package: bridge.stages) to a worker process
+order (parse, route and map come done: bridge.mapping.analysis), sends the CPU-heavy
+ones (render, validate, package: bridge.service.stages) to a worker process
 (``ctx.run_stage``),
 journals every stage's result so any message can be explained afterwards,
 and turns the gateway's answer into the :class:`~bridge.outcome.Outcome`
 the ACK is built from (interface.md, ACK contract).
 
 Messages for the same structure + type + accession are processed one at a
-time (a lock per key), so the registry decisions of :mod:`bridge.decide`
+time (a lock per key), so the registry decisions of :mod:`bridge.publish.plan`
 never race; an operator's metadata update (:func:`update_metadata`, asked for
 by ``journal update-metadata`` through the status page) takes the same lock.
 
@@ -36,17 +36,17 @@ from typing import Any
 
 from twisted.internet import defer
 
-from bridge import stages
-from bridge.decide import DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide, previous_of
+from bridge.service import stages
+from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
-from bridge.identifiers import repository_id
+from bridge.gateway.identifiers import repository_id
 from bridge.journal import Document, Entry
-from bridge.mapping import Mappings
+from bridge.mapping.mapper import Mappings
 from bridge.model import AckCode, Action, DocumentType, Report
 from bridge.outcome import ErrItem, Outcome
-from bridge.route import Route, RoutingRules
+from bridge.mapping.route import Route, RoutingRules
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ ACCEPTED = "0"
 
 @dataclass(kw_only=True)
 class Publisher:
-    """What the pipeline needs, built once at start (bridge.publishing.PublishingService).
+    """What the pipeline needs, built once at start (bridge.publish.context.PublishingService).
 
-    Without worker processes it is also the *stages* of bridge.stages' calls (same attributes).
+    Without worker processes it is also the *stages* of bridge.service.stages' calls (same attributes).
     """
 
     config: Any
@@ -73,9 +73,9 @@ class Publisher:
     env: Any
     """The Jinja2 environment of the CDA templates."""
     rules: Any | None
-    """bridge.validate.Rules, or None: local validation OFF."""
+    """bridge.cda.validate.Rules, or None: local validation OFF."""
     signer: Any
-    """bridge.sign.Signer for the PAdES signature."""
+    """bridge.pdf.sign.Signer for the PAdES signature."""
     client: GatewayClient
     locks: dict = field(default_factory=dict)
 
@@ -89,7 +89,7 @@ class Publisher:
 
 
 def process(ctx, entry: Entry, analysis) -> defer.Deferred:
-    """Process one journaled message (its :class:`~bridge.analysis.Analysis`); a Deferred of
+    """Process one journaled message (its :class:`~bridge.mapping.analysis.Analysis`); a Deferred of
     its :class:`Outcome`."""
     return defer.ensureDeferred(_process(ctx, entry, analysis))
 
@@ -271,8 +271,8 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
 
 async def _metadata_applied(journal, document: Document, sub: Submission) -> None:
     """Record *sub* as *document*'s metadata now (the gateway took it): the next update or the
-    delete starts from it, whichever way it was made (bridge.metadata.APPLIED_STAGE)."""
-    from bridge.metadata import APPLIED_STAGE
+    delete starts from it, whichever way it was made (bridge.publish.metadata.APPLIED_STAGE)."""
+    from bridge.publish.metadata import APPLIED_STAGE
 
     await journal.add_artifact(document.message_id, APPLIED_STAGE, "submission.json",
                                _json(submission_record(sub)))
@@ -280,8 +280,8 @@ async def _metadata_applied(journal, document: Document, sub: Submission) -> Non
 
 async def _metadata_submission(journal, target: Document, settings) -> Submission:
     """The submission that published *target* with the ``KEY=VALUE`` *settings* applied, under a
-    new submission id (bridge.metadata.apply_settings)."""
-    from bridge.metadata import apply_settings
+    new submission id (bridge.publish.metadata.apply_settings)."""
+    from bridge.publish.metadata import apply_settings
 
     number = await journal.next_value("submission")
     return apply_settings(await _stored_submission(journal, target), list(settings),
@@ -303,19 +303,19 @@ def update_metadata(ctx, target: str, settings) -> defer.Deferred:
 
     *target* names the document as the CLI does (journal entry id, control id, document
     id or X-Cart-id); *settings* are ``KEY=VALUE`` in the gateway's field names
-    (bridge.metadata). Like a message, it takes the accession's lock, so it never
+    (bridge.publish.metadata). Like a message, it takes the accession's lock, so it never
     races a correction or cancellation of the same accession; it then updates the
     named document only if that is still the current version. The call is journaled
     as ``journal update-metadata`` journals it in-process: under the publishing message,
     the new submission as a ``metadata`` artifact.
 
-    Raises bridge.metadata.UnknownTarget, NotCurrentVersion, or InvalidValue (a setting).
+    Raises bridge.publish.metadata.UnknownTarget, NotCurrentVersion, or InvalidValue (a setting).
     """
     return defer.ensureDeferred(_operator_metadata(ctx, target, tuple(settings)))
 
 
 async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> MetadataCall:
-    from bridge.metadata import NotCurrentVersion, check_settings
+    from bridge.publish.metadata import NotCurrentVersion, check_settings
 
     pub: Publisher = ctx.publisher
     journal = ctx.journal
@@ -355,7 +355,7 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
 async def _document_named(journal, config, target: str) -> tuple[str, tuple[str, str, str]]:
     """The document *target* names (the newest matching entry's) and its accession's lock key,
     from the route the pipeline journaled for that entry."""
-    from bridge.metadata import UnknownTarget
+    from bridge.publish.metadata import UnknownTarget
 
     target = target.strip()
     found = await journal.find(target) if target else []

@@ -31,8 +31,8 @@ from typing import Any
 from stdnum.it import codicefiscale, iva
 
 from bridge.errors import ConfigError, InvalidValue, MissingField, UnknownCode
-from bridge.hl7 import ParsedMessage
-from bridge.hl7path import Path, Reader, parse_path
+from bridge.hl7.message import ParsedMessage
+from bridge.hl7.path import Path, Reader, parse_path
 from bridge.model import (Address, Code, DocumentType, Encounter, Exam, Identifier, Note,
                           Observation, Order, Organization, Patient, Person, Range, Report,
                           Section, Specimen, Telecom)
@@ -800,7 +800,7 @@ class _Mapper:
 
 
 def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> Report:
-    """Build the Report of *parsed* as routed (*route*: bridge.route.Route).
+    """Build the Report of *parsed* as routed (*route*: bridge.mapping.route.Route).
 
     *structure* is the configuration's StructureSettings (its P.IVA is checked
     here, so a misconfigured structure is caught before anything is sent).

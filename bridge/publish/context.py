@@ -4,7 +4,7 @@ interface.md, "Install and run": the embedded default runs the gateway
 simulator on loopback (mutual TLS with the generated development PKI),
 generates development certificates on first start, and says loudly when no
 validation rules are installed. :class:`PublishingService` does this when the
-service starts and puts the :class:`~bridge.pipeline.Publisher` on the
+service starts and puts the :class:`~bridge.publish.pipeline.Publisher` on the
 service context; it stops the gateway client and the simulator on stop.
 """
 
@@ -17,13 +17,14 @@ import logging
 from twisted.application import service
 from twisted.internet import defer
 
-from bridge import certs, validate
+from bridge import certs
+from bridge.cda import validate
 from bridge.gateway.client import GatewayClient, reactor_sleep
-from bridge.mapping import load_mappings
-from bridge.pipeline import Publisher
-from bridge.render import make_environment
-from bridge.route import load_routing
-from bridge.sign import PdfSigner
+from bridge.mapping.mapper import load_mappings
+from bridge.publish.pipeline import Publisher
+from bridge.cda.render import make_environment
+from bridge.mapping.route import load_routing
+from bridge.pdf.sign import PdfSigner
 
 log = logging.getLogger(__name__)
 

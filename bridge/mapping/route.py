@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 from bridge.errors import ConfigError, MissingField, UnknownDocumentType
-from bridge.hl7 import ParsedMessage
-from bridge.hl7path import Path, Reader, parse_path
+from bridge.hl7.message import ParsedMessage
+from bridge.hl7.path import Path, Reader, parse_path
 from bridge.model import Action, DocumentType
 
 
@@ -57,7 +57,7 @@ class Route:
     corrected: bool = False
     """Some group has status C (a correction; the same as F for publishing)."""
     settings: tuple[str, ...] = ()
-    """METADATA: ``KEY=VALUE`` changes (gateway field names), as bridge.metadata takes them."""
+    """METADATA: ``KEY=VALUE`` changes (gateway field names), as bridge.publish.metadata takes them."""
 
 
 def _doc_type(value: str, file: str, key: str) -> DocumentType:

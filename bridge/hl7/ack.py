@@ -22,7 +22,7 @@ import datetime
 import uuid
 from typing import Iterable
 
-from bridge.hl7 import Batch, Header, ParsedMessage, header_of
+from bridge.hl7.message import Batch, Header, ParsedMessage, header_of
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 
@@ -49,7 +49,7 @@ def build_ack(source: ParsedMessage | Header, outcome: Outcome, *, control_id: s
     """The ACK for one message, segments ended by CR, in the message's charset.
 
     *source* is the parsed message, or only its header when the message could
-    not be parsed (see :func:`bridge.hl7.read_header`).
+    not be parsed (see :func:`bridge.hl7.message.read_header`).
     """
     header = header_of(source) if isinstance(source, ParsedMessage) else source
     sep = header.separator

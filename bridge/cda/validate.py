@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from bridge import schematron
+from bridge.cda import schematron
 from bridge.errors import NotProcessable
 from bridge.model import DocumentType
 
@@ -245,7 +245,7 @@ def _readable_path(doc: etree._ElementTree, path: str | None) -> str:
 
 
 def read_findings(output: str) -> list[Issue]:
-    """Issues from the output of a stylesheet made by :func:`bridge.schematron.translate`."""
+    """Issues from the output of a stylesheet made by :func:`bridge.cda.schematron.translate`."""
     results = etree.fromstring(output.encode("utf-8"))
     issues = []
     for finding in results.iter(f"{{{schematron.OUT}}}finding"):

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from lxml import etree
 
-from bridge.identifiers import DocumentIds, document_ids
+from bridge.gateway.identifiers import DocumentIds, document_ids
 from bridge.journal import Document
 from bridge.model import Action
 

@@ -19,10 +19,10 @@ from pikepdf import Array, Dictionary, Name, String
 from pikepdf.pdfa import prepare, resolve_save_kwargs
 
 from bridge.errors import ParseError
-from bridge.pdf.cda_view import parse_cda, read_view
+from bridge.pdf.view import parse_cda, read_view
 from bridge.pdf.layout import Layout
 from bridge.pdf.render import render_report
-from bridge.sign import Signer
+from bridge.pdf.sign import Signer
 
 ATTACHMENT_NAME = "cda.xml"
 PDFA_FLAVOUR = "3b"

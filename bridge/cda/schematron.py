@@ -16,7 +16,7 @@ or with XSLT content, as the RAP schematron does); ``name`` and ``value-of``
 in messages; ``include``; abstract rules used through ``extends``. Abstract
 patterns (``is-a``) are not used by the official files and are refused.
 
-The stylesheet writes a small XML document that :mod:`bridge.validate` reads::
+The stylesheet writes a small XML document that :mod:`bridge.cda.validate` reads::
 
     <fsv:results xmlns:fsv="urn:fse-bridge:schematron">
       <fsv:finding severity="error|warning" id="ERRORE-b27" location="/ClinicalDocument[1]/...">text</fsv:finding>

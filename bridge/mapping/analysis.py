@@ -2,11 +2,11 @@
 
 It needs nothing but the message's bytes and the configuration, changes
 nothing, and holds the only parse tree of the message, so it runs in a
-worker process (:mod:`bridge.workers`) and may start before the message is
+worker process (:mod:`bridge.service.workers`) and may start before the message is
 journaled: only its small result, an :class:`Analysis`, comes back to the
 service. Functions here take the *stages* first (anything with ``config``,
-``routing`` and ``mappings``: a worker's :class:`~bridge.stages.Stages`, or
-the service's :class:`~bridge.pipeline.Publisher`), as the worker passes them.
+``routing`` and ``mappings``: a worker's :class:`~bridge.service.stages.Stages`, or
+the service's :class:`~bridge.publish.pipeline.Publisher`), as the worker passes them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.errors import BridgeError, UnsupportedMessage
-from bridge.hl7 import ParsedMessage, parse_message
-from bridge.mapping import map_report
+from bridge.hl7.message import ParsedMessage, parse_message
+from bridge.mapping.mapper import map_report
 from bridge.model import Action, Report
-from bridge.route import Route, route
+from bridge.mapping.route import Route, route
 
 #: Message types and events sent to the pipeline; anything else is refused (AR 200/201).
 PROCESSED = {"ORU": {"R01"}, "MDM": {"T02", "T10"}}

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from bridge.validate import XSD_FOLDER, Rules, RulesError, SchematronFile, latest_schematrons
+from bridge.cda.validate import XSD_FOLDER, Rules, RulesError, SchematronFile, latest_schematrons
 
 INDEX_FILE = "index.json"
 SCHEMA_PREFIX = f"schema/{XSD_FOLDER}/"

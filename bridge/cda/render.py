@@ -18,7 +18,7 @@ from lxml import etree
 from markupsafe import Markup, escape
 
 from bridge.errors import ConfigError
-from bridge.identifiers import DocumentIds
+from bridge.gateway.identifiers import DocumentIds
 from bridge.model import Report
 
 _XML_DECL = b'<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -7,7 +7,7 @@ journal) and the changes use the gateway's own field names, so what the
 operator types is what the Region's documentation says.
 
 ``fse-bridge journal update-metadata`` asks the running service to make the call
-(bridge.web's operator endpoint, bridge.pipeline.update_metadata: under the
+(bridge.web.site's operator endpoint, bridge.publish.pipeline.update_metadata: under the
 accession's lock, beside the messages it processes); with no service running it
 makes the call itself.
 """
@@ -82,7 +82,7 @@ APPLIED_STAGE = "metadata"
 def submission_for(store, document) -> tuple[Submission, int]:
     """*document*'s current submission (the publication's, or its latest metadata update the
     gateway took) and the journal entry that published it (sync store: the CLI's own path)."""
-    from bridge.pipeline import submission_from_record
+    from bridge.publish.pipeline import submission_from_record
 
     if document.message_id is not None:
         for artifact in reversed(store.artifacts(document.message_id)):

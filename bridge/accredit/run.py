@@ -8,9 +8,9 @@ first step that is not OK (each depends on the one before).
 
 The document is made the way the service makes documents: an HL7 v2 ORU^R01
 built here (never read from examples or tests) goes through
-:func:`bridge.analysis.analyse`, :func:`bridge.decide.decide`, the render,
-validate and package stages of :mod:`bridge.stages` and the gateway client,
-with the request bodies of :func:`bridge.pipeline.build_submission`. The
+:func:`bridge.mapping.analysis.analyse`, :func:`bridge.publish.plan.decide`, the render,
+validate and package stages of :mod:`bridge.service.stages` and the gateway client,
+with the request bodies of :func:`bridge.publish.pipeline.build_submission`. The
 patient is always one of RT §6's stage test fiscal codes, so the run can
 never publish for a real citizen; a production gateway is refused unless
 asked for explicitly.
@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from bridge import stages as stage_fns
-from bridge.analysis import analyse
-from bridge.decide import DELETED, PENDING, PUBLISHED, REPLACED, content_hash, decide
+from bridge.service import stages as stage_fns
+from bridge.mapping.analysis import analyse
+from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, content_hash, decide
 from bridge.errors import BridgeError, ConfigError, ValidationFailed
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult
-from bridge.identifiers import repository_id
+from bridge.gateway.identifiers import repository_id
 from bridge.journal import Document, Received
 from bridge.model import AckCode, Action, DocumentType
 from bridge.outcome import ErrItem, Outcome
@@ -80,9 +80,9 @@ class Options:
     facility: str | None = None
     """MSH-4 of the test message (default: the facilities table's first row)."""
     metadata_settings: tuple[str, ...] = ()
-    """``KEY=VALUE`` changes for step 3 (bridge.metadata); none: same values, new submission id."""
+    """``KEY=VALUE`` changes for step 3 (bridge.publish.metadata); none: same values, new submission id."""
     base_url: str | None = None
-    """The gateway (default: bridge.publishing.gateway_url of the configuration)."""
+    """The gateway (default: bridge.publish.context.gateway_url of the configuration)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -193,9 +193,9 @@ def check_gateway(url: str, *, production: bool) -> None:
 
 def check_options(config, options: Options) -> tuple[str, DocumentType, str]:
     """(test CF, type, gateway URL) of a run, or ConfigError before anything is sent."""
-    from bridge.publishing import gateway_url
+    from bridge.publish.context import gateway_url
 
-    from bridge.metadata import FIELDS
+    from bridge.publish.metadata import FIELDS
 
     fiscal_code = check_fiscal_code(options.fiscal_code)
     doc_type = _doc_type(options.doc_type)
@@ -385,7 +385,7 @@ class _Run:
 
     async def publish(self, step: Step, version: int) -> bool:
         """Steps 1 and 2: message → analysis → plan → render → validate → package → call."""
-        from bridge.pipeline import build_submission, submission_record
+        from bridge.publish.pipeline import build_submission, submission_record
 
         raw, control_id = self.message(step.number, "F" if version == 1 else "C", corrected=version > 1)
         analysis = analyse(self.stages, raw)
@@ -449,8 +449,8 @@ class _Run:
         return result.published
 
     async def metadata(self, step: Step) -> bool:
-        from bridge.metadata import apply_settings
-        from bridge.pipeline import SUBMISSION_ROOT, submission_record
+        from bridge.publish.metadata import apply_settings
+        from bridge.publish.pipeline import SUBMISSION_ROOT, submission_record
 
         plan = self.plan(Action.METADATA)
         if plan.action is not Action.METADATA:
@@ -473,7 +473,7 @@ class _Run:
         return result.published
 
     async def delete(self, step: Step) -> bool:
-        from bridge.pipeline import submission_record
+        from bridge.publish.pipeline import submission_record
 
         raw, control_id = self.message(step.number, "X")
         routed = analyse(self.stages, raw).routed()
@@ -536,7 +536,7 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
     """
     from bridge import certs
     from bridge.journal.sqlite import SqliteStore
-    from bridge.stages import Stages
+    from bridge.service.stages import Stages
 
     fiscal_code, doc_type, url = check_options(config, options)
 

@@ -21,7 +21,7 @@ no patient data leaves through this page.
 One operator endpoint, for ``fse-bridge journal update-metadata`` (interface.md,
 "Commands"): ``POST /operator/metadata`` with a JSON body ``{"target": ID,
 "settings": ["KEY=VALUE", ...]}`` runs the update inside the service
-(:func:`bridge.pipeline.update_metadata`), under the accession's lock, so it never
+(:func:`bridge.publish.pipeline.update_metadata`), under the accession's lock, so it never
 races a correction or cancellation the service is processing. It needs
 ``Authorization: Bearer <token>``: at start the service writes a new random token
 to ``<state_dir>/operator.token`` (mode 0600, readable only by the service's
@@ -29,7 +29,7 @@ user) and the page's address to ``<state_dir>/web.url``; both go at stop.
 
 A second one, for ``fse-bridge journal resubmit``: ``POST /operator/resubmit`` with
 ``{"target": ID}`` journals the entry's bytes again as a new entry and has the service's
-Receiver process it at once (:meth:`bridge.service.Receiver.resubmit`); it answers once
+Receiver process it at once (:meth:`bridge.service.tap.Receiver.resubmit`); it answers once
 processed with the new entry, its outcome, the ACK's MSA-1/MSA-3 and what was published.
 """
 
@@ -54,10 +54,12 @@ from twisted.python import threadable
 from twisted.python.failure import Failure
 from twisted.web import pages, resource, server
 
-from bridge import __version__, pipeline, validate
+from bridge import __version__
+from bridge.publish import pipeline
+from bridge.cda import validate
 from bridge.errors import BridgeError, InvalidValue
 from bridge.journal import metrics
-from bridge.metadata import UnknownTarget
+from bridge.publish.metadata import UnknownTarget
 
 log = logging.getLogger(__name__)
 

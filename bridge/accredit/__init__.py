@@ -1,0 +1,1 @@
+"""The Region's stage accreditation run."""

@@ -1,0 +1,1 @@
+"""MLLP: framing and the Twisted protocol (step 1, receive)."""

@@ -1,0 +1,1 @@
+"""The publishing core: the registry plan, the pipeline driver, metadata updates."""

@@ -1,0 +1,1 @@
+"""The running service: the Twisted tap, the receiver, worker processes."""

@@ -1,0 +1,1 @@
+"""The status page, /healthz, /metrics and the operator API."""
