@@ -14,7 +14,10 @@
     │   ├── UnknownDocumentType  207
     │   ├── FrameTooLarge        207
     │   └── GatewayUnavailable   207 unreachable after retries, credentials, clock
-    └── ConfigError              start-up and CLI: names the file and the key
+    ├── ConfigError              start-up and CLI: names the file and the key
+    └── JournalDamaged           the journal file is not a readable SQLite database
+
+ExitCode: the exit status of every `fse-bridge` command (README, "Exit status").
 
 `pipeline.process` is the one place that turns these into ACKs; anything that
 is not a BridgeError there becomes AR 207 with the traceback logged.
@@ -22,6 +25,8 @@ Exception texts must never carry patient data: they reach logs and ACKs.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class BridgeError(Exception):
@@ -89,6 +94,15 @@ class FrameTooLarge(NotProcessable):
     err_code = "207"
 
 
+class InternalError(NotProcessable):
+    """Something unexpected (a bug, a crashed stage): AR 207; the traceback is in the log."""
+
+    err_code = "207"
+
+    def __init__(self, message: str = "internal error, see the service log", **kwargs):
+        super().__init__(message, **kwargs)
+
+
 class GatewayUnavailable(NotProcessable):
     err_code = "207"
 
@@ -110,3 +124,35 @@ class ConfigError(BridgeError):
     def __str__(self) -> str:
         where = ", ".join(p for p in (self.file, f"key {self.key}" if self.key else "") if p)
         return f"{where}: {self.message}" if where else self.message
+
+
+class JournalDamaged(BridgeError):
+    """The journal file is damaged (SQLite: not a database, or malformed); the CLI exits 4."""
+
+    def __init__(self, path, cause: str):
+        super().__init__(
+            f"the journal {path} is damaged ({cause}): stop the service, move the file aside (with its "
+            f"-wal and -shm files, if any) and restore it from the last backup; with no backup, moving it "
+            f"aside lets the service start a new, empty journal")
+        self.path = path
+
+
+class ExitCode(enum.IntEnum):
+    """The exit status of every command; the systemd unit does not restart on USAGE and JOURNAL_DAMAGED."""
+
+    DONE = 0
+    FAILED = 1              # the checked thing failed: validation errors, a NAK, a refusal
+    USAGE = 2               # usage or configuration error
+    NO_RULES = 3            # no validation rules installed: nothing was checked
+    JOURNAL_DAMAGED = 4
+    INTERRUPTED = 130       # Ctrl-C (128 + SIGINT), as shells report it
+
+
+#: What each status means, for --help and the README (status 1 is worded per command).
+EXIT_MEANINGS = {
+    ExitCode.DONE: "done",
+    ExitCode.FAILED: "the checked thing failed",
+    ExitCode.USAGE: "usage or configuration error",
+    ExitCode.NO_RULES: "no validation rules installed (nothing was checked)",
+    ExitCode.JOURNAL_DAMAGED: "the journal is damaged",
+}

@@ -35,6 +35,8 @@ class State:
     DONE = "done"           # outcome AA
     FAILED = "failed"       # outcome AE
     REFUSED = "refused"     # outcome AR
+    SET_ASIDE = "set aside"  # terminal: recovery will not try it again; an operator decides
+    WAITING = "waiting"     # acknowledged, to be tried again (a temporary failure)
 
 
 def state_for(outcome_code: str) -> str:
@@ -249,6 +251,13 @@ class Journal(Protocol):
         write briefly to commit it with the next operations. Operations still apply
         in submission order: anything submitted later sees this outcome.
         """
+
+    def set_aside(self, message_id: int, outcome: Outcome, reason: str) -> Deferred[None]:
+        """Close an entry that recovery must not try again (state ``set aside``), keeping the
+        outcome it came to and *reason*; an ACK already stored stays the one a resend gets."""
+
+    def count_state(self, state: str) -> Deferred[int]:
+        """How many entries are in *state* (e.g. ``set aside``, for /healthz)."""
 
     def add_artifact(self, message_id: int, stage: str, name: str, content: bytes) -> Deferred[None]: ...
 

@@ -82,6 +82,10 @@ class SqliteStore:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA busy_timeout=10000")
         self._migrate()
+        # Set-aside entries are few among many: a partial index counts them for /healthz
+        # and /metrics without a scan (idempotent; schema versions before it lack it).
+        self.db.execute(f"CREATE INDEX IF NOT EXISTS messages_set_aside ON messages (id)"
+                        f" WHERE state = '{State.SET_ASIDE}'")
 
     def _migrate(self) -> None:
         """Create the schema, or upgrade an older journal in place (one transaction each)."""
@@ -183,11 +187,13 @@ class SqliteStore:
         self.db.execute("UPDATE messages SET ack = ?, ack_code = ?, updated_at = ? WHERE id = ?",
                         (ack, ack_code, self.now(), message_id))
 
-    def finish(self, message_id: int, outcome: Outcome, ack: bytes | None = None) -> bytes | None:
-        """Record the outcome; returns the ACK stored for the entry (what a resend gets)."""
+    def finish(self, message_id: int, outcome: Outcome, ack: bytes | None = None, *,
+               state: str | None = None, detail: str | None = None) -> bytes | None:
+        """Record the outcome; returns the ACK stored for the entry (what a resend gets).
+        *state*: instead of the one the outcome's code gives (``set aside``)."""
         now = self.now()
         code = outcome.code.value
-        state = state_for(code)
+        state = state or state_for(code)
         error = "; ".join(f"{e.code} {e.location} {e.text}".replace("  ", " ") for e in outcome.errors
                           if e.severity != "I") or None
         # An ACK already sent (commit mode) stays the one a resend gets: COALESCE keeps it.
@@ -203,8 +209,14 @@ class SqliteStore:
         if row is None:
             raise KeyError(f"no journal entry {message_id}")
         self.db.execute("INSERT INTO transitions (message_id, state, at, detail) VALUES (?, ?, ?, ?)",
-                        (message_id, state, now, f"{code} {outcome.text}".strip()))
+                        (message_id, state, now, detail or f"{code} {outcome.text}".strip()))
         return row[0]
+
+    def set_aside(self, message_id: int, outcome: Outcome, reason: str) -> None:
+        self.finish(message_id, outcome, state=State.SET_ASIDE, detail=reason)
+
+    def count_state(self, state: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM messages WHERE state = ?", (state,)).fetchone()[0]
 
     def get(self, message_id: int) -> Entry | None:
         return self._entry("SELECT * FROM messages WHERE id = ?", (message_id,))
@@ -566,6 +578,12 @@ class SqliteJournal:
     def finish(self, message_id: int, outcome: Outcome, ack: bytes | None = None, *,
                urgent: bool = True) -> Deferred:
         return self._enqueue(urgent, self._store.finish, (message_id, outcome, ack), {})
+
+    def set_aside(self, message_id: int, outcome: Outcome, reason: str) -> Deferred:
+        return self._submit(self._store.set_aside, message_id, outcome, reason)
+
+    def count_state(self, state: str) -> Deferred:
+        return self._submit(self._store.count_state, state)
 
     def add_artifact(self, message_id: int, stage: str, name: str, content: bytes) -> Deferred:
         return self._submit(self._store.add_artifact, message_id, stage, name, content)

@@ -55,10 +55,11 @@ from twisted.python.failure import Failure
 from twisted.web import pages, resource, server
 
 from bridge import __version__
+from bridge.alerts import ALERTS, KINDS as ALERT_KINDS
 from bridge.publish import pipeline
 from bridge.cda import validate
 from bridge.errors import BridgeError, InvalidValue
-from bridge.journal import metrics
+from bridge.journal import State, metrics
 from bridge.publish.metadata import UnknownTarget
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def redact(text: str | None) -> str | None:
 def health(ctx, listener=None):
     """``(healthy, body)`` for /healthz. *listener*: the MLLP service, for its bound port."""
     config = ctx.config
-    journal_open, unfinished, by_state = False, None, {}
+    journal_open, unfinished, by_state, set_aside = False, None, {}, None
     if ctx.journal is not None:
         try:
             probe = ctx.journal.unfinished()
@@ -108,6 +109,7 @@ def health(ctx, listener=None):
             journal_open = True
             unfinished = len(entries)
             by_state = dict(sorted(collections.Counter(e.state for e in entries).items()))
+            set_aside = yield ctx.journal.count_state(State.SET_ASIDE)
     port = _listening_port(listener)
     publisher = getattr(ctx, "publisher", None)
     if publisher is not None:
@@ -133,6 +135,9 @@ def health(ctx, listener=None):
         "ack_mode": config.ack.mode,
         "workers": worker_status,
         "unfinished": {"total": unfinished, "by_state": by_state},
+        # One bad message does not make the service unhealthy: counted, for an operator.
+        "set_aside": set_aside,
+        "operator_alerts": ALERTS.counts(),
     }
     if not rules_on:
         body["validation"]["notice"] = "local validation is OFF: install the rules with `fse-bridge rules install`"
@@ -242,6 +247,10 @@ def render_page(healthy: bool, status: dict, entries: list) -> bytes:
                             f'{e(validation["rules_dir"])} (<code>fse-bridge rules install</code>)')
     gateway_text = ("embedded simulator" if gateway["embedded"] else "gateway") + (
         f' {e(gateway["url"])}' if gateway["url"] else "")
+    recent = ALERTS.recent()
+    alerts = ("<h2>Operator alerts</h2><ul>" + "".join(
+        f'<li>{e(a.at[:19].replace("T", " "))} <b>{e(a.kind)}</b> {e(a.text)}</li>' for a in recent)
+        + "</ul>") if recent else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="15">
 <title>fse-bridge status</title><style>{_STYLE}</style></head><body>
@@ -249,8 +258,10 @@ def render_page(healthy: bool, status: dict, entries: list) -> bytes:
 <p>Status: <b>{"ok" if healthy else '<span class="off">unavailable</span>'}</b>;
 MLLP port {status["mllp"]["port"]}; ack mode {e(status["ack_mode"])};
 {gateway_text}; {validation_text};
-unfinished messages: {"?" if unfinished is None else unfinished}.
+unfinished messages: {"?" if unfinished is None else unfinished};
+set aside: {"?" if status["set_aside"] is None else status["set_aside"]}.
 <a href="healthz">/healthz</a></p>
+{alerts}
 <h2>Recent messages</h2>
 <table><tr>{"".join(f"<th>{c}</th>" for c in _COLUMNS)}</tr>
 {chr(10).join(rows) or f'<tr><td colspan="{len(_COLUMNS)}">none yet</td></tr>'}
@@ -455,6 +466,9 @@ def metric_families(ctx, listener, counts: dict | None, journal_open: bool) -> l
               for (op, status), n in counts["gateway_calls"].items()]),
             ("fse_bridge_documents", "gauge", "Documents in the registry, by state and type.",
              [({"state": state, "type": kind}, n) for (state, kind), n in counts["documents"].items()]),
+            ("fse_bridge_set_aside_messages", "gauge",
+             "Messages set aside: recovery will not try them again; an operator decides.",
+             [({}, counts["set_aside"])]),
         ]
     port = _listening_port(listener)
     factory = getattr(listener, "factory", None)
@@ -476,6 +490,8 @@ def metric_families(ctx, listener, counts: dict | None, journal_open: bool) -> l
          [({}, status["replaced"])]),
         ("fse_bridge_worker_calls_waiting", "gauge", "Stage calls waiting for a worker process.",
          [({}, status["waiting"])]),
+        ("fse_bridge_operator_alerts_total", "counter", "Operator alerts raised since the service started, by kind.",
+         [({"kind": kind}, n) for kind, n in sorted(({k: 0 for k in ALERT_KINDS} | ALERTS.counts()).items())]),
         ("fse_bridge_build_info", "gauge", "The running version.", [({"version": __version__}, 1)]),
     ]
     return families
