@@ -164,6 +164,19 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Notice:
+    """Something the mapping left out or changed that the sender must hear of: one ERR of the ACK."""
+
+    code: str
+    """HL7 table 0357 (``0``: the message is accepted)."""
+    text: str
+    location: str = ""
+    """ERR-2, e.g. ``OBX^4^11``."""
+    severity: str = "I"
+    """W (warning) or I (information)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Range:
     low: str = ""
     high: str = ""
@@ -175,6 +188,8 @@ class Range:
 class Observation:
     ref: str
     code: Code
+    name: str = ""
+    """The test as the laboratory named it (OBX-3.2), shown in the narrative; LOINC's only when none."""
     status: str
     """completed or aborted (LAB b22)."""
     effective_time: str
@@ -182,6 +197,9 @@ class Observation:
     """PQ, IVL_PQ, ST, CD, ED (an attachment: observationMedia) or "" (no value: aborted)."""
     value: str = ""
     unit: str = ""
+    """UCUM, for the structured value."""
+    unit_text: str = ""
+    """The unit as the sender wrote it (OBX-6.1), for the narrative."""
     low: str = ""
     high: str = ""
     coded: Code | None = None
@@ -201,6 +219,8 @@ class Exam:
 
     ref: str
     code: Code
+    name: str = ""
+    """The exam as the sender named it (OBR-4.2), for the narrative."""
     status: str
     """act statusCode: completed, active or aborted."""
     effective_time: str
@@ -271,6 +291,11 @@ class Report:
     """dataInizioPrestazione, yyyyMMddHHmmss local time (collection)."""
     service_end_local: str = ""
     """dataFinePrestazione, yyyyMMddHHmmss local time (report)."""
+    access_policies: tuple[str, ...] = ()
+    """attiCliniciRegoleAccesso the create carries: ("P99",) when the patient asked to obscure the
+    report (ARV, or the field the mapping's ``access`` table names); () otherwise."""
+    notices: tuple[Notice, ...] = ()
+    """ERRs (severity W or I) for the ACK of the published document: results or attachments left out."""
 
     @property
     def tipologia_struttura(self) -> str:

@@ -33,7 +33,11 @@ from stdnum.it import codicefiscale, iva
 from bridge.errors import ConfigError, InvalidValue, MissingField, UnknownCode
 from bridge.hl7.message import ParsedMessage
 from bridge.hl7.path import Path, Reader, parse_path
-from bridge.model import (Address, Code, DocumentType, Encounter, Exam, Identifier, Note,
+from bridge.mapping import participations
+from bridge.mapping.access import access_policies
+from bridge.mapping.sections import check_declaration, fill_required
+from bridge.mapping.text import BREAK, paragraphs, text_lines
+from bridge.model import (Address, Code, DocumentType, Encounter, Exam, Identifier, Note, Notice,
                           Observation, Order, Organization, Patient, Person, Range, Report,
                           Section, Specimen, Telecom)
 
@@ -150,9 +154,11 @@ def load_mappings(mapping_dir: str | FsPath, practitioners_csv: str | FsPath | N
         if not path.is_file():
             continue
         own = _read_toml(path)
-        settings = _merge(header, own.pop("header", {}))
-        settings.update(own)
+        # The type's [header] table, then its own tables, over header.toml (tables merged key by key).
+        settings = _merge(_merge(header, own.pop("header", {})), own)
         _check_paths(settings, str(path))
+        _check_paths(list(settings.get("participations", {})), str(path), "participations")
+        check_declaration(settings.get("sections", {}).get("required", {}), str(path))
         for key in ("template", "template_version", "title"):
             if key not in settings:
                 raise ConfigError("missing key", file=str(path), key=key)
@@ -211,6 +217,9 @@ class _Mapper:
         self.doc_type = doc_type
         self.tz = zoneinfo.ZoneInfo(settings.get("timezone", "Europe/Rome"))
         self.refs: dict[str, int] = {}
+        self.prts = participations.attach(self.reader)
+        self.notices: list[Notice] = []
+        self.report_notes: list[str] = []
 
     # -- sources
 
@@ -288,48 +297,61 @@ class _Mapper:
     # -- people
 
     def person(self, key: str, scope=None, *, required: bool) -> Person | None:
-        """A practitioner from XCN-like fields: a valid CF id, else the practitioners table."""
+        """A practitioner from XCN-like fields, or the PRT participation standing for an empty one."""
         spec = self.setting(key)
         fields = spec if isinstance(spec, list) else [spec] if spec else []
+        roles = self.setting("participations", {})
         for text in fields:
             path = parse_path(text)
             occurrence = (scope or {}).get(path.segment, 1)
             index = self.occurrence_index(path.segment, occurrence)
             if index is None:
                 continue
-            reps = self.reader.repetitions(index, path.field)
-            if not reps or not any(c.strip() for c in reps[0]):
-                continue
-            comps = [c.strip() for c in reps[0]]
-            location = f"{path.segment}^{occurrence}^{path.field}^1"
-            # NDL/CNN (OBR-32..35) carry id&family&given as subcomponents of component 1.
-            first = self.reader.raw_field(index, path.field).split(self.reader.rs)[0].split(self.reader.cs)[0]
-            if self.reader.ss in first:
-                comps = [self.reader.unescape(p).strip() for p in first.split(self.reader.ss)]
-            ident, family, given = (comps + ["", "", ""])[:3]
-            middle = comps[3] if len(comps) > 3 else ""
-            if not ident:
-                raise MissingField("practitioner has no id", location=location)
-            cf = ident.upper()
-            if codicefiscale.is_valid(cf) and len(cf) == 16:
-                known = self.m.practitioners.get(ident)
-                family = family or (known.family if known else "")
-                given = given or (known.given if known else "")
-            else:
-                known = self.m.practitioners.get(ident)
-                if known is None:
-                    raise UnknownCode("practitioner not in the practitioners table and id is not a valid CF",
-                                      location=location)
-                cf, family, given = known.fiscal_code, family or known.family, given or known.given
-            if not family or not given:
-                raise MissingField("practitioner name needs family and given", location=location)
-            given = " ".join(p for p in (given, middle) if p)
-            return Person(fiscal_code=cf, family=family, given=given)
+            found = self.practitioner(index, path.field, f"{path.segment}^{occurrence}^{path.field}^1")
+            if found is None and f"{path.segment}-{path.field}" in roles:
+                prt = participations.find(self.reader, self.prts, (path.segment, occurrence),
+                                          roles[f"{path.segment}-{path.field}"])
+                if prt is not None:
+                    found = self.practitioner(prt[0], 5, f"PRT^{prt[1]}^5^1")
+            if found is not None:
+                return found
         if required:
             where = parse_path(fields[0]).location((scope or {}).get(parse_path(fields[0]).segment, 1)) \
                 if fields else ""
             raise MissingField(f"{key.rsplit('.', 1)[-1].replace('_', ' ')} is missing", location=where)
         return None
+
+    def practitioner(self, index: int, field: int, location: str) -> Person | None:
+        """The XCN in *field* of segment *index* (None when empty): a valid CF id, else the practitioners table."""
+        reps = self.reader.repetitions(index, field)
+        if not reps or not any(c.strip() for c in reps[0]):
+            return None
+        comps = [c.strip() for c in reps[0]]
+        # NDL/CNN (OBR-32..35) carry id&family&given as subcomponents of component 1.
+        first = self.reader.raw_field(index, field).split(self.reader.rs)[0].split(self.reader.cs)[0]
+        if self.reader.ss in first:
+            comps = [self.reader.unescape(p).strip() for p in first.split(self.reader.ss)]
+        else:
+            # XCN.2 is an FN: the surname is its first subcomponent.
+            comps[1:2] = [c.split(self.reader.ss)[0] for c in comps[1:2]]
+        ident, family, given = (comps + ["", "", ""])[:3]
+        middle = comps[3] if len(comps) > 3 else ""
+        if not ident:
+            raise MissingField("practitioner has no id", location=location)
+        cf = ident.upper()
+        known = self.m.practitioners.get(ident)
+        if codicefiscale.is_valid(cf) and len(cf) == 16:
+            family = family or (known.family if known else "")
+            given = given or (known.given if known else "")
+        else:
+            if known is None:
+                raise UnknownCode("practitioner not in the practitioners table and id is not a valid CF",
+                                  location=location)
+            cf, family, given = known.fiscal_code, family or known.family, given or known.given
+        if not family or not given:
+            raise MissingField("practitioner name needs family and given", location=location)
+        given = " ".join(p for p in (given, middle) if p)
+        return Person(fiscal_code=cf, family=family, given=given)
 
     # -- patient
 
@@ -404,6 +426,11 @@ class _Mapper:
             if not re.fullmatch(r"\d{8}(\d*)([.+-].*)?", birth):
                 raise InvalidValue("birth date is not an HL7 date", location=birth_loc)
             birth = birth[:8]
+            try:
+                datetime.strptime(birth, "%Y%m%d")
+            except ValueError:
+                # The XSD and schematrons take 19751304 as a TS: only here can it be caught.
+                raise InvalidValue("birth date is not a valid date (YYYYMMDD)", location=birth_loc) from None
         addresses = tuple(self.addresses(pid, p.get("address", {})))
         telecoms = tuple(self.telecoms(pid, p.get("telecom", {})))
         return Patient(ids=tuple(ids), person_id=person_id, family=family, given=given,
@@ -569,22 +596,57 @@ class _Mapper:
                 out.append(current)
                 last_obx = None
             elif current is None:
+                if seg == "NTE":
+                    self.report_notes.extend(self.nte_text(index))
                 continue
             elif seg == "OBX":
                 last_obx = {"index": index, "occurrence": counts[seg], "notes": []}
+                current["scope"].setdefault("OBX", counts[seg])
                 current["obx"].append(last_obx)
             elif seg == "NTE":
-                note = self.reader.values(index, parse_path("NTE-3[*]"))
-                text_value = "\n".join(v for v in note)
-                if text_value.strip():
-                    (last_obx["notes"] if last_obx else current["notes"]).append(text_value)
+                (last_obx["notes"] if last_obx else current["notes"]).extend(self.nte_text(index))
             elif seg == "SPM" and current["spm"] is None:
                 current["spm"] = (index, counts[seg])
         return out
 
+    def nte_text(self, index: int) -> list[str]:
+        """An NTE's comment (NTE-3 repetitions are lines), or nothing when it is blank."""
+        note = "\n".join(self.reader.values(index, parse_path("NTE-3[*]")))
+        return [note.strip("\n")] if note.strip() else []
+
+    def obx_lines(self, obx: dict) -> list[str]:
+        """OBX-5 as lines: repetitions and ``\\.br\\`` break lines, escapes decoded, blank lines kept."""
+        return [line for value in self.reader.values(obx["index"], parse_path("OBX-5[*]"))
+                for line in text_lines(value)]
+
     def obx_text(self, obx: dict) -> str:
-        """OBX-5 as text: repetitions are lines (TX/FT), escapes decoded."""
-        return "\n".join(self.reader.values(obx["index"], parse_path("OBX-5[*]"))).strip("\n")
+        """OBX-5 as text: lines joined, blank lines kept inside, none at the ends."""
+        return "\n".join(self.obx_lines(obx)).strip("\n")
+
+    def access_policies(self) -> tuple[str, ...]:
+        return access_policies(self.reader, self.setting("access", {}))
+
+    # -- what is left out, and said so in the ACK
+
+    def notice(self, text: str, location: str, severity: str = "I") -> None:
+        self.notices.append(Notice(code="0", text=text, location=location, severity=severity))
+
+    @property
+    def attachment_types(self) -> set[str]:
+        return {t.upper() for t in self.setting("observation.attachment_types", ["ED", "RP"])}
+
+    def attachment_left_out(self, n: int, value_type: str) -> None:
+        """An attachment (ED/RP) where the type's guide has no multimedia: a warning, never narrative text."""
+        self.notice(f"attachment ({value_type}) not carried: {self.doc_type.name} has no place for it",
+                    f"OBX^{n}^5", severity="W")
+
+    def left_out(self, obx: dict) -> bool:
+        """OBX-11 says the result is deleted or wrong (``omit`` in observation.status): leave it out, say so."""
+        status = self.reader.value(obx["index"], parse_path("OBX-11")).upper()
+        if self.setting("observation.status", {}).get(status) != "omit":
+            return False
+        self.notice(f"result left out of the document: OBX-11 is {status}", f"OBX^{obx['occurrence']}^11")
+        return True
 
     def observation(self, obx: dict, group: dict) -> Observation:
         r, i, n = self.reader, obx["index"], obx["occurrence"]
@@ -651,7 +713,7 @@ class _Mapper:
             ranges = (self.reference_range(range_text, unit),)
         interpretation = None
         flag = r.value(i, parse_path("OBX-8"))
-        if flag:
+        if flag and status != "aborted":
             codes = self.setting("observation.interpretation", {})
             mapped = codes.get(flag.upper())
             if mapped is None:
@@ -659,7 +721,8 @@ class _Mapper:
             interpretation = Code(code=mapped[0], system="2.16.840.1.113883.5.83", display=mapped[1],
                                   system_name="HL7 ObservationInterpretation")
         notes = tuple(Note(ref=self.ref("note"), text=t) for t in obx["notes"])
-        return Observation(ref=self.ref("obs"), code=code, status=status, effective_time=effective,
+        return Observation(ref=self.ref("obs"), code=code, name=self.local_name(r.repetitions(i, 3), code),
+                           unit_text=unit_raw, status=status, effective_time=effective,
                            value_type=kind if status != "aborted" else "", value=value,
                            unit=unit if kind in ("PQ", "IVL_PQ") else "", low=low, high=high,
                            coded=coded, text=shown, interpretation=interpretation, ranges=ranges,
@@ -715,23 +778,56 @@ class _Mapper:
             specialty, _ = self.source(spec, scope, what="diagnostic service section")
             comps = self.reader.repetitions(group["index"], 4)
             code = self.code(comps[0] if comps else [], f"OBR^{n}^4", what="universal service identifier")
-            observations = tuple(self.observation(obx, group) for obx in group["obx"])
+            kept = self.results(group)
+            observations = tuple(self.observation(obx, group) for obx in kept)
+            if not observations and group["obx"]:
+                self.notice("order left out of the document: none of its results is to be shown",
+                            f"OBR^{n}^4")
+                continue
             if not observations:
                 raise MissingField("no results (OBX) for this order", location=f"OBR^{n}^4")
             # Preliminary results (OBX-11 P, R, I, S) make the act, and the document, partial.
             partial = {v.upper() for v in self.setting("observation.partial", [])}
-            statuses = {self.reader.value(obx["index"], parse_path("OBX-11")).upper() for obx in group["obx"]}
+            statuses = {self.reader.value(obx["index"], parse_path("OBX-11")).upper() for obx in kept}
             status = "active" if statuses & partial else "completed"
             notes = tuple(Note(ref=self.ref("note"), text=t) for t in group["notes"])
-            out.append((specialty, Exam(ref=self.ref("exam"), code=code, status=status,
+            out.append((specialty, Exam(ref=self.ref("exam"), code=code, name=self.local_name(
+                                            self.reader.repetitions(group["index"], 4), code), status=status,
                                         effective_time=group["time"], specimen=self.specimen(group),
                                         observations=observations, notes=notes)))
         return out
+
+    def results(self, group: dict) -> list[dict]:
+        """The OBX of a LAB group that become observations: attachments the type cannot carry,
+        deleted or wrong results (said in the ACK) and blank text lines are left out."""
+        carried = {t.upper() for t in self.setting("observation.carried_attachments", [])}
+        kept = []
+        for obx in group["obx"]:
+            i, n = obx["index"], obx["occurrence"]
+            value_type = self.reader.value(i, parse_path("OBX-2")).upper()
+            if value_type in self.attachment_types and value_type not in carried:
+                self.attachment_left_out(n, value_type)
+            elif self.left_out(obx):
+                continue
+            elif value_type in ("TX", "FT") and not self.obx_text(obx).strip() and not obx["notes"] and \
+                    self.setting("observation.status", {}).get(
+                        self.reader.value(i, parse_path("OBX-11")).upper()) != "aborted":
+                continue   # a blank line between text results: nothing to show
+            else:
+                kept.append(obx)
+        return kept
+
+    def local_name(self, reps: list[list[str]], code: Code) -> str:
+        """The name the sender gave a test (CE.2, else CE.5), else the code's display name."""
+        comps = [c.strip() for c in (reps[0] if reps else [])] + ["", "", "", "", ""]
+        return comps[1] or comps[4] or code.display or code.code
 
     def lab_sections(self, groups: list[dict]) -> tuple[Section, ...]:
         by_code: dict[str, list[Exam]] = {}
         for specialty, exam in self.exams(groups):
             by_code.setdefault(specialty, []).append(exam)
+        if not by_code:
+            raise MissingField("no results to publish: every result is left out (OBX-11)", location="OBX^1^11")
         sections = []
         for code, exams in by_code.items():
             row = self.m.lookup("lab_specialties.csv", code, column="loinc")
@@ -743,60 +839,88 @@ class _Mapper:
                                     title=row["display"], ref=self.ref("sec"), exams=tuple(exams)))
         return tuple(sections)
 
-    def narrative_sections(self, groups: list[dict], procedures: list[Code]) -> tuple[Section, ...]:
+    def narrative_sections(self, groups: list[dict], procedures: list[Code],
+                           report_notes: list[str]) -> tuple[Section, ...]:
         """Sections of RAD/RSA/RAP/LDO: each OBX goes to the section its OBX-3 maps to.
 
-        A required section without content is filled as the mapping says
-        (``procedures``: the names of OBR-4), else MissingField.
+        Consecutive lines of one OBX-3 (``observation.continued_lines`` types,
+        one TX line per OBX) make one paragraph; an empty OBX-5 or a blank line
+        ends it. Required sections are then filled as the type declares
+        (:mod:`bridge.mapping.sections`).
         """
         table = self.setting("sections.table", "sections.csv")
         default = self.setting("sections.default")
-        texts: dict[str, list[str]] = {}
+        notes_section = self.setting("sections.notes", default)
+        continued = {t.upper() for t in self.setting("observation.continued_lines", ["TX"])}
+        flat: dict[str, list[str]] = {}
         codes: dict[str, list[Code]] = {}
+        run = None
+
+        def add(section: str, lines: list[str], key=None) -> None:
+            nonlocal run
+            target = flat.setdefault(section, [])
+            if key is None or key != run:
+                target.append(BREAK)
+            target.extend(lines)
+            run = key
+
+        add(notes_section, [line for n in report_notes for line in text_lines(n) + [BREAK]])
         for group in groups:
             for obx in group["obx"]:
                 i, n = obx["index"], obx["occurrence"]
-                ident = self.reader.value(i, parse_path("OBX-3.1"))
-                row = self.m.lookup(table, ident, column="obx", type=self.doc_type.name) \
-                    or self.m.lookup(table, ident, column="section", type=self.doc_type.name)
-                section = row["section"] if row else default
-                if not section:
-                    raise UnknownCode("observation identifier not mapped to a section", location=f"OBX^{n}^3")
+                section = self.section_of(obx, table, default)
                 value_type = self.reader.value(i, parse_path("OBX-2")).upper()
+                if value_type in self.attachment_types:
+                    self.attachment_left_out(n, value_type)
+                    continue
+                if self.left_out(obx):
+                    continue
                 if value_type in ("CE", "CWE", "CNE"):
                     comps = (self.reader.repetitions(i, 5) or [[]])[0]
                     coded = self.coded_value(comps, f"OBX^{n}^5")
                     if coded:
                         codes.setdefault(section, []).append(coded)
-                    text = (comps[1] if len(comps) > 1 and comps[1] else comps[0] if comps else "").strip()
+                    lines = [(comps[1] if len(comps) > 1 and comps[1] else comps[0] if comps else "").strip()]
+                    add(section, lines)
                 else:
-                    text = self.obx_text(obx)
-                if not text:
-                    raise MissingField("result value is missing", location=f"OBX^{n}^5")
-                texts.setdefault(section, []).append(text)
+                    key = (section, self.reader.raw_field(i, 3), self.reader.raw_field(i, 4)) \
+                        if value_type in continued else None
+                    add(section, self.obx_lines(obx) or [BREAK], key)
                 for note in obx["notes"]:
-                    texts[section].append(note)
+                    add(section, text_lines(note))
             for note in group["notes"]:
-                texts.setdefault(self.setting("sections.notes", default), []).append(note)
-        sections = []
+                add(notes_section, text_lines(note))
+        texts = {code: paras for code, lines in flat.items() if (paras := paragraphs(lines))}
+        if not texts:
+            raise MissingField("the report has no text (every OBX-5 is empty)", location="OBX^1^5")
         order = [row["section"] for row in self.m.tables.get(table, ())
                  if row.get("type") == self.doc_type.name and row.get("obx") == row.get("section")]
-        for required in self.setting("sections.required", []):
-            if required not in texts:
-                fill = self.setting(f"sections.fill.{required}")
-                if fill == "procedures":
-                    texts[required] = [c.display or c.code for c in procedures]
-                elif fill:
-                    texts[required] = [fill]
-                else:
-                    raise MissingField(f"required section {required} has no content", location="OBX^1^3")
+        titles = {row["section"]: row["title"] for row in self.m.tables.get(table, ())
+                  if row.get("type") == self.doc_type.name and row.get("title")}
+        texts = fill_required(texts, self.setting("sections.required", {}), procedures=procedures,
+                                       titles=titles, note=self.setting("sections.copied_note", ""))
+        out = []
         for code in sorted(texts, key=lambda c: order.index(c) if c in order else len(order)):
-            row = self.m.lookup(table, code, column="section", type=self.doc_type.name)
-            title = row["title"] if row else code
-            sections.append(Section(code=Code(code=code, system=LOINC, system_name="LOINC", display=title),
-                                    title=title, ref=self.ref("sec"), paragraphs=tuple(texts[code]),
-                                    codes=tuple(codes.get(code, ()))))
-        return tuple(sections)
+            title = titles.get(code, code)
+            out.append(Section(code=Code(code=code, system=LOINC, system_name="LOINC", display=title),
+                               title=title, ref=self.ref("sec"), paragraphs=texts[code],
+                               codes=tuple(codes.get(code, ()))))
+        return tuple(out)
+
+    def section_of(self, obx: dict, table: str, default: str | None) -> str:
+        """The section an OBX goes to: OBX-3.1, then its suffix OBX-3.1.2 (``RM093&IMP``), in the table."""
+        i, n = obx["index"], obx["occurrence"]
+        for path in self.setting("sections.keys", ["OBX-3.1", "OBX-3.1.2"]):
+            ident = self.reader.value(i, parse_path(path))
+            if not ident:
+                continue
+            row = self.m.lookup(table, ident, column="obx", type=self.doc_type.name) \
+                or self.m.lookup(table, ident, column="section", type=self.doc_type.name)
+            if row:
+                return row["section"]
+        if not default:
+            raise UnknownCode("observation identifier not mapped to a section", location=f"OBX^{n}^3")
+        return default
 
 
 def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> Report:
@@ -834,7 +958,13 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
         procedures.append(m.code(comps[0] if comps else [], f"OBR^{group['scope']['OBR']}^4",
                                  what="universal service identifier"))
     body = mapping.settings.get("body", "sections")
-    sections = m.lab_sections(groups) if body == "results" else m.narrative_sections(groups, procedures)
+    if body == "results":
+        if m.report_notes and groups:
+            # Comments on the whole report (NTE before the first OBR) go with the first exam.
+            groups[0]["notes"][:0] = m.report_notes
+        sections = m.lab_sections(groups)
+    else:
+        sections = m.narrative_sections(groups, procedures, m.report_notes)
     status = "completed"
     if any(e.status == "active" for s in sections for e in s.exams):
         status = "active"
@@ -862,4 +992,5 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
         document_class=mapping.settings.get("document_class", "REF"), inpatient=inpatient,
         practice_setting=practice or "AD_PSC999", billing=billing or "SSN",
         clinical_activity=mapping.settings.get("clinical_activity", "ERP"),
-        service_start_local=local_ts(service_start, m.tz), service_end_local=local_ts(effective, m.tz))
+        service_start_local=local_ts(service_start, m.tz), service_end_local=local_ts(effective, m.tz),
+        access_policies=m.access_policies(), notices=tuple(m.notices))

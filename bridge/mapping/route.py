@@ -45,6 +45,8 @@ class RoutingRules:
     """Conditions that make a message a metadata update of the published document."""
     metadata_set: tuple[tuple[str, Path], ...] = ()
     """(gateway field name, HL7 path) pairs read for a metadata update."""
+    not_final: tuple[tuple[Path, frozenset[str]], ...] = ()
+    """Conditions that hold a report said final as not final yet (results still pending)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +111,9 @@ def load_routing(mapping_dir: str | FsPath) -> RoutingRules:
         metadata=tuple((_path(d["path"], file, "action.metadata"), frozenset(v.upper() for v in d["values"]))
                        for d in action.get("metadata", [])),
         metadata_set=tuple((name, _path(p, file, f"action.metadata_set.{name}"))
-                           for name, p in action.get("metadata_set", {}).items()))
+                           for name, p in action.get("metadata_set", {}).items()),
+        not_final=tuple((_path(d["path"], file, "action.not_final"), frozenset(v.upper() for v in d["values"]))
+                        for d in action.get("not_final", [])))
 
 
 def _sender_matches(application: str, facility: str, reader: Reader) -> bool:
@@ -171,6 +175,11 @@ def route(parsed: ParsedMessage, rules: RoutingRules) -> Route:
             return Route(doc_type=doc_type, action=Action.METADATA, accession=accession,
                          reason=f"{path} asks for a metadata update", settings=settings)
     statuses = _group_values(reader, rules.status)
+    for path, values in rules.not_final:
+        pending = sorted({v for v in _group_values(reader, path) if v in values})
+        if pending:
+            return Route(doc_type=doc_type, action=Action.IGNORE, accession=accession,
+                         reason=f"report not final yet ({path} {','.join(pending)})")
     if statuses and all(s in rules.publish for s in statuses):
         return Route(doc_type=doc_type, action=Action.PUBLISH, accession=accession,
                      reason="final report", corrected="C" in statuses)
