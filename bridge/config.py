@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bridge import __version__
 from bridge.errors import ConfigError
+from bridge.hl7.message import ascii_compatible
 
 #: The checkout's embedded default profile.
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "bridge.toml"
@@ -34,9 +35,16 @@ class MllpSettings:
     max_message_bytes: int = 4 * 1024 * 1024
     """Frames larger than this are refused (AR when a header can be read) and the connection closed."""
     max_connections: int = 64
+    """At the limit, a new connection closes the longest-idle one (none waiting for its ACK)."""
     idle_timeout_s: float = 600.0
+    frame_timeout_s: float = 60.0
+    """A frame not complete this long after its start byte closes the connection (0: no deadline)."""
+    max_segments: int = 10_000
+    max_fields: int = 200_000
+    """Caps on one message's segments and delimited parts (fields, repetitions, components):
+    larger messages get AR 207 as an oversize frame does, before a parse tree is built."""
     default_charset: str = "iso-8859-1"
-    """Charset of messages that do not declare MSH-18."""
+    """Charset of messages that do not declare MSH-18 (an ASCII-compatible one)."""
     tls_cert: Path | None = field(default=None, metadata=_path(must_exist=True))
     tls_key: Path | None = field(default=None, metadata=_path(must_exist=True))
     tls_client_ca: Path | None = field(default=None, metadata=_path(must_exist=True))
@@ -334,7 +342,8 @@ def _check(config: Config, file: str) -> None:
         port = getattr(getattr(config, section), name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"must be a port number 0-65535, not {port}", file=file, key=key)
-    for key in ("mllp.max_message_bytes", "mllp.max_connections", "gateway.max_attempts", "workers.timeout_s"):
+    for key in ("mllp.max_message_bytes", "mllp.max_connections", "mllp.max_segments", "mllp.max_fields",
+                "gateway.max_attempts", "workers.timeout_s"):
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise ConfigError("must be at least 1", file=file, key=key)
@@ -346,11 +355,12 @@ def _check(config: Config, file: str) -> None:
                               file=file, key=f"journal.{name}")
     if not 0 <= config.workers.processes <= 64:
         raise ConfigError(f"must be 0 to 64, not {config.workers.processes}", file=file, key="workers.processes")
-    try:
-        "".encode(config.mllp.default_charset)
-    except LookupError:
-        raise ConfigError(f"unknown charset {config.mllp.default_charset!r}",
-                          file=file, key="mllp.default_charset") from None
+    for name in ("idle_timeout_s", "frame_timeout_s"):
+        if getattr(config.mllp, name) < 0:
+            raise ConfigError("must be 0 (none) or more seconds", file=file, key=f"mllp.{name}")
+    if not ascii_compatible(config.mllp.default_charset):
+        raise ConfigError(f"unknown charset, or not ASCII-compatible: {config.mllp.default_charset!r}",
+                          file=file, key="mllp.default_charset")
     if bool(config.mllp.tls_cert) != bool(config.mllp.tls_key):
         raise ConfigError("tls_cert and tls_key go together", file=file, key="mllp.tls_key")
     repo = config.structure.repository

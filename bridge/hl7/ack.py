@@ -19,10 +19,12 @@ Fields are joined with the received separators; nothing is parsed here.
 from __future__ import annotations
 
 import datetime
+import logging
+import re
 import uuid
 from typing import Iterable
 
-from bridge.hl7.message import Batch, Header, ParsedMessage, header_of
+from bridge.hl7.message import Batch, Header, ParsedMessage, declared_charset, header_of
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 
@@ -30,6 +32,8 @@ from bridge.outcome import Outcome
 MSA3_MAX = 80
 #: ERR-8 (and ERR-1's text) is cut at this length; the journal keeps the whole text.
 ERR_TEXT_MAX = 250
+
+log = logging.getLogger(__name__)
 
 _ENHANCED = {AckCode.AA: AckCode.CA, AckCode.AE: AckCode.CE, AckCode.AR: AckCode.CR}
 
@@ -50,7 +54,35 @@ def build_ack(source: ParsedMessage | Header, outcome: Outcome, *, control_id: s
 
     *source* is the parsed message, or only its header when the message could
     not be parsed (see :func:`bridge.hl7.message.read_header`).
+
+    Never raises: a header it cannot answer in (a bug, whatever the bytes) gets
+    :func:`fallback_ack`, an AR in ASCII, so that every frame is answered and every
+    journaled entry can be closed.
     """
+    try:
+        return _build_ack(source, outcome, control_id=control_id, now=now)
+    except Exception:  # the one broad catch: an ACK must always come out
+        log.exception("building an ACK failed: answering AR 207 in ASCII")
+        return fallback_ack(source, control_id=control_id, now=now)
+
+
+def fallback_ack(source: ParsedMessage | Header | None = None, *, control_id: str | None = None,
+                 now: datetime.datetime | None = None) -> bytes:
+    """A minimal AR 207 in ASCII with the standard delimiters, echoing only the message's
+    control id (when it is plain ASCII): an answer that cannot fail."""
+    try:
+        received = header_of(source).control_id if isinstance(source, ParsedMessage) else source.control_id
+    except Exception:  # nothing of the message can be read: MSA-2 stays empty
+        received = ""
+    received = received if re.fullmatch(r"[A-Za-z0-9 .\-_]{1,199}", received or "") else ""
+    segments = ["MSH|^~\\&|||||" + _timestamp(now) + "||ACK|" + (control_id or new_control_id()) + "|P|2.5",
+                "MSA|AR|" + received + "|internal error",
+                "ERR||MSH^1|207^Application internal error^HL70357|E||||internal error, see the service log"]
+    return ("\r".join(segments) + "\r").encode("ascii", "replace")
+
+
+def _build_ack(source: ParsedMessage | Header, outcome: Outcome, *, control_id: str | None,
+               now: datetime.datetime | None) -> bytes:
     header = header_of(source) if isinstance(source, ParsedMessage) else source
     sep = header.separator
     code = ack_code_for(header, outcome.code)
@@ -127,8 +159,10 @@ def _msh(header: Header, control_id: str, now: datetime.datetime | None) -> str:
         header.field(12),                # MSH-12 as received
     ]
     charset = header.field(18)
-    if charset:
-        fields += ["", "", "", "", "", charset]  # MSH-13..17 empty, MSH-18 as received
+    if charset and declared_charset(charset, header.component) == header.charset:
+        # MSH-13..17 empty, MSH-18 as received; a value not accepted is not echoed: the ACK
+        # is then in ASCII, which an empty MSH-18 says.
+        fields += ["", "", "", "", "", charset]
     return _clean("MSH" + header.separator + header.separator.join(fields))
 
 
@@ -143,9 +177,10 @@ def _timestamp(now: datetime.datetime | None) -> str:
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
+    # ASCII digits only: str.isdigit() accepts "²", which int() refuses.
     digits = []
     for part in version.split("."):
-        if not part.isdigit():
+        if not re.fullmatch(r"[0-9]{1,4}", part):
             break
         digits.append(int(part))
     return tuple(digits)

@@ -9,34 +9,42 @@ segments ended by CR, LF or CRLF.
 from __future__ import annotations
 
 import codecs
+import csv
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import hl7
 
-from bridge.errors import ParseError
+from bridge.errors import FrameTooLarge, NotProcessable, ParseError
 
-#: MSH-18 spellings seen in the field, to Python codec names.
-CHARSETS = {
-    "ASCII": "ascii",
-    "US-ASCII": "ascii",
-    "8859/1": "iso-8859-1",
-    "ISO-8859-1": "iso-8859-1",
-    "ISO8859-1": "iso-8859-1",
-    "ISO_8859-1": "iso-8859-1",
-    "ISO IR100": "iso-8859-1",
-    "ISO-IR100": "iso-8859-1",
-    "LATIN1": "iso-8859-1",
-    "LATIN-1": "iso-8859-1",
-    "8859/15": "iso-8859-15",
-    "ISO-8859-15": "iso-8859-15",
-    "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8",
-    "UTF-8": "utf-8",
-    "UTF8": "utf-8",
-    "WINDOWS-1252": "cp1252",
-    "CP1252": "cp1252",
-}
+#: The accepted MSH-18 values and their codecs (HL7 table 0211, ASCII-compatible ones only).
+CHARSETS_CSV = Path(__file__).resolve().parents[2] / "mappings" / "charsets.csv"
+
+
+def ascii_compatible(codec: str) -> bool:
+    """Does *codec* decode every ASCII byte as itself (so delimiters, MSH and an ACK read as ASCII)?"""
+    try:
+        return bytes(range(128)).decode(codec) == "".join(map(chr, range(128)))
+    except (LookupError, UnicodeError, TypeError, ValueError):
+        return False
+
+
+def load_charsets(path: Path = CHARSETS_CSV) -> dict[str, str]:
+    """MSH-18 value (upper case) → Python codec, from *path*; a codec that is not an
+    ASCII-compatible text encoding is an error naming the file and the row."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    table = {}
+    for row in rows:
+        name, codec = (row.get("msh18") or "").strip().upper(), (row.get("codec") or "").strip()
+        if not name or not ascii_compatible(codec):
+            raise ValueError(f"{path}: {row!r} is not an MSH-18 value with an ASCII-compatible codec")
+        table[name] = codec
+    return table
+
+
+CHARSETS = load_charsets()
 
 _BOM = codecs.BOM_UTF8
 _TERMINATORS = re.compile(r"\r\n|\n\r?|\r")
@@ -105,11 +113,18 @@ class ParsedMessage:
         return self.get("MSH", 16)
 
 
+def declared_charset(value: str, component: str = "^") -> str | None:
+    """The codec for an MSH-18 value (first repetition, first component), None when the
+    value is not in :data:`CHARSETS`."""
+    first = value.split(component or "^")[0].split("~")[0].strip().upper()
+    return CHARSETS.get(first)
+
+
 def charset_of(raw: bytes, default: str) -> str:
     """The Python codec for MSH-18 of *raw*, read from the bytes before decoding.
 
-    MSH-18 may repeat (first repetition wins). An unknown name raises
-    :class:`ParseError` at ``MSH^1^18``.
+    MSH-18 may repeat (first repetition wins). A value not in mappings/charsets.csv
+    raises :class:`ParseError` (AE 102) at ``MSH^1^18``.
     """
     head = re.split(rb"[\r\n]", raw, maxsplit=1)[0]
     if len(head) < 4 or not head.startswith(b"MSH"):
@@ -120,15 +135,11 @@ def charset_of(raw: bytes, default: str) -> str:
     declared = fields[17].decode("ascii", "replace").strip() if len(fields) > 17 else ""
     if not declared:
         return default
-    declared = declared.split(head[4:5].decode("ascii", "replace") or "^")[0]
-    first = declared.split("~")[0].strip().upper()
-    codec = CHARSETS.get(first)
+    codec = declared_charset(declared, head[4:5].decode("ascii", "replace"))
     if codec is None:
-        try:
-            codec = codecs.lookup(first).name
-        except LookupError:
-            raise ParseError(f"unknown character set {first!r} in MSH-18",
-                             location="MSH^1^18", code="102") from None
+        shown = declared.encode("ascii", "backslashreplace").decode("ascii")[:40]
+        raise ParseError(f"character set {shown!r} in MSH-18 not accepted (mappings/charsets.csv)",
+                         location="MSH^1^18", code="102")
     return codec
 
 
@@ -162,19 +173,60 @@ def _encoding_characters(chars: str, separator: str) -> bool:
             and len(set(chars)) == len(chars))
 
 
-def parse_message(raw: bytes, default_charset: str = "iso-8859-1") -> ParsedMessage:
-    """Decode and parse one message. Raises :class:`ParseError` with an HL7 location."""
+#: Default caps on one message's size in parts (configuration: mllp.max_segments, mllp.max_fields):
+#: a parse tree costs some hundred bytes per part, so a frame of a million tiny fields would
+#: take hundreds of MB in the worker.
+MAX_SEGMENTS = 10_000
+MAX_FIELDS = 200_000
+
+_VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
+
+def parse_message(raw: bytes, default_charset: str = "iso-8859-1", *, max_segments: int = MAX_SEGMENTS,
+                  max_fields: int = MAX_FIELDS) -> ParsedMessage:
+    """Decode and parse one message. Raises :class:`ParseError` with an HL7 location.
+
+    Unusable MSH-2, an unreadable MSH-12 or no MSH-10 is refused (AR naming the field):
+    nothing in the message can be read, answered in its version, or told apart. A message of more
+    than *max_segments* segments or *max_fields* delimited parts (fields, repetitions,
+    components, subcomponents) is refused before it is parsed, as an oversize frame is.
+    """
     text, codec = decode(raw, default_charset)
     if len(text) < 8 or not _delimiter(text[3]):
         raise ParseError("MSH segment too short or without a field separator", location="MSH^1^1")
-    if not _encoding_characters(text[4:].split(text[3], 1)[0], text[3]):
-        raise ParseError("MSH-2 encoding characters unusable", location="MSH^1^2")
+    encoding_characters = text[4:].split(text[3], 1)[0]
+    if not _encoding_characters(encoding_characters, text[3]):
+        raise NotProcessable("MSH-2 encoding characters unusable", location="MSH^1^2", code="102")
+    _check_size(text, text[3] + encoding_characters[:2] + encoding_characters[3:4], max_segments, max_fields)
     try:
         message = hl7.parse(text)
         message.segment("MSH")
     except Exception as exc:  # python-hl7 raises assorted errors on broken input
         raise ParseError(f"message cannot be parsed: {type(exc).__name__}", location="MSH^1") from None
-    return ParsedMessage(raw=raw, text=text, charset=codec, message=message)
+    parsed = ParsedMessage(raw=raw, text=text, charset=codec, message=message)
+    version = parsed.version.strip()
+    if version and not _VERSION.fullmatch(version):
+        raise NotProcessable("MSH-12 version unreadable", location="MSH^1^12", code="203")
+    if not parsed.control_id.strip():
+        # Without it the sender cannot tell which message an answer is for (MSA-2 stays empty).
+        raise NotProcessable("MSH-10 message control id missing", location="MSH^1^10", code="101")
+    return parsed
+
+
+def parse_configured(raw: bytes, mllp) -> ParsedMessage:
+    """:func:`parse_message` with the ``[mllp]`` settings' charset and caps."""
+    return parse_message(raw, mllp.default_charset, max_segments=mllp.max_segments, max_fields=mllp.max_fields)
+
+
+def _check_size(text: str, delimiters: str, max_segments: int, max_fields: int) -> None:
+    segments = text.count("\r") + 1
+    if segments > max_segments:
+        raise FrameTooLarge(f"message of {segments} segments refused (at most {max_segments})",
+                            location="MSH^1")
+    parts = sum(text.count(d) for d in delimiters)
+    if parts > max_fields:
+        raise FrameTooLarge(f"message of {parts} fields and components refused (at most {max_fields})",
+                            location="MSH^1")
 
 
 # --- Headers and batches -------------------------------------------------
@@ -266,6 +318,7 @@ def read_header(raw: bytes, default_charset: str = "iso-8859-1") -> Header | Non
 
     Used to answer messages that cannot be parsed: bytes that the declared
     charset cannot decode are replaced, so MSH-3..MSH-12 can still be echoed.
+    An MSH-18 not in mappings/charsets.csv gives a header in ASCII.
     A field separator that cannot delimit anything gives None; unusable
     encoding characters are answered with the standard ``^~\\&``.
     """
@@ -279,7 +332,7 @@ def read_header(raw: bytes, default_charset: str = "iso-8859-1") -> Header | Non
     try:
         codec = charset_of(line, default_charset)
     except ParseError:
-        codec = default_charset
+        codec = "ascii"   # MSH-18 not accepted: the answer must be readable whatever the sender meant
     return _header("MSH", line.decode(codec, "replace"), codec)
 
 

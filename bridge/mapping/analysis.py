@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.errors import BridgeError, UnsupportedMessage
-from bridge.hl7.message import ParsedMessage, parse_message
+from bridge.hl7.message import ParsedMessage, parse_configured
 from bridge.mapping.mapper import map_report
 from bridge.model import Action, Report
 from bridge.mapping.route import Route, route
@@ -67,7 +67,7 @@ def _summary(parsed: ParsedMessage, **more) -> Analysis:
 
 def summarise(stages, raw: bytes) -> Analysis:
     """Parse only (services whose handler is not the document pipeline). Raises ParseError."""
-    return _summary(parse_message(raw, stages.config.mllp.default_charset))
+    return _summary(parse_configured(raw, stages.config.mllp))
 
 
 def unsupported(message) -> UnsupportedMessage | None:
@@ -92,7 +92,7 @@ def analyse(stages, raw: bytes) -> Analysis:
     raised when the pipeline needs what failed (a commit-mode message is
     accepted once parsed; a cancellation needs no report).
     """
-    parsed = parse_message(raw, stages.config.mllp.default_charset)
+    parsed = parse_configured(raw, stages.config.mllp)
     if unsupported(parsed) is not None:
         return _summary(parsed)
     try:

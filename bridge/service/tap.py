@@ -125,8 +125,15 @@ class Receiver:
     # -- frames --------------------------------------------------------------
 
     def handle_frame(self, payload: bytes, peer: str) -> Deferred:
-        """The answer bytes for one frame: one ACK per message, in order (a batch in BHS/BTS)."""
-        batch = split_batch(payload, self._default_charset)
+        """The answer bytes for one frame: one ACK per message, in order (a batch in BHS/BTS).
+
+        Never fails: whatever the frame holds and whatever goes wrong, it gets an answer.
+        """
+        try:
+            batch = split_batch(payload, self._default_charset)
+        except Exception:  # a bug: still an answer, never silence
+            log.exception("splitting a frame from %s failed: answering AR 207", peer)
+            return defer.succeed(answer.fallback_ack(now=self._stamp()))
         if len(batch.messages) == 1 and not batch.enveloped:
             return self.handle_message(batch.messages[0], peer)   # the usual frame: its ACK alone
         return self._handle_batch(batch, peer)
@@ -138,17 +145,32 @@ class Receiver:
         for raw in messages:
             # One after another: two copies of a control id in one batch see each other.
             acks.append((yield self.handle_message(raw, peer)))
-        return answer.build_batch_ack(batch, acks, now=self._stamp())
+        try:
+            return answer.build_batch_ack(batch, acks, now=self._stamp())
+        except Exception:  # a bug in the envelope: the members' ACKs still go
+            log.exception("building a batch envelope failed: answering its ACKs without it")
+            return b"".join(acks)
 
     def handle_oversize(self, head: bytes, peer: str) -> bytes:
         """AR 207 for a frame over ``mllp.max_message_bytes``, echoing its header if one can be read."""
-        header = read_header(head, self._default_charset) or default_header()
+        header = _header_or_none(head, self._default_charset) or default_header()
         error = FrameTooLarge(f"message over {self.ctx.config.mllp.max_message_bytes} bytes refused")
         return answer.build_ack(header, Outcome.from_error(error), now=self._stamp())
 
     def handle_message(self, raw: bytes, peer: str) -> Deferred:
-        """The ACK for one message; in flight (a stop waits for it) from its arrival on."""
-        return self._track(self._handle_message(raw, peer))
+        """The ACK for one message; in flight (a stop waits for it) from its arrival on.
+
+        Never fails: an unexpected error (a bug, a journal that cannot be written) is
+        answered AR 207; an entry journaled before it stays unfinished, so a restart
+        resumes it.
+        """
+        d = self._track(self._handle_message(raw, peer))
+        return d.addErrback(self._answer_failure, raw, peer)
+
+    def _answer_failure(self, failure, raw: bytes, peer: str) -> bytes:
+        log.error("handling a message from %s failed: answering AR 207", peer,
+                  exc_info=(failure.type, failure.value, failure.getTracebackObject()))
+        return answer.fallback_ack(_header_or_none(raw, self._default_charset), now=self._stamp())
 
     @inlineCallbacks
     def _handle_message(self, raw: bytes, peer: str):
@@ -373,6 +395,15 @@ class Receiver:
 
     def _stamp(self):
         return self._now() if self._now else None
+
+
+def _header_or_none(raw: bytes, default_charset: str) -> Header | None:
+    """read_header that cannot fail (used where an answer must come out whatever the bytes)."""
+    try:
+        return read_header(raw, default_charset)
+    except Exception:  # a bug in the tolerant reader: answer without the header
+        log.exception("reading a message header failed")
+        return None
 
 
 def _message_type(analysis: Analysis) -> str:

@@ -167,13 +167,13 @@ frames = st.one_of(
 @given(frames)
 def test_any_frame_can_be_answered(frame_bytes):
     """Whatever a frame holds, each of its messages gets an ACK (never an exception)."""
-    from bridge.errors import ParseError
+    from bridge.errors import BridgeError
     batch = split_batch(frame_bytes)
     acks = []
     for raw in batch.messages or (batch.leading,):
         try:
             source = parse_message(raw, "iso-8859-1")
-        except ParseError:
+        except BridgeError:
             source = read_header(raw) or default_header()
         acks.append(build_ack(source, Outcome(code=AckCode.AE, text="x"), now=NOW))
     answer = build_batch_ack(batch, acks, now=NOW)
