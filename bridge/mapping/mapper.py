@@ -712,7 +712,7 @@ class _Mapper:
         if range_text:
             ranges = (self.reference_range(range_text, unit),)
         interpretation = None
-        flag = r.value(i, parse_path("OBX-8"))
+        flag = r.value(i, parse_path("OBX-8.1"))
         if flag and status != "aborted":
             codes = self.setting("observation.interpretation", {})
             mapped = codes.get(flag.upper())
