@@ -112,8 +112,7 @@ def make_styles(layout: Layout) -> Styles:
                           leading=layout.body_size * 1.3, spaceAfter=3)
     headings = tuple(
         ParagraphStyle(f"h{i + 1}", parent=body, fontName=fb, fontSize=size, leading=size * 1.3,
-                       spaceBefore=8 if i == 0 else 5, spaceAfter=3, textColor=layout.accent,
-                       keepWithNext=True)
+                       spaceBefore=8 if i == 0 else 5, spaceAfter=3, textColor=layout.accent)
         for i, size in enumerate(layout.heading_sizes))
     return Styles(
         title=ParagraphStyle("title", parent=body, fontName=fb, fontSize=layout.title_size,

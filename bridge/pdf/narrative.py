@@ -15,10 +15,10 @@ from xml.sax.saxutils import escape
 
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase.pdfmetrics import stringWidth
-from reportlab.platypus import Flowable, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
 
+from bridge.pdf.flowables import KeepWithStart
 from bridge.pdf.view import NS
-from bridge.pdf.flowables import Paragraph
 from bridge.pdf.layout import Layout, Styles
 
 _INLINE_STYLE = {"bold": "b", "italics": "i", "underline": "u"}
@@ -146,21 +146,29 @@ class NarrativeRenderer:
     def _is_inline(el) -> bool:
         return all(_local(c) not in ("paragraph", "list", "table") for c in el)
 
+    @staticmethod
+    def _header_rows(rows) -> int:
+        """Leading rows of thead, or made of th cells only: repeated on every page of the table."""
+        count = 0
+        for tr, in_thead in rows:
+            cells = [c for c in tr if _local(c) in ("td", "th")]
+            if not (in_thead or (cells and all(_local(c) == "th" for c in cells))):
+                break
+            count += 1
+        return count
+
     def _table(self, el, width, style) -> list[Flowable]:
-        flowables = self._caption(el)
-        header_rows = 0
+        caption = self._caption(el)
         rows = []
         for part in el:
             name = _local(part)
             if name in ("thead", "tbody", "tfoot"):
-                part_rows = list(part.iterfind(f"{{{NS}}}tr"))
-                if name == "thead":
-                    header_rows += len(part_rows)
-                rows += [(r, name == "thead") for r in part_rows]
+                rows += [(r, name == "thead") for r in part.iterfind(f"{{{NS}}}tr")]
             elif name == "tr":
                 rows.append((part, False))
         if not rows:
-            return flowables
+            return caption
+        header_rows = self._header_rows(rows)
         grid, spans, texts = self._grid(rows)
         ncols = max(len(r) for r in grid)
         widths = self._column_widths(texts, ncols, width)
@@ -193,9 +201,10 @@ class NarrativeRenderer:
             commands.append(("BACKGROUND", (0, 0), (-1, header_rows - 1), self.layout.header_fill))
         commands += [("SPAN", a, b) for a, b in spans]
         # splitInRow: a cell longer than a page continues on the next one
-        table = Table(data, colWidths=widths, repeatRows=header_rows, hAlign="LEFT", splitInRow=1,
+        repeat = header_rows if header_rows < len(data) else 0  # nothing to repeat them over
+        table = Table(data, colWidths=widths, repeatRows=repeat, hAlign="LEFT", splitInRow=1,
                       style=TableStyle(commands))
-        return flowables + [table, Spacer(1, 4)]
+        return [KeepWithStart(caption, table) if caption else table, Spacer(1, 4)]
 
     @staticmethod
     def _grid(rows):
@@ -235,25 +244,49 @@ class NarrativeRenderer:
         return grid, spans, texts
 
     def _column_widths(self, texts: dict[int, list[str]], ncols: int, width: float) -> list[float]:
-        # Every column gets at least its longest word (so words are not cut),
-        # the rest of the width goes to the columns with longer texts.
+        """Widths that fit the table in *width* and starve no column (issue 13).
+
+        A column needs its longest word, but at most a third of the width (or
+        an equal share, when that is more): a longer token (a 400-character
+        URL) breaks anywhere inside its cell (the styles' splitLongWords)
+        instead of squeezing the other columns to a letter per line. When the
+        needs do not fit, they shrink in proportion, none below a floor (three
+        letters' width, or the equal share). A column wants its longest
+        text on one line, at most half the width; what is left above the
+        needs goes to the columns in proportion to what they want more.
+        """
         bold, size, pad = f"{self.layout.font}-Bold", self.layout.table_size, 7
-        minimum, wanted = [], []
+        fair = width / ncols
+        cap, floor = max(fair, width / 3), min(fair, 3 * size + pad)
+        need, wanted = [], []
         for c in range(ncols):
             cells = texts.get(c, [""])
             longest = max((stringWidth(w, bold, size) for t in cells for w in t.split()), default=0)
-            lengths = [stringWidth(t, bold, size) for t in cells]
-            minimum.append(max(longest, 3 * size) + pad)
-            wanted.append(max(min(max(lengths, default=0), width / 2) + pad, minimum[-1]))
-        if sum(minimum) >= width:
-            return [width * m / sum(minimum) for m in minimum]
-        extra = [w - m for w, m in zip(wanted, minimum)]
-        room = width - sum(minimum)
-        if sum(extra) <= room:
-            share = [1.0 / ncols] * ncols
-            room -= sum(extra)
-            return [w + room * s for w, s in zip(wanted, share)]
-        return [m + room * e / sum(extra) for m, e in zip(minimum, extra)]
+            natural = max((stringWidth(t, bold, size) for t in cells), default=0)
+            need.append(min(max(longest, 3 * size) + pad, cap))
+            wanted.append(max(min(natural + pad, width / 2 if ncols > 1 else width), need[-1]))
+        if sum(need) > width:
+            return _raise_to_floor([n * width / sum(need) for n in need], floor)
+        return _share(need, wanted, width)
+
+
+def _raise_to_floor(widths: list[float], floor: float) -> list[float]:
+    """Columns below *floor* raised to it, taken from the others in proportion to what they have
+    above it (len(widths) * floor <= sum(widths), so none falls below)."""
+    deficit = sum(max(0.0, floor - w) for w in widths)
+    if not deficit:
+        return widths
+    excess = [max(0.0, w - floor) for w in widths]
+    return [floor if w <= floor else w - deficit * e / sum(excess) for w, e in zip(widths, excess)]
+
+
+def _share(need: list[float], wanted: list[float], width: float) -> list[float]:
+    """*need* widened towards *wanted* within *width* (sum(need) <= width)."""
+    room = width - sum(need)
+    extra = [w - n for w, n in zip(wanted, need)]
+    if sum(extra) <= room:  # everything fits on one line: share the rest equally
+        return [w + (room - sum(extra)) / len(need) for w in wanted]
+    return [n + room * e / sum(extra) for n, e in zip(need, extra)]
 
 
 def _int(value: str | None) -> int:

@@ -10,13 +10,13 @@ import io
 from xml.sax.saxutils import escape
 
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 from reportlab.platypus.doctemplate import LayoutError
 
 from bridge.errors import BridgeError
 
 from bridge.pdf.view import CdaView
-from bridge.pdf.flowables import Paragraph
+from bridge.pdf.flowables import KeepWithStart
 from bridge.pdf.layout import Layout, Styles, make_styles, register_fonts
 from bridge.pdf.narrative import NarrativeRenderer
 
@@ -116,6 +116,22 @@ def _header(view: CdaView, layout: Layout, styles: Styles) -> list:
     return flow + [table, Spacer(1, 6)]
 
 
+def _body(view: CdaView, narrative: NarrativeRenderer, styles: Styles, width: float) -> list:
+    """Every section's title and narrative in order; titles kept with the start of what follows."""
+    story: list = []
+    heads: list = []  # titles waiting for the first block after them
+    for section in view.sections:
+        if section.title:
+            level = min(section.level, len(styles.headings)) - 1
+            heads.append(Paragraph(escape(section.title), styles.headings[level]))
+        blocks = narrative.blocks(section.text, width) if section.text is not None else []
+        if blocks and heads:
+            blocks[0] = KeepWithStart(heads, blocks[0])
+            heads = []
+        story += blocks
+    return story + heads
+
+
 def render_report(view: CdaView, *, signer_name: str | None = None,
                   layout: Layout | None = None) -> bytes:
     """The report as PDF bytes: header from the CDA header, then every section's narrative in order."""
@@ -123,14 +139,7 @@ def render_report(view: CdaView, *, signer_name: str | None = None,
     register_fonts(layout)
     styles = make_styles(layout)
     narrative = NarrativeRenderer(layout, styles)
-    story = _header(view, layout, styles)
-    width = layout.frame_width
-    for section in view.sections:
-        if section.title:
-            level = min(section.level, len(styles.headings)) - 1
-            story.append(Paragraph(escape(section.title), styles.headings[level]))
-        if section.text is not None:
-            story += narrative.blocks(section.text, width)
+    story = _header(view, layout, styles) + _body(view, narrative, styles, layout.frame_width)
     out = io.BytesIO()
     doc = SimpleDocTemplate(
         out, pagesize=layout.page_size, leftMargin=layout.margin_left,
