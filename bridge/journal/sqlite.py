@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -26,10 +27,14 @@ from typing import Callable
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.python.failure import Failure
 
+from bridge.alerts import Kind as AlertKind, raise_alert
+from bridge.errors import JournalDamaged
 from bridge.journal import (Admission, Admit, Artifact, Document, Entry, GatewayCall, PurgeReport, Received,
                             State, Transition, state_for)
 from bridge.journal.retention import Purge
 from bridge.outcome import Outcome
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 #: At most this many queued operations share one transaction.
@@ -69,7 +74,10 @@ class SqliteStore:
     used alone, call :meth:`commit` after writes.
     """
 
-    def __init__(self, path: str | Path, *, now: Callable[[], datetime.datetime] = utc_now):
+    def __init__(self, path: str | Path, *, now: Callable[[], datetime.datetime] = utc_now,
+                 check: bool = False):
+        """*check*: run SQLite's quick integrity check first (the service's start) and refuse
+        a damaged file with :class:`~bridge.errors.JournalDamaged`."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -77,11 +85,30 @@ class SqliteStore:
         # isolation_level=None: transactions are explicit (BEGIN/COMMIT below).
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            if check:
+                problems = self.integrity(quick=True)
+                if problems:
+                    raise JournalDamaged(self.path, problems[0])
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _damage(exc):
+                raise   # locked, read-only, no space: not damage
+            self.db.close()
+            raise JournalDamaged(self.path, str(exc)) from None
+        except JournalDamaged:
+            self.db.close()
+            raise
+
+    def integrity(self, *, quick: bool = False) -> list[str]:
+        """SQLite's integrity check (``quick``: quick_check, linear time): the problems, [] if none."""
+        rows = self.db.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
+        problems = [r[0] for r in rows]
+        return [] if problems == ["ok"] else problems
         # Set-aside entries are few among many: a partial index counts them for /healthz
         # and /metrics without a scan (idempotent; schema versions before it lack it).
         self.db.execute(f"CREATE INDEX IF NOT EXISTS messages_set_aside ON messages (id)"
@@ -392,6 +419,17 @@ def _msa1(ack: bytes) -> str | None:
 _STOP = object()
 
 
+def _storage_error(exc: BaseException) -> bool:
+    """Whether a failed operation failed for the storage (full, I/O, read-only), not its data."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError)
+
+
+def _damage(exc: sqlite3.Error) -> bool:
+    """Whether an error says the file itself is damaged (rather than busy, read-only or full)."""
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _OnWriter:
     """Marks a queued operation that runs on the writer thread (SqliteJournal._on_writer)."""
@@ -412,11 +450,14 @@ class SqliteJournal:
     throughput (bench/bench_mllp.py).
     """
 
-    def __init__(self, path: str | Path, *, reactor=None, now: Callable[[], datetime.datetime] = utc_now):
+    def __init__(self, path: str | Path, *, reactor=None, now: Callable[[], datetime.datetime] = utc_now,
+                 check: bool = False):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
-        self._store = SqliteStore(path, now=now)
+        self._store = SqliteStore(path, now=now, check=check)
+        self.write_failing: str | None = None
+        """Why the last group could not be written (disk full, I/O error); None once one is."""
         self._pending: list = []        # (method, args, kwargs, deferred) waiting for the next group
         self._scheduled = False         # a group start is scheduled on the reactor
         self._urgent = 0                # pending operations someone waits for
@@ -521,12 +562,14 @@ class SqliteJournal:
         except Exception:
             failure = Failure()
             store.rollback()
+            self._note_writes([(None, failure)], wrote=False)
             _deliver([(d, failure) for _, _, _, d in work])
             return None
 
     def _run_commits(self) -> None:
         """The writer thread: commit (write and fsync the WAL) each group handed over."""
         store = self._store
+        changes = store.db.total_changes
         while True:
             results = self._commits.get()
             if results is _STOP:
@@ -536,14 +579,17 @@ class SqliteJournal:
             if isinstance(results, tuple):
                 self._reactor.callFromThread(self._committed, [self._run_on_writer(results)])
                 continue
+            wrote = False
             try:
                 store.commit()
+                wrote = store.db.total_changes != changes
+                changes = store.db.total_changes
             except Exception:
                 # Nothing of this group is durable: every operation in it fails.
                 failure = Failure()
                 store.rollback()
                 results = [(d, failure) for d, _ in results]
-            self._reactor.callFromThread(self._committed, results)
+            self._reactor.callFromThread(self._committed, results, wrote)
 
     def _run_on_writer(self, item):
         """One :meth:`_on_writer` operation (writer thread): ``(deferred, result or Failure)``."""
@@ -559,10 +605,23 @@ class SqliteJournal:
             store.rollback()
             return d, failure
 
-    def _committed(self, results: list) -> None:
+    def _committed(self, results: list, wrote: bool = False) -> None:
         self._committing = False
+        self._note_writes(results, wrote)
         self._schedule()
         _deliver(results)
+
+    def _note_writes(self, results: list, wrote: bool) -> None:
+        """Keep :attr:`write_failing` true to the last write: /healthz answers 503 while it is set."""
+        failed = next((r.value for _, r in results if isinstance(r, Failure) and _storage_error(r.value)), None)
+        if failed is not None:
+            if self.write_failing is None:
+                raise_alert(AlertKind.STORAGE, f"the journal {self.path} cannot be written: {failed}; "
+                                               f"messages are answered AR until it can")
+            self.write_failing = str(failed)
+        elif wrote and self.write_failing is not None:
+            log.warning("the journal %s can be written again", self.path)
+            self.write_failing = None
 
     # -- the Journal protocol ---------------------------------------------
 

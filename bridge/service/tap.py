@@ -33,26 +33,31 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
-from bridge.mapping import analysis as analysis_module
-from bridge.hl7 import ack as answer
-from bridge.publish import pipeline
-from bridge.mapping.analysis import Analysis, unsupported
+from bridge.alerts import Kind as AlertKind, raise_alert
 from bridge.config import Config
-from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge
+from bridge.errors import (BridgeError, DuplicateControlId, FrameTooLarge, GatewayUnavailable,
+                           InternalError)
+from bridge.hl7 import ack as answer
 from bridge.hl7.message import Header, default_header, read_header, split_batch
-from bridge.journal import Admit, Entry, Journal, Received
+from bridge.journal import Admit, Entry, Journal, Received, State
+from bridge.mapping import analysis as analysis_module
+from bridge.mapping.analysis import Analysis, unsupported
+from bridge.publish import pipeline
 from bridge.journal.retention import cutoffs
 from bridge.journal.sqlite import utc_now
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 from bridge.service.stages import Stages
-from bridge.service.workers import WorkerFailed, WorkerPool
+from bridge.service import retry
+from bridge.service.workers import WorkerFailed, WorkerLost, WorkerPool
 
 log = logging.getLogger(__name__)
 
 #: How long a stopping service waits for in-flight work before closing the journal
 #: (the work is journaled; a restart resumes what did not finish).
 STOP_GRACE_S = 20.0
+#: An outcome the journal could not write is tried again this often, until it is.
+RECORD_RETRY_S = 5.0
 
 
 def install_asyncio_reactor():
@@ -114,7 +119,12 @@ class Receiver:
         self._now = now
         self._clock = clock or ctx.reactor
         """Schedules the retries of messages already acknowledged (IReactorTime)."""
-        self._requeued: dict[int, int] = {}
+        self._unrecorded: dict[int, tuple[Outcome, bytes]] = {}
+        """Outcomes the journal could not write yet, by entry id (retried on the clock)."""
+        self._attempts: dict[int, int] = {}
+        """Attempts of acknowledged messages that did not succeed yet, by entry id."""
+        self._failures: dict[int, str] = {}
+        """The reason of each such message's last failure (the same twice: set aside)."""
         self._retries: dict[int, Any] = {}
         self._commit_mode = ctx.config.ack.mode == "commit"
         self._default_charset = ctx.config.mllp.default_charset
@@ -235,7 +245,7 @@ class Receiver:
             else:
                 log.error("analysing a message failed",
                           exc_info=(failure.type, failure.value, failure.getTracebackObject()))
-            return None, BridgeError("internal error, see the service log")
+            return None, InternalError()
 
         return pending.addCallbacks(lambda analysis: (analysis, None), failed)
 
@@ -260,58 +270,105 @@ class Receiver:
         journal = self.ctx.journal
         # No "processing" state here: the stages record their own (routed, rendered...),
         # and "received" without an outcome already means "to be processed".
+        temporary = False
         try:
             outcome = yield defer.maybeDeferred(self.handler, self.ctx, entry, analysis)
+        except (defer.CancelledError, asyncio.CancelledError):
+            # The service is stopping and cancelled a gateway call waiting to retry: the
+            # entry stays unfinished (its call journaled as sent), and recovery resumes it.
+            log.info("entry %d (control id %s): stopped while waiting for the gateway; left for "
+                     "recovery at the next start", entry.id, entry.msh10)
+            return entry.ack
         except BridgeError as exc:
             outcome = Outcome.from_error(exc)
+            temporary = isinstance(exc, (GatewayUnavailable, WorkerLost))
         except Exception:  # the one broad catch: anything unexpected is AR 207, logged
             log.exception("processing entry %d (control id %s) failed", entry.id, entry.msh10)
-            outcome = Outcome.from_error(BridgeError("internal error, see the service log"))
-        if self._requeue(entry, analysis, header, outcome):
+            outcome = Outcome.from_error(InternalError())
+        # An AR the gateway gave (it was called: operation set) is its "not now".
+        temporary = temporary or (outcome.code is AckCode.AR and bool(outcome.operation))
+        attempt = self._attempts.get(entry.id, 0) + 1
+        decision = retry.after_processing(
+            outcome, acknowledged=entry.ack is not None, temporary=temporary, attempt=attempt,
+            previous_failure=self._failures.get(entry.id), requeue_s=self.ctx.config.gateway.requeue_s,
+            requeue_max_s=self.ctx.config.gateway.requeue_max_s)
+        if decision.next is retry.Next.RETRY:
+            self._attempts[entry.id] = attempt
+            self._failures[entry.id] = decision.reason
+            self._retry_later(entry, analysis, header, decision, attempt)
+            return entry.ack
+        self._attempts.pop(entry.id, None)
+        self._failures.pop(entry.id, None)
+        if decision.next is retry.Next.SET_ASIDE:
+            yield self._set_aside(entry, outcome, decision.reason)
             return entry.ack
         ack = answer.build_ack(header, outcome, now=self._stamp())
         # The ACK does not wait for this commit (one fsync per message, not two): the
         # message itself is already durable, the journal applies operations in order (a
         # resend is admitted after this), and a crash before the commit leaves the entry
         # unfinished, so it is processed again at the next start.
-        journal.finish(entry.id, outcome, ack, urgent=False).addCallbacks(
-            self._finished, self._not_recorded, callbackArgs=(entry.id,), errbackArgs=(entry.id,))
+        self._record(entry.id, outcome, ack)
         log.info("message %s (entry %d) finished: %s %s", entry.msh10, entry.id, outcome.code.value,
                  outcome.text[:80])
         return entry.ack if entry.ack is not None else ack
 
-    def _requeue(self, entry: Entry, analysis: Analysis, header: Header, outcome: Outcome) -> bool:
-        """Try again later a message already acknowledged (commit or enhanced mode) that the
-        gateway could not take now: its sender will not resend it, so the bridge must.
-
-        The entry stays unfinished (state "waiting"), so a restart resumes it too.
-        """
-        if entry.ack is None or outcome.code is not AckCode.AR or not outcome.operation:
-            return False
-        attempt = self._requeued.get(entry.id, 0) + 1
-        self._requeued[entry.id] = attempt
-        gateway = self.ctx.config.gateway
-        delay = min(gateway.requeue_s * 2 ** (attempt - 1), gateway.requeue_max_s)
-        reason = "; ".join(e.text for e in outcome.errors) or outcome.text
-        self.ctx.journal.set_state(entry.id, "waiting", f"attempt {attempt}: {reason}; next in {delay:.0f}s")
-        log.warning("message %s (entry %d) not taken by the gateway (%s): trying again in %.0fs",
-                    entry.msh10, entry.id, reason[:120], delay)
+    def _retry_later(self, entry: Entry, analysis: Analysis, header: Header, decision: retry.Decision,
+                     attempt: int) -> None:
+        """Try again later a message already acknowledged (commit or enhanced mode): its sender
+        will not resend it, so the bridge must. The entry stays unfinished (state "waiting"), so
+        a restart resumes it too."""
+        delay = decision.delay_s
+        self.ctx.journal.set_state(entry.id, State.WAITING,
+                                   f"attempt {attempt}: {decision.reason}; next in {delay:.0f}s")
+        log.warning("message %s (entry %d) not published (%s): trying again in %.0fs",
+                    entry.msh10, entry.id, decision.reason[:120], delay)
+        if decision.alert:
+            raise_alert(AlertKind.GATEWAY_DOWN,
+                        f"message {entry.msh10 or '-'} (entry {entry.id}) acknowledged to its sender and "
+                        f"still not published after {attempt} attempts: {decision.reason[:200]}")
 
         def again():
             self._retries.pop(entry.id, None)
             self.process(entry, analysis, header)
 
         self._retries[entry.id] = self._clock.callLater(delay, again)
-        return True
+
+    @inlineCallbacks
+    def _set_aside(self, entry: Entry, outcome: Outcome, reason: str):
+        """Close *entry* for good (state ``set aside``) and tell the operator: recovery will not
+        try it again, and the other entries go on."""
+        raise_alert(AlertKind.SET_ASIDE, f"message {entry.msh10 or '-'} (entry {entry.id}) set aside: "
+                                         f"{reason[:300]}; see `fse-bridge journal show {entry.id}`")
+        try:
+            yield self.ctx.journal.set_aside(entry.id, outcome, reason)
+        except Exception as exc:  # the journal cannot be written: the entry stays unfinished
+            log.error("entry %d: setting it aside failed: %s", entry.id, exc)
+            return
+        self._finished(entry.ack, entry.id)
 
     def _finished(self, stored_ack: bytes | None, entry_id: int) -> None:
         for waiter in self._waiters.pop(entry_id, []):
             waiter.callback(stored_ack)
 
-    def _not_recorded(self, failure, entry_id: int) -> None:
-        log.error("entry %d: recording its outcome failed: %s", entry_id, failure.getErrorMessage())
+    def _record(self, entry_id: int, outcome: Outcome, ack: bytes) -> None:
+        self.ctx.journal.finish(entry_id, outcome, ack, urgent=False).addCallbacks(
+            self._finished, self._not_recorded, callbackArgs=(entry_id,), errbackArgs=(entry_id, outcome, ack))
+
+    def _not_recorded(self, failure, entry_id: int, outcome: Outcome, ack: bytes) -> None:
+        """The outcome could not be written (a full disk): tried again every
+        :data:`RECORD_RETRY_S` until it is, not only at the next start."""
+        log.error("entry %d: recording its outcome failed: %s; trying again in %gs", entry_id,
+                  failure.getErrorMessage(), RECORD_RETRY_S)
         for waiter in self._waiters.pop(entry_id, []):
             waiter.errback(failure)
+        self._unrecorded[entry_id] = (outcome, ack)
+        if entry_id not in self._retries:
+            def again():
+                self._retries.pop(entry_id, None)
+                if self.ctx.journal is not None and entry_id in self._unrecorded:
+                    self._record(entry_id, *self._unrecorded.pop(entry_id))
+
+            self._retries[entry_id] = self._clock.callLater(RECORD_RETRY_S, again)
 
     @inlineCallbacks
     def _wait_for(self, entry_id: int):
@@ -331,8 +388,23 @@ class Receiver:
         if entries:
             log.info("resuming %d journaled message(s) not finished before the last stop", len(entries))
         for entry in entries:
-            # A crash may have come between journaling a conflicting copy and its AE 205.
-            yield self._again(entry, conflicts_before=entry.id if entry.resend_of is not None else None)
+            yield self._resume_one(entry)
+
+    @inlineCallbacks
+    def _resume_one(self, entry: Entry):
+        """Resume one entry on its own: one that fails twice is set aside, and the rest go on."""
+        # A crash may have come between journaling a conflicting copy and its AE 205.
+        conflicts_before = entry.id if entry.resend_of is not None else None
+        reason = ""
+        for attempt in (1, 2):
+            try:
+                yield self._again(entry, conflicts_before=conflicts_before)
+                return
+            except Exception as exc:  # whatever it is, it must not stop the other entries
+                reason = f"{type(exc).__name__}: {exc}"
+                log.error("resuming entry %d failed (attempt %d): %s", entry.id, attempt, reason,
+                          exc_info=(type(exc), exc, exc.__traceback__))
+        yield self._set_aside(entry, Outcome.from_error(InternalError()), f"recovery failed twice: {reason}")
 
     @inlineCallbacks
     def _again(self, entry: Entry, *, conflicts_before: int | None):
@@ -375,6 +447,13 @@ class Receiver:
         yield self._again(entry, conflicts_before=entry_id)
         # Read after the outcome's write was queued: the journal applies operations in order.
         return (yield journal.get(entry.id))
+
+    def stop_gateway_waits(self) -> None:
+        """On stop: a gateway call waiting between attempts is not waited for; it stops
+        waiting and its message is left for recovery (GatewayClient.stop_waiting)."""
+        publisher = getattr(self.ctx, "publisher", None)
+        if publisher is not None:
+            publisher.client.stop_waiting()
 
     def cancel_retries(self) -> None:
         """On stop: the scheduled retries' entries stay unfinished; the next start resumes them."""
@@ -491,6 +570,8 @@ class JournalService(service.Service):
         if self.purging is not None and self.purging.running:
             self.purging.stop()   # a batch under way finishes; the journal's close ends the run
         self.receiver.cancel_retries()
+        if self.ctx.journal is None:   # it never opened (a damaged file): nothing to close
+            return None
         d = self.receiver.drain()
         d.addCallback(lambda _: self.ctx.journal.close())
         d.addCallback(lambda _: log.info("journal closed"))
@@ -508,7 +589,8 @@ class MllpService(service.Service):
         self.factory = MllpFactory(receiver.handle_frame, receiver.handle_oversize,
                                    max_frame=settings.max_message_bytes,
                                    max_connections=settings.max_connections,
-                                   idle_timeout=settings.idle_timeout_s or None, clock=ctx.reactor)
+                                   idle_timeout=settings.idle_timeout_s or None,
+                                   frame_timeout=settings.frame_timeout_s or None, clock=ctx.reactor)
         self.port = None
 
     def startService(self):
@@ -531,6 +613,7 @@ class MllpService(service.Service):
     def stopService(self):
         super().stopService()
         d = defer.maybeDeferred(self.port.stopListening) if self.port else defer.succeed(None)
+        self.receiver.stop_gateway_waits()
         d.addCallback(lambda _: self.receiver.drain())
 
         def close_connections(_):
@@ -648,7 +731,8 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     if open_journal is None:
         def open_journal():
             from bridge.journal.sqlite import SqliteJournal
-            return SqliteJournal(config.journal.path, reactor=reactor)
+            # A quick integrity check first: a damaged journal stops the start (exit 4).
+            return SqliteJournal(config.journal.path, reactor=reactor, check=True)
     JournalService(ctx, receiver, open_journal).setServiceParent(top)
     top.listener = MllpService(ctx, receiver)
     top.listener.setServiceParent(top)

@@ -121,12 +121,14 @@ def health(ctx, listener=None):
     workers = getattr(ctx, "workers", None)
     worker_status = workers.status() if workers is not None else {"processes": 0}
     # Workers all down (dying at start, say): messages would only wait, then get AR.
-    healthy = journal_open and (listener is None or port is not None) and (
+    # A journal that cannot be written (disk full) answers AR to every message: not healthy.
+    write_failing = getattr(ctx.journal, "write_failing", None) if ctx.journal is not None else None
+    healthy = journal_open and not write_failing and (listener is None or port is not None) and (
         workers is None or worker_status["up"] > 0)
     body = {
         "status": "ok" if healthy else "unavailable",
         "version": __version__,
-        "journal": {"open": journal_open, "backend": config.journal.backend,
+        "journal": {"open": journal_open, "writable": not write_failing, "backend": config.journal.backend,
                     "path": str(getattr(ctx.journal, "path", config.journal.path))},
         "gateway": {"embedded": config.embedded_gateway, "url": gateway_url},
         "validation": {"local": "ON" if rules_on else "OFF", "rules_dir": str(config.validation.rules_dir)},
