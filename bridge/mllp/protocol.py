@@ -5,7 +5,16 @@ knows nothing of sockets or HL7. :class:`MllpProtocol` feeds it, hands each
 frame to the factory's ``handle_frame`` (a Deferred of the answer bytes) and
 writes the answers in the order the frames came, whatever order processing
 finishes in. Policies are the factory's: maximum frame size, idle timeout,
-maximum number of connections. TLS (MLLPS) is Twisted's, see :func:`tls_options`.
+a deadline for a whole frame, maximum number of connections (at the limit the
+longest-idle one makes room for a new one). TLS (MLLPS) is Twisted's, see
+:func:`tls_options`.
+
+Limits under abuse: bytes outside a frame are not activity (a peer sending
+noise is idle); a frame must be complete within ``frame_timeout`` of its start
+byte (a peer dripping a byte a second is closed); a connection that has not
+completed a frame or received an answer for the longest time, and waits for
+none, is the one closed when the limit is reached, so a flood of idle or
+dripping sockets cannot lock the real sender out: it gets in when it connects.
 
 Decoder plan: one buffer per frame; bytes outside a frame (CR/LF after a
 frame end, stray bytes) are dropped; the search for the end byte resumes
@@ -15,7 +24,7 @@ where the last one stopped, so a frame arriving in many pieces costs O(n).
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from typing import Callable, Iterator
 
 from twisted.internet import protocol
@@ -64,6 +73,11 @@ class MllpDecoder:
     def pending(self) -> int:
         """Bytes of an incomplete frame held (0 between frames)."""
         return len(self._buffer) if self._in_frame else 0
+
+    @property
+    def in_frame(self) -> bool:
+        """Is a frame started and not yet complete?"""
+        return self._in_frame
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         view = memoryview(data)
@@ -115,22 +129,30 @@ class MllpProtocol(protocol.Protocol):
         self._closing = False
         self._paused = False
         self.peer = ""
+        self.host = ""
         self.decoder: MllpDecoder | None = None
         self._clock = None
         self._idle_call = None
         self._active_at = 0.0
+        """Last read inside a frame or write: the idle timer's reference."""
+        self.progress_at = 0.0
+        """Connection, last complete frame or answer: the longest-idle connection has the oldest."""
+        self._frame_started: float | None = None
+        self._frame_call = None
 
     def connectionMade(self):
         peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}"
+        self.host = str(getattr(peer, "host", ""))
+        self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
+        self._clock = self.factory.clock or _reactor()
+        self.progress_at = self._clock.seconds()
         if not self.factory.connection_opened(self):
-            log.warning("refusing MLLP connection from %s: %d connections open", self.peer,
-                        self.factory.max_connections)
+            log.warning("refusing MLLP connection from %s: %d connections open, all waiting for answers",
+                        self.peer, self.factory.max_connections)
             self._closing = True
             self.transport.loseConnection()
             return
         self.decoder = MllpDecoder(self.factory.max_frame)
-        self._clock = self.factory.clock or _reactor()
         self._active()
         if self.factory.idle_timeout:
             self._idle_call = self._clock.callLater(self.factory.idle_timeout, self._idle_check)
@@ -140,18 +162,64 @@ class MllpProtocol(protocol.Protocol):
         # than a DelayedCall moved (cancelled and scheduled again) for every message.
         self._active_at = self._clock.seconds()
 
+    def _progress(self) -> None:
+        self.progress_at = self._active_at = self._clock.seconds()
+
+    @property
+    def waiting(self) -> bool:
+        """Are frames of this connection waiting for their answers?"""
+        return bool(self._answers)
+
     def dataReceived(self, data: bytes):
         if self._closing:
             return
-        self._active()
+        was_in_frame = self.decoder.in_frame
+        completed = 0
         try:
             for payload in self.decoder.feed(data):
+                completed += 1
                 self._queue(maybeDeferred(self.factory.handle_frame, payload, self.peer))
         except FrameTooLarge as error:
             log.warning("frame from %s over %d bytes: refused, closing", self.peer, self.factory.max_frame)
             self._queue(maybeDeferred(self.factory.handle_oversize, error.head, self.peer))
             self._closing = True
             self._flush()
+            return
+        if completed:
+            self._progress()
+        elif was_in_frame or self.decoder.in_frame:
+            self._active()   # bytes outside any frame are noise, not activity
+        if not self.decoder.in_frame:
+            self._frame_started = None
+        elif completed or not was_in_frame:
+            self._frame_begins()
+
+    def _frame_begins(self) -> None:
+        self._frame_started = self._clock.seconds()
+        if self.factory.frame_timeout and self._frame_call is None:
+            self._frame_call = self._clock.callLater(self.factory.frame_timeout, self._frame_check)
+
+    def _frame_check(self) -> None:
+        # One timer per connection, looking at the frame under way when it fires.
+        self._frame_call = None
+        if self._frame_started is None or self._closing:
+            return
+        timeout = self.factory.frame_timeout
+        left = self._frame_started + timeout - self._clock.seconds()
+        if left > 0:
+            self._frame_call = self._clock.callLater(left, self._frame_check)
+            return
+        log.warning("MLLP connection from %s: frame not complete %ss after its start (%d bytes): closing",
+                    self.peer, timeout, self.decoder.pending)
+        self._closing = True
+        self._flush()
+
+    def evict(self) -> None:
+        """Close this connection at once to make room for a new one (it waits for no answer)."""
+        log.info("MLLP connection from %s closed to admit a new one (%d open, this one idle longest: %.0fs)",
+                 self.peer, self.factory.max_connections, self._clock.seconds() - self.progress_at)
+        self._closing = True
+        self.transport.abortConnection()
 
     def _queue(self, d: Deferred) -> None:
         slot = [d, None, False]
@@ -176,7 +244,7 @@ class MllpProtocol(protocol.Protocol):
                 continue
             if self.transport is not None and result:
                 self.transport.write(frame(result))
-                self._active()
+                self._progress()
         if self._paused and len(self._answers) <= self.factory.max_pending // 2 and self.transport is not None:
             self._paused = False
             self.transport.resumeProducing()
@@ -197,9 +265,10 @@ class MllpProtocol(protocol.Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason=protocol.connectionDone):
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
+        for call in (self._idle_call, self._frame_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle_call = self._frame_call = None
         if self.decoder is not None and self.decoder.pending:
             log.warning("MLLP connection from %s closed in the middle of a frame (%d bytes dropped)",
                         self.peer, self.decoder.pending)
@@ -221,12 +290,15 @@ class MllpFactory(protocol.Factory):
     def __init__(self, handle_frame: Callable[[bytes, str], Deferred | bytes],
                  handle_oversize: Callable[[bytes, str], Deferred | bytes], *,
                  max_frame: int = 4 * 1024 * 1024, max_connections: int = 64,
-                 idle_timeout: float | None = 600.0, max_pending: int = 64, clock=None):
+                 idle_timeout: float | None = 600.0, frame_timeout: float | None = 60.0,
+                 max_pending: int = 64, clock=None):
         self.handle_frame = handle_frame
         self.handle_oversize = handle_oversize
         self.max_frame = max_frame
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        """Seconds from a frame's start byte to its end byte before the connection is closed."""
         self.max_pending = max_pending
         """Frames awaiting their answer on one connection before reading from it pauses."""
         self.clock = clock
@@ -234,8 +306,17 @@ class MllpFactory(protocol.Factory):
         self.connections: set[MllpProtocol] = set()
 
     def connection_opened(self, p: MllpProtocol) -> bool:
+        """Admit *p*; at the limit, by closing the longest-idle connection waiting for no answer,
+        from the host holding the most connections (False, refused, when every one waits for
+        answers). A sender alone on its host is thus the last one closed by a flood from another."""
         if len(self.connections) >= self.max_connections:
-            return False
+            idle = [c for c in self.connections if not c.waiting]
+            if not idle:
+                return False
+            held = Counter(c.host for c in self.connections)
+            victim = min(idle, key=lambda c: (-held[c.host], c.progress_at))
+            self.connections.discard(victim)
+            victim.evict()
         self.connections.add(p)
         return True
 

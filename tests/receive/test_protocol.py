@@ -90,27 +90,77 @@ def test_idle_timeout_closes_and_waits_for_own_answers():
     assert transport.disconnecting
 
 
-def test_idle_timeout_resets_on_data():
+def test_idle_timeout_resets_on_frame_data_not_on_noise():
     clock = task.Clock()
-    _, factory = make(clock=clock, idle_timeout=10)
+    _, factory = make(clock=clock, idle_timeout=10, frame_timeout=None)
     proto, transport = connect(factory)
+    proto.dataReceived(b"\x0bMSH|")
     for _ in range(5):
         clock.advance(8)
-        proto.dataReceived(b"\r\n")
+        proto.dataReceived(b"x")
     assert not transport.disconnecting
     clock.advance(10)
     assert transport.disconnecting
+    # Bytes outside any frame (a peer sending noise) are not activity.
+    proto, transport = connect(factory)
+    for _ in range(2):
+        clock.advance(6)
+        proto.dataReceived(b"\r\nnoise")
+    assert transport.disconnecting
 
 
-def test_maximum_connections():
-    _, factory = make(max_connections=2)
-    (p1, t1), (p2, t2), (p3, t3) = connect(factory), connect(factory), connect(factory)
-    assert not t1.disconnecting and not t2.disconnecting
-    assert t3.disconnecting
-    p1.connectionLost(None)
+def test_frame_deadline_closes_a_dripping_peer():
+    clock = task.Clock()
+    handler, factory = make(clock=clock, idle_timeout=600, frame_timeout=5)
+    proto, transport = connect(factory)
+    proto.dataReceived(frame(b"first"))
+    handler.calls[0][1].callback(b"ack")
+    proto.dataReceived(b"\x0bMSH")
+    for _ in range(4):
+        clock.advance(1)
+        proto.dataReceived(b"x")   # each byte would reset an idle timer
+    assert not transport.disconnecting
+    clock.advance(1.5)
+    assert transport.disconnecting and answers(transport) == [b"ack"]
+
+
+def test_frame_deadline_counts_from_each_frame_start():
+    clock = task.Clock()
+    handler, factory = make(clock=clock, frame_timeout=5)
+    proto, transport = connect(factory)
+    for n in range(4):
+        proto.dataReceived(b"\x0bMSH")
+        clock.advance(3)
+        proto.dataReceived(b"|%d\x1c\r" % n)   # each frame in 3 s: all within the deadline
+        handler.calls[n][1].callback(b"ack%d" % n)
+    clock.advance(10)
+    assert not transport.disconnecting and len(answers(transport)) == 4
+
+
+def test_at_the_limit_the_longest_idle_connection_makes_room():
+    clock = task.Clock()
+    handler, factory = make(max_connections=2, clock=clock)
+    p1, t1 = connect(factory)
+    clock.advance(1)
+    p2, t2 = connect(factory)
+    clock.advance(1)
+    p1.dataReceived(frame(b"a"))
+    handler.calls[0][1].callback(b"ack-a")   # p1 has worked since p2 came
+    p3, t3 = connect(factory)
+    assert t2.disconnecting and not t1.disconnecting and not t3.disconnecting
+    assert factory.connections == {p1, p3}
+
+
+def test_at_the_limit_connections_waiting_for_answers_are_kept():
+    handler, factory = make(max_connections=2)
+    (p1, t1), (p2, t2) = connect(factory), connect(factory)
+    p1.dataReceived(frame(b"a"))
+    p2.dataReceived(frame(b"b"))
+    p3, t3 = connect(factory)
+    assert t3.disconnecting and not t1.disconnecting and not t2.disconnecting
+    handler.calls[0][1].callback(b"ack")
     p4, t4 = connect(factory)
-    assert not t4.disconnecting
-    assert len(factory.connections) == 2
+    assert t1.disconnecting and not t4.disconnecting and len(factory.connections) == 2
 
 
 def test_disconnect_mid_frame_and_late_answers_are_dropped():
