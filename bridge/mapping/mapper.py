@@ -144,6 +144,17 @@ def _check_paths(node: Any, file: str, key: str = "") -> None:
             raise ConfigError(str(exc), file=file, key=key) from None
 
 
+def _check_participations(table: dict, file: str) -> None:
+    """[participations] keys are fields (``OBR-32``), values lists of PRT-4 role codes."""
+    for field, roles in table.items():
+        try:
+            parse_path(field)
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=file, key="participations") from None
+        if not isinstance(roles, list):
+            raise ConfigError(f"{field}: a list of PRT-4 role codes", file=file, key="participations")
+
+
 def load_mappings(mapping_dir: str | FsPath, practitioners_csv: str | FsPath | None) -> Mappings:
     """Read header.toml, every <TYPE>.toml and the CSV tables of *mapping_dir*, once."""
     directory = FsPath(mapping_dir)
@@ -157,7 +168,7 @@ def load_mappings(mapping_dir: str | FsPath, practitioners_csv: str | FsPath | N
         # The type's [header] table, then its own tables, over header.toml (tables merged key by key).
         settings = _merge(_merge(header, own.pop("header", {})), own)
         _check_paths(settings, str(path))
-        _check_paths(list(settings.get("participations", {})), str(path), "participations")
+        _check_participations(settings.get("participations", {}), str(path))
         check_declaration(settings.get("sections", {}).get("required", {}), str(path))
         for key in ("template", "template_version", "title"):
             if key not in settings:
