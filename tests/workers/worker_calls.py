@@ -40,3 +40,9 @@ def hang(stages, seconds):
 
 def unpicklable(stages):
     return lambda: None
+
+
+def memory(stages):
+    """The worker's resident and peak resident memory, in kB (/proc/self/status)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
