@@ -14,6 +14,7 @@ function (the service waits on the reactor's clock; tests pass a fake).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import email.utils
@@ -40,6 +41,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 CLOCK_PROBLEMS = ("/TokenInTheFuture.html", "/TokenExpired.html")
+#: What the operator is told when the gateway refuses our credentials or clock.
+CREDENTIALS_ALERT = "the gateway refused our credentials or clock; check the certificates and NTP"
 
 
 class OutcomeClass(enum.Enum):
@@ -97,6 +100,8 @@ class GatewayResult:
     operator_alert: bool = False
     reconciled: bool = False
     """True when a 409 (create) or 404 (replace/delete) on a resend proved an earlier attempt landed."""
+    alert: str = ""
+    """Why an operator must look (with ``operator_alert``): no patient data."""
 
     @property
     def last(self) -> Attempt:
@@ -161,6 +166,24 @@ class GatewayResult:
         if self.outcome_class is OutcomeClass.REFUSED:
             return GatewayRejected(self.summary())
         return GatewayUnavailable(self.summary(), operator_alert=self.operator_alert)
+
+
+def proves_landed(operation: str, status: int | None, problem: dict | None, *, document_id: str,
+                  path_id: str | None) -> bool:
+    """Section 8, uncertain outcomes: does this answer to a resend prove an earlier attempt landed?
+
+    Only a create's 409 whose problem names this identificativoDoc as already registered,
+    or a replace's or delete's 404 record-not-found about the path id. Any other 409 or
+    404 (a held submission set id, another patient, a front end's route) proves nothing.
+    """
+    detail = str((problem or {}).get("detail") or "")
+    kind = str((problem or {}).get("type") or "")
+    if operation == "create" and status == 409:
+        return bool(document_id) and document_id in detail
+    if operation in ("replace", "delete") and status == 404 and path_id:
+        # The dispatcher's own answer about the record; if its detail names an id, it is this one.
+        return kind.endswith("/msg/record-not-found") and ("^" not in detail or path_id in detail)
+    return False
 
 
 def problem_name(problem: dict) -> str:
@@ -279,6 +302,8 @@ class GatewayClient:
         self.clock = clock
         self.on_send = on_send
         self._sleep = sleep
+        self._waits: set[asyncio.Future] = set()
+        self._stopping = False
         # Enough kept-alive connections for every sender's call at once: a new mutual-TLS
         # handshake per call past httpx's default 20 would cost more than the call.
         self._http = httpx.AsyncClient(verify=verify, transport=transport,
@@ -306,6 +331,13 @@ class GatewayClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def stop_waiting(self) -> None:
+        """On stop: a call waiting to retry is cancelled (asyncio.CancelledError), now and from
+        now on, so its message is left for recovery instead of holding up the stop."""
+        self._stopping = True
+        for wait in list(self._waits):
+            wait.cancel()
 
     async def __aenter__(self) -> "GatewayClient":
         return self
@@ -350,10 +382,22 @@ class GatewayClient:
         return self.base_url + path.lstrip("/")
 
     def _delay(self, retry: int, retry_after: float | None) -> float:
+        """The back-off, or the gateway's Retry-After when longer, never over the maximum
+        back-off: a gateway cannot park a message (and the ACKs behind it) for an hour."""
         delay = min(self.backoff_s * (2 ** (retry - 1)), self.max_backoff_s)
         if retry_after is not None:
-            delay = max(delay, retry_after)
+            delay = max(delay, min(retry_after, self.max_backoff_s))
         return delay
+
+    async def _wait(self, seconds: float) -> None:
+        if self._stopping:
+            raise asyncio.CancelledError("the client is stopping")
+        wait = asyncio.ensure_future(self._sleep(seconds))
+        self._waits.add(wait)
+        try:
+            await wait
+        finally:
+            self._waits.discard(wait)
 
     async def _call(self, operation: str, method: str, template: str, path_id: str | None,
                     sub: Submission, *, body: dict | None = None, pdf: bytes | None = None,
@@ -392,13 +436,17 @@ class GatewayClient:
 
             status = attempt.status
             problem_type = str((attempt.problem or {}).get("type") or "")
-            # Reconciliation (section 8): answers that prove an earlier attempt landed.
-            if uncertain and status == 409 and operation == "create":
-                return self._result(operation, document_id, path_id, attempts,
-                                    OutcomeClass.PUBLISHED, reconciled=True)
-            if uncertain and status == 404 and operation in ("replace", "delete"):
-                return self._result(operation, document_id, path_id, attempts,
-                                    OutcomeClass.PUBLISHED, reconciled=True)
+            # Reconciliation (section 8): only an answer that proves an earlier attempt landed.
+            if uncertain and (status == 409 and operation == "create"
+                              or status == 404 and operation in ("replace", "delete")):
+                if proves_landed(operation, status, attempt.problem, document_id=document_id,
+                                 path_id=path_id):
+                    return self._result(operation, document_id, path_id, attempts,
+                                        OutcomeClass.PUBLISHED, reconciled=True)
+                return self._result(operation, document_id, path_id, attempts, OutcomeClass.REFUSED,
+                                    alert=f"an earlier {operation} of this document may have landed, and "
+                                          f"HTTP {status} does not say it did: check the gateway before "
+                                          f"sending it again")
 
             retryable = False
             if status is None:
@@ -421,15 +469,16 @@ class GatewayClient:
                     outcome, alert = OutcomeClass.NOT_NOW, attempt.error.startswith("TLS")
                 else:
                     outcome, alert = classify(status, attempt.problem)
-                return self._result(operation, document_id, path_id, attempts, outcome, alert=alert)
+                return self._result(operation, document_id, path_id, attempts, outcome,
+                                    alert=CREDENTIALS_ALERT if alert else "")
             retries += 1
-            await self._sleep(self._delay(retries, attempt.retry_after))
+            await self._wait(self._delay(retries, attempt.retry_after))
 
-    def _result(self, operation, document_id, path_id, attempts, outcome, *, alert=False,
+    def _result(self, operation, document_id, path_id, attempts, outcome, *, alert: str = "",
                 reconciled=False) -> GatewayResult:
         return GatewayResult(operation=operation, document_id=document_id, path_id=path_id,
-                             outcome_class=outcome, attempts=tuple(attempts), operator_alert=alert,
-                             reconciled=reconciled)
+                             outcome_class=outcome, attempts=tuple(attempts), operator_alert=bool(alert),
+                             reconciled=reconciled, alert=alert)
 
     async def _send(self, method, url, headers, kwargs, number, jti) -> tuple[Attempt, str]:
         try:

@@ -9,6 +9,7 @@ recovery always compute the same id.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 
 from bridge.errors import InvalidValue
@@ -17,6 +18,10 @@ from bridge.errors import InvalidValue
 DOCUMENT_ROOT = "2.16.840.1.113883.2.9.2.90.4.4"
 #: Prefix of identificativoRep.
 REPOSITORY_ROOT = "2.16.840.1.113883.2.9.2.90.4.5"
+#: The Region's arc of identificativoSottomissione (SubmissionSet.uniqueId).
+SUBMISSION_ROOT = "2.16.840.1.113883.2.9.2.90.4.3"
+#: Bits of the random last arc: about 60 characters in all, under the common 64-character OID cap.
+SUBMISSION_BITS = 96
 #: Regional repositories; anything else names the structure's own repository.
 SHARED_REPOSITORIES = ("999", "201", "202", "203")
 
@@ -40,6 +45,16 @@ class DocumentIds:
     @property
     def document_id(self) -> str:
         return f"{self.root}^{self.extension}"
+
+
+def new_submission_id() -> str:
+    """A fresh identificativoSottomissione: the Region's arc plus a random 96-bit integer.
+
+    Drawn per call (gateway.md section 5). Never a counter: every structure shares the
+    arc, and a counter restarts with a new installation, a second machine or a restored
+    journal, so it collides with ids the registry already holds (409).
+    """
+    return f"{SUBMISSION_ROOT}.{secrets.randbelow(2 ** SUBMISSION_BITS - 1) + 1}"
 
 
 def reduce_accession(accession: str) -> str:

@@ -36,6 +36,7 @@ from stdnum.it import codicefiscale
 from bridge.gateway import valuesets
 from bridge.simulator import cdaread, pdfcheck
 from bridge.simulator.problems import Problem
+from bridge.simulator.registry import SubmissionHeld
 
 UNKNOWN_WORKFLOW_ID = "UNKNOWN_WORKFLOW_ID"
 WIF_SUFFIX = "^^^^urn:ihe:iti:xdw:2013:workflowInstanceId"
@@ -497,31 +498,48 @@ def step_register(state: State) -> Accepted:
             raise Problem("generic-error", "identificativoRep is not a Toscana repository id")
     warning = ",".join(state.warnings) or None
     hl7_type = state.claims.get("resource_hl7_type")
+    patient = _cx_code_and_root(str(state.claims.get("person_id", "")))[0] or None
+    submission_id = body.get("identificativoSottomissione")
+    try:
+        return _register(state, op, hl7_type, patient, submission_id, warning)
+    except SubmissionHeld:
+        raise Problem("ini-error", f"identificativoSottomissione {submission_id} already registered "
+                                   f"(duplicate SubmissionSet uniqueId)") from None
+
+
+def _register(state: State, op: str, hl7_type, patient, submission_id, warning) -> Accepted:
+    """The registry's answer; problems about an id name it in their detail (gateway.md section 8)."""
+    request, ctx, body = state.request, state.ctx, state.body
     if op == "create":
         doc_id = body["identificativoDoc"]
         if not ctx.registry.create(doc_id, workflow_instance_id=state.workflow_instance_id,
-                                   resource_hl7_type=hl7_type,
-                                   class_code=body.get("tipoDocumentoLivAlto"), now=ctx.now):
-            raise Problem("ini-error", "identificativoDoc already registered (duplicate uniqueId)")
+                                   resource_hl7_type=hl7_type, class_code=body.get("tipoDocumentoLivAlto"),
+                                   now=ctx.now, patient=patient, submission_id=submission_id):
+            raise Problem("ini-error", f"identificativoDoc {doc_id} already registered (duplicate uniqueId)")
         return Accepted(op, doc_id, 202, state.workflow_instance_id, warning)
     if op == "replace":
         outcome = ctx.registry.replace(request.path_id, body["identificativoDoc"],
                                        workflow_instance_id=state.workflow_instance_id,
-                                       resource_hl7_type=hl7_type,
-                                       class_code=body.get("tipoDocumentoLivAlto"), now=ctx.now)
+                                       resource_hl7_type=hl7_type, class_code=body.get("tipoDocumentoLivAlto"),
+                                       now=ctx.now, patient=patient, submission_id=submission_id)
         if outcome == "not-found":
-            raise Problem("record-not-found", "the document to replace is unknown or not current")
+            raise Problem("record-not-found", f"{request.path_id}: the document to replace is unknown "
+                                              f"or not current")
+        if outcome == "patient-differs":
+            # RT section 4.2: a report of the wrong patient is deleted and published anew.
+            raise Problem("ini-error", f"Paziente diverso: {request.path_id} belongs to another patient")
         if outcome == "duplicate":
-            raise Problem("ini-error", "the new identificativoDoc is already registered")
+            raise Problem("ini-error", f"the new identificativoDoc {body['identificativoDoc']} is "
+                                       f"already registered")
         return Accepted(op, body["identificativoDoc"], 202, state.workflow_instance_id, warning or "")
     wif = _path_wif(request.path_id, ctx)
     if op == "metadata":
         if not ctx.registry.update_metadata(request.path_id, class_code=body.get("tipoDocumentoLivAlto"),
-                                            now=ctx.now):
-            raise Problem("record-not-found", "unknown or deleted document")
+                                            now=ctx.now, submission_id=submission_id):
+            raise Problem("record-not-found", f"{request.path_id}: unknown or deleted document")
         return Accepted(op, request.path_id, 200, wif, None)
     if not ctx.registry.delete(request.path_id, now=ctx.now):
-        raise Problem("record-not-found", "unknown or deleted document")
+        raise Problem("record-not-found", f"{request.path_id}: unknown or deleted document")
     return Accepted(op, request.path_id, 200, wif, None)
 
 

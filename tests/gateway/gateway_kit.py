@@ -21,6 +21,7 @@ from twisted.internet import defer
 
 from bridge import certs, config as config_module
 from bridge.gateway import GatewayClient, Submission
+from bridge.gateway.identifiers import new_submission_id
 from bridge.model import DocumentType
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
@@ -215,7 +216,7 @@ def submission(**overrides) -> Submission:
     values = dict(document_id=doc_id(), repository_id="2.16.840.1.113883.2.9.2.90.4.5.999",
                   document_type=DocumentType.LAB, facility_type="Territorio",
                   practice_setting="AD_PSC100", clinical_activity="ERP",
-                  submission_id="2.16.840.1.113883.2.9.2.90.4.3.1", patient_id=PATIENT,
+                  submission_id=new_submission_id(), patient_id=PATIENT,
                   administrative_request=("SSN",), start="20260301083000", end="20260302120000")
     values.update(overrides)
     return Submission(**values)

@@ -10,7 +10,7 @@ from gateway_kit import doc_id, submission
 
 
 def test_create_body_fields():
-    body = bodies.create_body(submission())
+    body = bodies.create_body(submission(submission_id="2.16.840.1.113883.2.9.2.90.4.3.1"))
     assert body == {
         "healthDataFormat": "CDA", "mode": "ATTACHMENT", "tipologiaStruttura": "Territorio",
         "tipoDocumentoLivAlto": "REF", "assettoOrganizzativo": "AD_PSC100",
