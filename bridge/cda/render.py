@@ -19,6 +19,8 @@ from markupsafe import Markup, escape
 
 from bridge.errors import ConfigError
 from bridge.gateway.identifiers import DocumentIds
+from bridge.hl7.path import HIGHLIGHT, NORMAL
+from bridge.mapping.text import plain
 from bridge.model import Report
 
 _XML_DECL = b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -41,6 +43,24 @@ def keep_lines(text: str) -> Markup:
     return Markup(str(escape(text)).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "&#10;"))
 
 
+def styled(text: str) -> Markup:
+    """Narrative text: escaped, lines as ``<br/>``, highlighted runs as ``<content styleCode="Bold">``.
+
+    Each call balances its own runs, so a paragraph is well-formed whatever its marks.
+    """
+    out, bold = [], False
+    for piece in re.split(f"([{HIGHLIGHT}{NORMAL}])", text.strip("\r\n")):
+        if piece in (HIGHLIGHT, NORMAL):
+            if (piece == HIGHLIGHT) != bold:
+                out.append('<content styleCode="Bold">' if not bold else "</content>")
+                bold = not bold
+        elif piece:
+            out.append("<br/>".join(str(escape(line)) for line in re.split(r"\r\n|\r|\n", piece)))
+    if bold:
+        out.append("</content>")
+    return Markup("".join(out))
+
+
 def make_environment(templates_dir: str | Path) -> jinja2.Environment:
     """The Jinja2 environment for CDA templates (autoescape on for everything)."""
     directory = Path(templates_dir)
@@ -57,6 +77,8 @@ def make_environment(templates_dir: str | Path) -> jinja2.Environment:
     env.filters["lines"] = text_lines
     env.filters["xml_id"] = xml_id
     env.filters["keep_lines"] = keep_lines
+    env.filters["styled"] = styled
+    env.filters["plain"] = plain
     return env
 
 

@@ -4,7 +4,9 @@ The mapping files name fields this way. Text is split on the message's own
 encoding characters (MSH-2) and then unescaped here, so that the escapes of
 HL7 v2 section 2.7 come out as text: ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`` are
 the delimiters, ``\\Xhh..\\`` bytes in the message's charset, ``\\.br\\`` a
-line break; highlighting and other formatting commands are dropped.
+line break; highlighting (``\\H\\ … \\N\\``) is dropped, or kept as the
+:data:`HIGHLIGHT` / :data:`NORMAL` marks where the caller asks (narrative text);
+other formatting commands are dropped.
 Locations for errors follow ERR-2: ``SEG^occurrence^field[^component]``.
 """
 
@@ -15,6 +17,11 @@ import re
 from dataclasses import dataclass
 
 from bridge.hl7.message import ParsedMessage
+
+HIGHLIGHT = "\ue000"
+"""Start of highlighted text (``\\H\\``): a private-use character, never in a message's text."""
+NORMAL = "\ue001"
+"""End of highlighted text (``\\N\\``)."""
 
 _PATH = re.compile(r"^(?P<seg>[A-Z][A-Z0-9]{2})-(?P<field>\d+)(?:\[(?P<rep>\d+|\*)\])?"
                    r"(?:\.(?P<comp>\d+))?(?:\.(?P<sub>\d+))?$")
@@ -88,8 +95,11 @@ class Reader:
             parts = [parts[0], self.fs] + parts[1:]
         return parts[field] if field < len(parts) else ""
 
-    def values(self, index: int, path: Path) -> list[str]:
-        """The unescaped values at *path* in the segment at *index*, one per repetition read."""
+    def values(self, index: int, path: Path, *, highlight: bool = False) -> list[str]:
+        """The unescaped values at *path* in the segment at *index*, one per repetition read.
+
+        *highlight*: keep ``\\H\\``/``\\N\\`` as :data:`HIGHLIGHT`/:data:`NORMAL`.
+        """
         raw = self.raw_field(index, path.field)
         if path.segment == "MSH" and path.field in (1, 2):
             return [raw]
@@ -104,7 +114,7 @@ class Reader:
                 text = comps[path.component - 1] if path.component <= len(comps) else ""
                 subs = text.split(self.ss)
                 text = subs[(path.subcomponent or 1) - 1] if (path.subcomponent or 1) <= len(subs) else ""
-            out.append(self.unescape(text))
+            out.append(self.unescape(text, highlight=highlight))
         return out
 
     def value(self, index: int, path: Path) -> str:
@@ -116,17 +126,19 @@ class Reader:
         raw = self.raw_field(index, field)
         return [[self.unescape(c) for c in rep.split(self.cs)] for rep in raw.split(self.rs)] if raw else []
 
-    def unescape(self, text: str) -> str:
+    def unescape(self, text: str, *, highlight: bool = False) -> str:
         if self.es not in text:
             return text
-        return self._escape.sub(self._replace, text)
+        return self._escape.sub(lambda match: self._replace(match, highlight), text)
 
-    def _replace(self, match: re.Match) -> str:
+    def _replace(self, match: re.Match, highlight: bool = False) -> str:
         seq = match.group(1)
         simple = {"F": self.fs, "S": self.cs, "T": self.ss, "R": self.rs, "E": self.es,
                   ".br": "\n", ".sp": "\n"}
         if seq in simple:
             return simple[seq]
+        if highlight and seq in ("H", "N"):
+            return HIGHLIGHT if seq == "H" else NORMAL
         if seq[:1] == "X" and re.fullmatch(r"X(?:[0-9A-Fa-f]{2})+", seq):
             return bytes.fromhex(seq[1:]).decode(self.parsed.charset, "replace")
         # \H\ \N\ (highlight), \.in\ \.ti\ \.sk\ \.ce\ \.fi\ \.nf\, \Zxx\: formatting only.

@@ -625,9 +625,12 @@ class _Mapper:
         note = "\n".join(self.reader.values(index, parse_path("NTE-3[*]")))
         return [note.strip("\n")] if note.strip() else []
 
-    def obx_lines(self, obx: dict) -> list[str]:
-        """OBX-5 as lines: repetitions and ``\\.br\\`` break lines, escapes decoded, blank lines kept."""
-        return [line for value in self.reader.values(obx["index"], parse_path("OBX-5[*]"))
+    def obx_lines(self, obx: dict, *, highlight: bool = False) -> list[str]:
+        """OBX-5 as lines: repetitions and ``\\.br\\`` break lines, escapes decoded, blank lines kept.
+
+        *highlight*: keep ``\\H\\…\\N\\`` as marks (narrative paragraphs show them bold).
+        """
+        return [line for value in self.reader.values(obx["index"], parse_path("OBX-5[*]"), highlight=highlight)
                 for line in text_lines(value)]
 
     def obx_text(self, obx: dict) -> str:
@@ -896,7 +899,7 @@ class _Mapper:
                 else:
                     key = (section, self.reader.raw_field(i, 3), self.reader.raw_field(i, 4)) \
                         if value_type in continued else None
-                    add(section, self.obx_lines(obx) or [BREAK], key)
+                    add(section, self.obx_lines(obx, highlight=True) or [BREAK], key)
                 for note in obx["notes"]:
                     add(section, text_lines(note))
             for note in group["notes"]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from bridge.hl7.path import HIGHLIGHT, NORMAL
+
 BREAK = ""
 """A paragraph break in a list of lines."""
 
@@ -24,9 +26,14 @@ def paragraphs(flat: list[str]) -> tuple[str, ...]:
     out: list[str] = []
     current: list[str] = []
     for line in flat + [BREAK]:
-        if line.strip():
+        if plain(line).strip():
             current.append(line)
         elif current:
             out.append("\n".join(current))
             current = []
     return tuple(out)
+
+
+def plain(text: str) -> str:
+    """*text* without highlight marks (for structured values)."""
+    return text.replace(HIGHLIGHT, "").replace(NORMAL, "")

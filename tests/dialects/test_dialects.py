@@ -191,6 +191,10 @@ def test_10_pathology(published):
     assert report.doc_type.name == "RAP"
     text = xml.decode()
     assert "Adenoma tubulo-villoso" in text and "\\H\\" not in text
+    bold = tree(xml).xpath(".//h:paragraph/h:content[@styleCode='Bold']/text()", namespaces=NS)
+    assert "A) Polipo del sigma:" in bold
+    # The structured value has the text without marks.
+    assert "\ue000" not in text and "\ue001" not in text
 
 
 def test_11_impossible_birth_date_is_refused_naming_pid7(run):

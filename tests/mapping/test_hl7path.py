@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from bridge.hl7.message import parse_message
-from bridge.hl7.path import Path, Reader, parse_path
+from bridge.hl7.path import HIGHLIGHT, NORMAL, Path, Reader, parse_path
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -67,3 +67,14 @@ def test_unescape_inverts_escape(text):
     escaped = "".join(ESCAPES.get(c, c) for c in text)
     r = reader("NTE|1||x")
     assert r.unescape(escaped) == text
+
+
+def test_highlight_is_dropped_or_kept_as_marks_when_asked():
+    r = reader("OBX|1|FT|X||\\H\\A)\\N\\ testo\\.br\\riga")
+    assert r.value(1, parse_path("OBX-5")) == "A) testo\nriga"
+    assert r.values(1, parse_path("OBX-5"), highlight=True) == [f"{HIGHLIGHT}A){NORMAL} testo\nriga"]
+
+
+def test_every_escape_of_the_issue_decoded():
+    r = reader("NTE|1||\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\X41\\ \\H\\b\\N\\\\.br\\x")
+    assert r.value(1, parse_path("NTE-3")) == "| ^ & ~ \\ A b\nx"

@@ -11,7 +11,8 @@ from lxml import etree
 from bridge.errors import ConfigError, InvalidValue
 from bridge.gateway.identifiers import (document_id, document_ids, local_id, reduce_accession, repository_id,
                                 split_document_id)
-from bridge.cda.render import keep_lines, make_environment, render_cda, text_lines
+from bridge.cda.render import keep_lines, make_environment, render_cda, styled, text_lines
+from bridge.hl7.path import HIGHLIGHT, NORMAL
 
 from .conftest import CHECKOUT, EXAMPLES
 
@@ -95,3 +96,13 @@ def test_effective_time_override(pipeline):
     env = make_environment(CHECKOUT / "templates")
     xml = render_cda(report, env, dataclasses.replace(ids, effective_time="20260311080000+0100"))
     assert etree.fromstring(xml).find(f"{H}effectiveTime").get("value") == "20260311080000+0100"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a < b\nc", "a &lt; b<br/>c"),
+    (f"{HIGHLIGHT}A){NORMAL} testo", '<content styleCode="Bold">A)</content> testo'),
+    (f"{HIGHLIGHT}aperto\nriga", '<content styleCode="Bold">aperto<br/>riga</content>'),
+    (f"{NORMAL}x{HIGHLIGHT}{HIGHLIGHT}y{NORMAL}{NORMAL}", 'x<content styleCode="Bold">y</content>')])
+def test_styled_narrative_is_balanced_and_escaped(text, expected):
+    assert str(styled(text)) == expected
+    etree.fromstring(f"<p>{styled(text)}</p>")
