@@ -1,0 +1,1 @@
+"""Independent oracles for the tests: the official OpenAPI, a second CDA validator."""
