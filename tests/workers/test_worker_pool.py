@@ -9,7 +9,7 @@ from twisted.internet import defer, task
 
 from bridge import config as config_module
 from bridge.mapping.analysis import Analysis, analyse, summarise
-from bridge.errors import MissingField, ParseError
+from bridge.errors import MissingField, NotProcessable, ParseError
 from bridge.service.workers import WorkerFailed, WorkerLost, WorkerPool
 from fse_helpers import CHECKOUT, config_table, make_oru
 
@@ -68,8 +68,11 @@ def test_errors_come_back_as_they_were_raised(start_pool):
         yield pool.call(worker_calls.refuse)
     assert refused.value.location == "PID^1^3" and refused.value.err_code == "101"
     with pytest.raises(ParseError) as unparsable:
+        yield pool.call(summarise, b"MSH|^~\\&|LIS|OSP|||||ORU^R01|C1|P|2.5||||||ROT13")
+    assert unparsable.value.location == "MSH^1^18"
+    with pytest.raises(NotProcessable) as unreadable:
         yield pool.call(summarise, b"MSH|garbage")
-    assert unparsable.value.location.startswith("MSH")
+    assert unreadable.value.location == "MSH^1^2" and unreadable.value.ack_code == "AR"
     with pytest.raises(WorkerFailed):
         yield pool.call(worker_calls.break_down)
     with pytest.raises(WorkerFailed):
