@@ -149,10 +149,15 @@ class Order:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Specimen:
-    code: Code
+    code: Code | None = None
+    """SpecimenType; LAB always has it, a narrative type's SPM may not."""
     id: Identifier | None = None
     collected: str = ""
     site: Code | None = None
+    """Where it was taken (SNOMED CT body structure: RAP procedure targetSiteCode)."""
+    description: str = ""
+    """The sender's description (SPM-14)."""
+    site_text: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,6 +36,7 @@ from bridge.hl7.path import Path, Reader, parse_path
 from bridge.mapping import participations
 from bridge.mapping.access import access_policies
 from bridge.mapping.sections import check_declaration, fill_required
+from bridge.mapping.specimens import narrative_specimens, specimen_line
 from bridge.mapping.text import BREAK, paragraphs, text_lines
 from bridge.model import (Address, Code, DocumentType, Encounter, Exam, Identifier, Note, Notice,
                           Observation, Order, Organization, Patient, Person, Range, Report,
@@ -853,8 +854,8 @@ class _Mapper:
                                     title=row["display"], ref=self.ref("sec"), exams=tuple(exams)))
         return tuple(sections)
 
-    def narrative_sections(self, groups: list[dict], procedures: list[Code],
-                           report_notes: list[str]) -> tuple[Section, ...]:
+    def narrative_sections(self, groups: list[dict], procedures: list[Code], report_notes: list[str],
+                           specimens: tuple[Specimen, ...] = ()) -> tuple[Section, ...]:
         """Sections of RAD/RSA/RAP/LDO: each OBX goes to the section its OBX-3 maps to.
 
         Consecutive lines of one OBX-3 (``observation.continued_lines`` types,
@@ -913,6 +914,9 @@ class _Mapper:
                   if row.get("type") == self.doc_type.name and row.get("title")}
         texts = fill_required(texts, self.setting("sections.required", {}), procedures=procedures,
                                        titles=titles, note=self.setting("sections.copied_note", ""))
+        shown_in = self.setting("specimens.section")
+        if specimens and shown_in:
+            texts[shown_in] = texts.get(shown_in, ()) + tuple(specimen_line(s) for s in specimens)
         out = []
         for code in sorted(texts, key=lambda c: order.index(c) if c in order else len(order)):
             title = titles.get(code, code)
@@ -977,8 +981,12 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
             # Comments on the whole report (NTE before the first OBR) go with the first exam.
             groups[0]["notes"][:0] = m.report_notes
         sections = m.lab_sections(groups)
+        specimens = tuple(e.specimen for s in sections for e in s.exams if e.specimen)
     else:
-        sections = m.narrative_sections(groups, procedures, m.report_notes)
+        order = m.order()
+        specimens = narrative_specimens(m, m.setting("specimens", {}),
+                                        m.setting("specimens.id_root") or order.ids[0].root)
+        sections = m.narrative_sections(groups, procedures, m.report_notes, specimens)
     status = "completed"
     if any(e.status == "active" for s in sections for e in s.exams):
         status = "active"
@@ -989,7 +997,6 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
     practice, _ = m.source(m.setting("practice_setting"), groups[0]["scope"], what="practice setting")
     billing, _ = m.source(m.setting("billing"), groups[0]["scope"], what="billing regime")
     service_start = min(g["collected"] for g in groups)
-    specimens = tuple(e.specimen for s in sections for e in s.exams if e.specimen)
     return Report(
         doc_type=doc_type, title=mapping.settings["title"],
         code_display=mapping.settings.get("code_display", mapping.settings["title"]), template=mapping.settings["template"],

@@ -197,6 +197,19 @@ def test_10_pathology(published):
     assert "\ue000" not in text and "\ue001" not in text
 
 
+def test_10_both_specimens_in_procedura(published):
+    _, report, xml, _ = published["10"]
+    assert [s.id.extension for s in report.specimens] == ["I26-01187-A", "I26-01187-B"]
+    root = tree(xml)
+    procedura = section(root, "29300-1")
+    texts = paragraphs(procedura)
+    assert texts[1].startswith("I26-01187-A: A) Polipo peduncolato del sigma")
+    assert texts[2].startswith("I26-01187-B: B) Polipo sessile")
+    ids = procedura.xpath(".//h:procedure/h:specimen/h:specimenRole/h:id/@extension", namespaces=NS)
+    sites = procedura.xpath(".//h:procedure/h:targetSiteCode/@code", namespaces=NS)
+    assert (ids, sites) == (["I26-01187-A", "I26-01187-B"], ["60184004", "485005"])
+
+
 def test_11_impossible_birth_date_is_refused_naming_pid7(run):
     with pytest.raises(InvalidValue) as info:
         run(corpus_file("11").read_bytes())
