@@ -160,6 +160,9 @@ def test_07_a_mapping_without_fallback_refuses_naming_the_section(run, stages):
 def test_08_long_letter(published):
     _, report, xml, _ = published["08"]
     assert report.doc_type.name == "LDO" and len(xml) > 15000
+    # The discharge therapy has its own section, not Decorso ospedaliero.
+    therapy = paragraphs(section(tree(xml), "10183-2"))
+    assert therapy and not any(p in paragraphs(section(tree(xml), "8648-8")) for p in therapy)
     assert "°" in xml.decode() and "²" in xml.decode()
 
 
