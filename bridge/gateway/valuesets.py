@@ -22,8 +22,15 @@ CLINICAL_ACTIVITIES = frozenset({"PHR", "CON", "DIS", "ERP", "Sistema_TS", "INI"
 #: Section 4, set D.
 ADMINISTRATIVE_REQUESTS = frozenset({"SSN", "INPATIENT", "NOSSN", "SSR", "DONOR", "AUTO"})
 
-#: Section 4, set F: AD_PSC001 ... AD_PSC999.
-PRACTICE_SETTING = re.compile(r"^AD_PSC[0-9]{3}$")
+#: Section 4, set F: the official OpenAPI's enum, AD_PSC001 ... AD_PSC999 with gaps (no AD_PSC016,
+#: no AD_PSC150: the gateway refuses what a pattern AD_PSCnnn would let through).
+PRACTICE_SETTINGS = frozenset("AD_PSC" + n for n in """
+    001 002 003 004 005 006 007 008 009 010 011 012 013 014 015 018 019 020 021 024 025 026 027 028
+    029 030 031 032 033 034 035 036 037 038 039 040 041 042 043 046 047 048 049 050 051 052 054 055
+    056 057 058 060 061 062 064 065 066 067 068 069 070 071 072 073 074 075 076 077 078 094 096 097
+    098 099 100 101 102 103 104 107 109 121 122 126 129 130 131 199 999""".split())
+#: The same set as a pattern, for callers that match (bodies.check_submission).
+PRACTICE_SETTING = re.compile("^(?:" + "|".join(sorted(PRACTICE_SETTINGS)) + ")$")
 
 #: Section 4, set E (the fixed part; vaccine codes J07... and SNOMED codes are open-ended).
 EVENT_CODES = frozenset({"P99", "P97", "P98", "P00", "LP418019-8", "LP417541-2", "96118-5", "94503-0",

@@ -33,8 +33,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from stdnum.it import codicefiscale
 
-from bridge.gateway import valuesets
-from bridge.simulator import cdaread, pdfcheck
+from bridge.simulator import cdaread, contract, pdfcheck, valuesets
 from bridge.simulator.problems import Problem
 from bridge.simulator.registry import SubmissionHeld
 
@@ -46,34 +45,6 @@ MODE_WARNING = "Attenzione, non è stata selezionata la modalità di estrazione 
 MANDATORY_CLAIMS = ("patient_consent", "action_id", "locality", "person_id", "purpose_of_use",
                     "subject_organization", "subject_organization_id", "subject_role",
                     "subject_application_id", "subject_application_vendor", "subject_application_version")
-
-_COMMON_FIELDS = {"tipologiaStruttura", "attiCliniciRegoleAccesso", "tipoDocumentoLivAlto",
-                  "assettoOrganizzativo", "dataInizioPrestazione", "dataFinePrestazione",
-                  "conservazioneANorma", "tipoAttivitaClinica", "identificativoSottomissione",
-                  "descriptions", "administrativeRequest"}
-BODY_FIELDS = {
-    "create": _COMMON_FIELDS | {"healthDataFormat", "mode", "identificativoDoc", "identificativoRep"},
-    "replace": _COMMON_FIELDS | {"healthDataFormat", "mode", "identificativoDoc", "identificativoRep",
-                                 "workflowInstanceId"},
-    "metadata": _COMMON_FIELDS,
-}
-_REQUIRED_COMMON = ("tipologiaStruttura", "tipoDocumentoLivAlto", "assettoOrganizzativo",
-                    "tipoAttivitaClinica", "identificativoSottomissione")
-REQUIRED_FIELDS = {
-    "create": _REQUIRED_COMMON + ("identificativoDoc", "identificativoRep"),
-    # DSP does not require identificativoDoc on replace; the simulator needs the new id for its chains.
-    "replace": _REQUIRED_COMMON + ("identificativoDoc", "identificativoRep"),
-    "metadata": _REQUIRED_COMMON,
-}
-ENUMS = {"tipologiaStruttura": valuesets.FACILITY_TYPES, "tipoDocumentoLivAlto": valuesets.CLASS_CODES,
-         "tipoAttivitaClinica": valuesets.CLINICAL_ACTIVITIES, "healthDataFormat": frozenset({"CDA"}),
-         "mode": frozenset({"ATTACHMENT", "RESOURCE"})}
-MAX_LENGTHS = {"identificativoDoc": 256, "identificativoRep": 100, "dataInizioPrestazione": 100,
-               "dataFinePrestazione": 100, "conservazioneANorma": 100, "identificativoSottomissione": 100,
-               "workflowInstanceId": 256}
-ARRAY_FIELDS = {"attiCliniciRegoleAccesso": 100, "descriptions": 100, "administrativeRequest": 1000}
-DOC_TYPE_FOR_LOINC = {"11502-2": "LAB", "68604-8": "RAD", "11488-4": "RSA", "11526-1": "RAP",
-                      "34105-7": "LDO"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +67,8 @@ class Context:
     registry: object
     rules: object | None = None
     validate: Callable | None = None
-    """bridge.cda.validate.validate_cda, or None to skip XSD/schematron."""
+    """bridge.cda.validate.validate_cda, or None to skip XSD/schematron (passed in by the server:
+    why the product's validator is acceptable here is said at start_simulator)."""
     skew_s: float = 5.0
     random_hex: Callable[[int], str] = secrets.token_hex
 
@@ -294,7 +266,7 @@ def step_path_id(state: State) -> None:
     if state.request.operation == "create":
         return
     path_id = state.request.path_id or ""
-    if not _valid_master_id(path_id) or len(path_id) > 256:
+    if not _valid_master_id(path_id) or len(path_id) > contract.PATH_ID_MAX:
         raise Problem("id-doc", "path id: missing '^' or nothing after it")
     _toscana_id(path_id, "path id")
 
@@ -354,33 +326,33 @@ def step_body(state: State) -> None:
         raise _mandatory("requestBody is not valid JSON") from None
     if not isinstance(body, dict):
         raise _mandatory("requestBody must be a JSON object")
-    unknown = sorted(set(body) - BODY_FIELDS[op])
+    unknown = sorted(set(body) - contract.BODY_FIELDS[op])
     if unknown:
         raise _mandatory(f"unknown property {unknown[0]}")
-    for name, allowed in ENUMS.items():
-        if name in body and body[name] is not None and body[name] not in allowed:
-            raise _mandatory(f"{name}: {body[name]!r} is not an accepted value")
-    if "assettoOrganizzativo" in body and body["assettoOrganizzativo"] is not None and (
-            not isinstance(body["assettoOrganizzativo"], str)
-            or not valuesets.PRACTICE_SETTING.match(body["assettoOrganizzativo"])):
-        raise _mandatory("assettoOrganizzativo: not an AD_PSC value")
-    for name, limit in ARRAY_FIELDS.items():
-        if name in body and body[name] is not None:
-            value = body[name]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise _mandatory(f"{name} must be an array of strings")
-            if len(value) > limit:
-                raise _mandatory(f"{name}: more than {limit} items")
-    for value in body.get("administrativeRequest") or []:
-        if value not in valuesets.ADMINISTRATIVE_REQUESTS:
-            raise _mandatory(f"administrativeRequest: {value!r} is not an accepted value")
-    for name in set(body) - set(ENUMS) - set(ARRAY_FIELDS):
+    for name, allowed in contract.ENUMS.items():
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or value not in allowed):
+            raise _mandatory(f"{name}: {value!r} is not an accepted value")
+    for name, allowed in contract.ARRAY_ITEMS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _mandatory(f"{name} must be an array of strings")
+        if len(value) > contract.MAX_ITEMS[name]:
+            raise _mandatory(f"{name}: more than {contract.MAX_ITEMS[name]} items")
+        limit = contract.ITEM_MAX_LENGTHS.get(name)
+        if limit is not None and any(len(v) > limit for v in value):
+            raise Problem("invalid-format", f"{name}: an item is longer than {limit}")
+        if allowed is not None and any(v not in allowed for v in value):
+            raise _mandatory(f"{name}: {next(v for v in value if v not in allowed)!r} is not an accepted value")
+    for name in set(body) - set(contract.ENUMS) - set(contract.ARRAY_ITEMS):
         if body[name] is not None and not isinstance(body[name], str):
             raise _mandatory(f"{name} must be a string")
-    for name in REQUIRED_FIELDS[op]:
+    for name in sorted(contract.REQUIRED_FIELDS[op]):
         if not body.get(name):
             raise _mandatory(f"{name} missing")
-    for name, limit in MAX_LENGTHS.items():
+    for name, limit in contract.MAX_LENGTHS.items():
         if isinstance(body.get(name), str) and len(body[name]) > limit:
             raise Problem("invalid-format", f"{name}: longer than {limit}")
     if "identificativoDoc" in body and not _valid_master_id(body["identificativoDoc"]):
@@ -391,10 +363,8 @@ def step_body(state: State) -> None:
     for code in body.get("attiCliniciRegoleAccesso") or []:
         if code not in valuesets.EVENT_CODES and not valuesets.EVENT_CODE_OPEN.match(code):
             raise _mandatory(f"attiCliniciRegoleAccesso: {code!r} is not an event code")
-    from bridge.gateway.bodies import description_ok
-
     for text in body.get("descriptions") or []:
-        if not description_ok(text):
+        if not valuesets.description_ok(text):
             raise _mandatory("descriptions: each must be CODE^Text^OID with a catalogue OID")
     # Toscana identifier formats (gateway.md section 5).
     if "identificativoDoc" in body:
@@ -462,7 +432,7 @@ def step_jwt_vs_cda(state: State) -> None:
     paired = valuesets.CLASS_FOR_LOINC.get(loinc)
     if paired and body.get("tipoDocumentoLivAlto") != paired:
         raise Problem("invalid-format", f"tipoDocumentoLivAlto must be {paired} for this document type")
-    doc_type = DOC_TYPE_FOR_LOINC.get(loinc)
+    doc_type = valuesets.DOC_TYPE_FOR_LOINC.get(loinc)
     match_id = valuesets.TOSCANA_DOCUMENT_ID.match(body.get("identificativoDoc", ""))
     if doc_type and match_id and match_id.group("type") != doc_type:
         raise Problem("id-doc", f"identificativoDoc names type {match_id.group('type')}, "

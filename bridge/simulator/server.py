@@ -1,6 +1,9 @@
 """The embedded gateway simulator: Twisted Web over the checks of :mod:`bridge.simulator.checks`.
 
-The four CART paths under a configurable base (default ``/gateway/v2/``),
+The official API's paths of the four operations, and the Region's
+(:data:`bridge.simulator.contract.ROUTES`), under a base path (default the
+Region's ``/gateway/v2/``): the client's configured paths are its own business,
+the simulator answers 404 to any other;
 ``X-Cart-id`` on every answer, success bodies as the real gateway's
 (gateway.md section 8), optional mutual TLS. Checks run in a worker thread
 (PDF signatures, XSD and schematron are blocking).
@@ -32,8 +35,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.web import resource, server
 
-from bridge.config import GatewayPaths
-from bridge.simulator import checks
+from bridge.simulator import checks, contract
 from bridge.simulator.problems import Problem
 from bridge.simulator.registry import Registry
 
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 
 #: gateway.md section 8: delete/update answered 202 when INI failed and the gateway retries alone.
 INI_ASYNC_WARNING = "Attenzione, transazione presa in carico. Nuovo tentativo in corso"
-
-OPERATION_METHODS = {"create": "POST", "replace": "PUT", "metadata": "PUT", "delete": "DELETE"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,8 +82,7 @@ class GatewaySimulator(resource.Resource):
     isLeaf = True
 
     def __init__(self, *, reactor, registry: Registry, audience: str, rules=None, validate=None,
-                 base_path: str = "/gateway/v2/", paths: GatewayPaths | None = None,
-                 faults=()):
+                 base_path: str = contract.REGION_BASE_PATH, faults=()):
         super().__init__()
         self.reactor = reactor
         self.registry = registry
@@ -91,13 +90,11 @@ class GatewaySimulator(resource.Resource):
         self.rules = rules
         self.validate = validate
         self.base_path = "/" + base_path.strip("/") + "/" if base_path.strip("/") else "/"
-        paths = paths or GatewayPaths()
         self.routes = []
-        # Longer templates first so documents/{id}/metadata is not taken for documents/{id}.
-        for op in sorted(OPERATION_METHODS, key=lambda o: -len(getattr(paths, o))):
-            template = getattr(paths, op).lstrip("/")
-            pattern = re.escape(self.base_path + template).replace(re.escape("{id}"), "([^/]+)")
-            self.routes.append((OPERATION_METHODS[op], re.compile(f"^{pattern}$"), op))
+        # Longer templates first so documents/{idDoc}/metadata is not taken for documents/{idDoc}.
+        for method, template, op, _source in sorted(contract.ROUTES, key=lambda r: -len(r[1])):
+            pattern = re.escape(self.base_path + template).replace(re.escape("{idDoc}"), "([^/]+)")
+            self.routes.append((method, re.compile(f"^{pattern}$"), op))
         self._faults: list[list] = [[f, f.times] for f in faults]
         self._lock = threading.Lock()
         self.seen: collections.deque[dict] = collections.deque(maxlen=1000)
@@ -341,13 +338,20 @@ class _ServerTls:
         return SSL.Connection(self._context, None)
 
 
-def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = "/gateway/v2/",
+def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = contract.REGION_BASE_PATH,
                     registry: Registry | None = None) -> SimulatorHandle:
     """Listen on ``[simulator]`` host/port (TLS when tls_cert/tls_key are set).
 
     *rules*: :class:`bridge.cda.validate.Rules` for the XSD/schematron step; None
     loads ``validation.rules_dir`` (skipped when nothing is installed); False
     skips it.
+
+    The CDA step shares the product's validator on purpose: what it runs are the
+    official XSD and schematron files, not the client's rules; the one part that
+    is the project's own, the schematron-to-XSLT translation, is checked outcome
+    by outcome against an independent engine (../shared/tools/validate_cda.py) in
+    tests/validate/test_second_engine.py. A second translator here would only
+    copy the first one's reading of the same files.
     """
     from bridge.cda import validate
 
@@ -358,7 +362,7 @@ def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = 
     registry = registry or Registry(settings.registry)
     sim = GatewaySimulator(reactor=reactor, registry=registry, audience=config.gateway.audience,
                            rules=rules, validate=validate.validate_cda if rules else None,
-                           base_path=base_path, paths=config.gateway.paths, faults=faults)
+                           base_path=base_path, faults=faults)
     site = server.Site(sim)
     site.displayTracebacks = False
     site.noisy = False

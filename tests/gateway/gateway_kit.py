@@ -23,6 +23,7 @@ from bridge import certs, config as config_module
 from bridge.gateway import GatewayClient, Submission
 from bridge.gateway.identifiers import new_submission_id
 from bridge.model import DocumentType
+from oracles.wire import openapi_checked_requests  # noqa: F401  (autouse: every request against the OpenAPI)
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 REFERENCE = SHARED / "reference"

@@ -16,7 +16,7 @@ from bridge.gateway import OutcomeClass, classify
 from bridge.simulator import Fault
 
 from gateway_kit import (OTHER_PATIENT, PATIENT, REFERENCE, aio, build_pdf, doc_id, make_cda, registry_rows,
-                         sign_pdf, start, submission)
+                         sign_pdf, start)
 from sim_requests import RawSender
 
 PUBLISHED, REFUSED, NOT_NOW = OutcomeClass.PUBLISHED, OutcomeClass.REFUSED, OutcomeClass.NOT_NOW
@@ -198,6 +198,18 @@ CASES = [
     ("body-submission-id", "create", body("identificativoSottomissione", "2.16.840.1.113883.2.9.2.90.999"), 400,
      "/msg/invalid-format", REFUSED),
     ("body-too-long", "create", body("conservazioneANorma", "C" * 101), 400, "/msg/invalid-format", REFUSED),
+    # The OpenAPI's assettoOrganizzativo enum has gaps: AD_PSCnnn is not enough.
+    ("body-practice-setting-gap-150", "create", body("assettoOrganizzativo", "AD_PSC150"), 400,
+     "/msg/mandatory-element", REFUSED),
+    ("body-practice-setting-gap-016", "metadata", body("assettoOrganizzativo", "AD_PSC016"), 400,
+     "/msg/mandatory-element", REFUSED),
+    ("body-class-code-not-in-dsp", "create", body("tipoDocumentoLivAlto", "LET"), 400, "/msg/mandatory-element",
+     REFUSED),
+    ("body-enum-not-string", "create", body("tipologiaStruttura", ["Territorio"]), 400, "/msg/mandatory-element",
+     REFUSED),
+    ("body-description-item-too-long", "create",
+     body("descriptions", ["A^" + "b" * 1000 + "^2.16.840.1.113883.6.73"]), 400, "/msg/invalid-format", REFUSED),
+    ("path-id-too-long", "delete", attr("path_id", doc_id("A" * 240)), 400, "/msg/id-doc", REFUSED),
     ("metadata-not-json-content", "metadata", attr("content_type", "text/plain"), 400, "/msg/mandatory-element", REFUSED),
     ("file-missing", "create", attr("send_file", False), 400, "/msg/generic-error", REFUSED),
     ("file-empty", "create", both(attr("pdf", b""), claim("sig", "attachment_hash", "e3b0c442")), 400,
@@ -232,7 +244,7 @@ CASES = [
 async def test_check_fires(name, op, mutate, status, kind, outcome, sender, simulator, pdfs, sign_credential,
                            auth_credential):
     spec = sender.spec(op, pdfs["good"] if op in ("create", "replace") else None,
-                       sub=submission(document_id=doc_id("A26-00412_2")) if op == "replace" else None)
+                       document_id=doc_id("A26-00412_2") if op == "replace" else None)
     mutate(spec, {"pdfs": pdfs, "sign_credential": sign_credential, "auth_credential": auth_credential})
     response = await aio(sender.send(spec))
     problem = response.json()
@@ -277,7 +289,7 @@ async def test_replace_and_delete_of_a_deleted_id_are_404(sender, pdfs):
     for op in ("delete", "metadata"):
         response = await aio(sender.send(sender.spec(op)))
         assert response.status_code == 404 and response.json()["type"] == "/msg/record-not-found"
-    spec = sender.spec("replace", pdfs["good"], sub=submission(document_id=doc_id("A26-00412_2")))
+    spec = sender.spec("replace", pdfs["good"], document_id=doc_id("A26-00412_2"))
     assert (await aio(sender.send(spec))).status_code == 404
 
 
@@ -303,7 +315,7 @@ async def test_mode_omitted_gives_the_gateway_warning(sender, pdfs):
 @pytest_twisted.ensureDeferred
 async def test_metadata_access_update_purpose_accepted(sender, pdfs):
     assert (await aio(sender.send(sender.spec("create", pdfs["good"])))).status_code == 202
-    spec = sender.spec("metadata", sub=submission(event_codes=("P99",)))
+    spec = sender.spec("metadata", event_codes=("P99",))
     spec.sig_claims["purpose_of_use"] = "ACCESS UPDATE"
     response = await aio(sender.send(spec))
     assert response.status_code == 200 and response.json()["workflowInstanceId"]
