@@ -443,6 +443,7 @@ class _Mapper:
             except ValueError:
                 # The XSD and schematrons take 19751304 as a TS: only here can it be caught.
                 raise InvalidValue("birth date is not a valid date (YYYYMMDD)", location=birth_loc) from None
+        self.birth_location = birth_loc
         addresses = tuple(self.addresses(pid, p.get("address", {})))
         telecoms = tuple(self.telecoms(pid, p.get("telecom", {})))
         return Patient(ids=tuple(ids), person_id=person_id, family=family, given=given,
@@ -706,6 +707,9 @@ class _Mapper:
                 value = re.sub(r"\s+", "", comps[4])
                 if not value or not re.fullmatch(r"[A-Za-z0-9+/]+=*", value):
                     raise InvalidValue("attachment data is not Base64", location=f"OBX^{n}^5^5")
+                if len(value) * 3 // 4 > int(self.setting("observation.attachment_max_bytes", 700_000)):
+                    # The signed PDF that embeds this CDA must stay under the gateway's 1 MB (pdf.md §1).
+                    raise InvalidValue("attachment too large for the document", location=f"OBX^{n}^5^5")
                 media_types = self.setting("observation.media_types", {})
                 media_type = media_types.get(f"{comps[1]}/{comps[2]}".upper())
                 if media_type is None:
@@ -963,6 +967,8 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
         group["time"] = m.ts("times.observation", group["scope"], what="observation date/time")
     effective = m.ts("times.report", groups[-1]["scope"], what="report date/time")
     patient = m.patient()
+    if patient.birth_time and patient.birth_time > effective[:8]:
+        raise InvalidValue("birth date is after the report date", location=m.birth_location)
     legal = m.person("legal_authenticator", groups[0]["scope"], required=True)
     author = m.person("author", groups[0]["scope"], required=False) or legal
     referrer = m.person("referrer", groups[0]["scope"], required=False)

@@ -192,9 +192,17 @@ def test_attachment_in_lab_is_carried(do_map):
     assert media and media[0].media_type == "application/pdf"
 
 
+def test_attachment_over_the_ceiling_is_refused(do_map):
+    big = "A" * 1_000_000
+    text = example("lab.hl7") + f"\rOBX|5|ED|PDF^Referto^L||^AP^PDF^Base64^{big}||||||F"
+    with pytest.raises(InvalidValue) as info:
+        do_map(text)
+    assert info.value.location == "OBX^6^5^5"
+
+
 # --------------------------------------------------------------- checked fields
 
-@pytest.mark.parametrize("value", ["19751304", "19750230", "19750001"])
+@pytest.mark.parametrize("value", ["19751304", "19750230", "19750001", "20990101"])
 def test_impossible_birth_date_is_refused(do_map, value):
     with pytest.raises(InvalidValue) as info:
         do_map(patch(example("lab.hl7"), "PID", 7, value))
