@@ -126,8 +126,9 @@ class RawSender:
         headers = {k: v for k, v in headers.items() if v is not None}
         return jwt.encode(claims, key or self.credential.private_key, algorithm="RS256", headers=headers)
 
-    async def send(self, spec: Spec) -> httpx.Response:
-        method, template = PATHS[spec.op]
+    async def send(self, spec: Spec, template: str | None = None) -> httpx.Response:
+        """Send *spec* to its operation's path, or to *template* (``{id}`` for the path id)."""
+        method, template = PATHS[spec.op][0], template or PATHS[spec.op][1]
         url = self.handle.url + template.replace("{id}", quote(spec.path_id or "", safe=""))
         headers = {"Accept": "application/json"}
         auth = spec.auth_token if spec.auth_token is not None else self.encode(

@@ -21,7 +21,7 @@ from bridge.simulator import contract, valuesets
 
 from gateway_kit import aio, doc_id, make_client, signed_package, submission
 from oracles import openapi
-from sim_requests import create_body, metadata_body
+from sim_requests import RawSender, create_body, metadata_body
 
 SIMULATOR = Path(__file__).resolve().parents[2] / "bridge" / "simulator"
 FORBIDDEN = ("bridge.gateway", "bridge.publish")
@@ -261,3 +261,29 @@ async def test_every_client_request_is_checked(config, simulator, fake_sleep, si
     assert (await aio(client.metadata(submission(document_id=second, submission_id=fresh(3))))).status == 200
     assert (await aio(client.delete(submission(document_id=second)))).status == 200
     assert openapi_checked_requests.checked == 4 and openapi_checked_requests.mismatches == []
+
+
+@pytest.mark.parametrize("template, status", [
+    ("documents/{id}/metadata-iti-57", 200),    # the OpenAPI's
+    ("documents/{id}/metadata", 200),           # the Region's
+    ("documents/{id}/update", 404),             # nobody's: a client configured so is not served
+])
+@pytest_twisted.ensureDeferred
+async def test_the_simulator_serves_the_official_and_region_paths(template, status, config, simulator, package,
+                                                                   sign_credential, pki):
+    sender = RawSender(simulator, config, sign_credential, pki)
+    assert (await aio(sender.send(sender.spec("create", package)))).status_code == 202
+    response = await aio(sender.send(sender.spec("metadata"), template))
+    assert response.status_code == status, response.json()
+    assert bool(openapi.check_request("PUT", "/" + template.replace("{id}", "a%5Eb"), "application/json",
+                                      b"{}")) is True  # the oracle: {} lacks the required fields
+    assert any("no such operation" in p for p in openapi.check_request(
+        "PUT", "/" + template.replace("{id}", "a%5Eb"), "application/json", b"{}")) is (status == 404)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_region_production_delete_path_is_served(config, simulator, package, sign_credential, pki):
+    sender = RawSender(simulator, config, sign_credential, pki)
+    assert (await aio(sender.send(sender.spec("create", package)))).status_code == 202
+    assert (await aio(sender.send(sender.spec("delete"), "{id}"))).status_code == 200
+    assert (await aio(sender.send(sender.spec("delete"), "documents/{id}"))).status_code == 404
