@@ -166,8 +166,8 @@ def load_mappings(mapping_dir: str | FsPath, practitioners_csv: str | FsPath | N
         if not path.is_file():
             continue
         own = _read_toml(path)
-        # The type's [header] table, then its own tables, over header.toml (tables merged key by key).
-        settings = _merge(_merge(header, own.pop("header", {})), own)
+        settings = _merge(header, own.pop("header", {}))
+        settings.update(own)
         _check_paths(settings, str(path))
         _check_participations(settings.get("participations", {}), str(path))
         check_declaration(settings.get("sections", {}).get("required", {}), str(path))
@@ -917,7 +917,7 @@ class _Mapper:
         titles = {row["section"]: row["title"] for row in self.m.tables.get(table, ())
                   if row.get("type") == self.doc_type.name and row.get("title")}
         texts = fill_required(texts, self.setting("sections.required", {}), procedures=procedures,
-                                       titles=titles, note=self.setting("sections.copied_note", ""))
+                                       titles=titles, note=self.setting("narrative.copied_note", ""))
         shown_in = self.setting("specimens.section")
         if specimens and shown_in:
             texts[shown_in] = texts.get(shown_in, ()) + tuple(specimen_line(s) for s in specimens)
@@ -932,7 +932,7 @@ class _Mapper:
     def section_of(self, obx: dict, table: str, default: str | None) -> str:
         """The section an OBX goes to: OBX-3.1, then its suffix OBX-3.1.2 (``RM093&IMP``), in the table."""
         i, n = obx["index"], obx["occurrence"]
-        for path in self.setting("sections.keys", ["OBX-3.1", "OBX-3.1.2"]):
+        for path in self.setting("narrative.section_keys", ["OBX-3.1", "OBX-3.1.2"]):
             ident = self.reader.value(i, parse_path(path))
             if not ident:
                 continue

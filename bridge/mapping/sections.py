@@ -7,7 +7,7 @@ where its text comes from when no OBX carries it, tried in order:
 * a section code: that section's paragraphs, as the sender wrote them;
 * ``"narrative"``: the paragraphs of every section the sender wrote.
 
-A section copied from others starts with the paragraph ``sections.copied_note``
+A section copied from others starts with the paragraph ``narrative.copied_note``
 (``{sources}`` = their titles), so a reader knows where its text comes from.
 A required section that no source fills is refused (AE 101 naming the section).
 """
