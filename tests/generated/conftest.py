@@ -1,0 +1,31 @@
+"""Hypothesis profiles of the generated-message tests, and the stages they run through.
+
+"ci" (the default) runs a bounded number of examples per document type;
+"generated-many" runs many more (FSE_GENERATED_PROFILE=generated-many, or
+bench/bench_generated.py for a report by stage and dimension). The profiles
+are applied to these tests only: loading one globally would change every
+other Hypothesis test of the suite.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from .pipeline import REFERENCE, VALIDATOR, make_stages
+
+# Pages of text per example are expected: no time limit, no "too slow" / "too large" checks.
+_SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+settings.register_profile("ci", max_examples=6, deadline=None, suppress_health_check=_SLOW)
+settings.register_profile("generated-many", max_examples=200, deadline=None, suppress_health_check=_SLOW)
+
+PROFILE = os.environ.get("FSE_GENERATED_PROFILE", "ci")
+
+
+@pytest.fixture(scope="session")
+def stages(tmp_path_factory):
+    if not (REFERENCE / "schematron").is_dir() or not VALIDATOR.is_file():
+        pytest.skip("official rules or validate_cda.py not found in ../shared")
+    return make_stages(tmp_path_factory.mktemp("pki"))

@@ -1,0 +1,607 @@
+"""Hypothesis strategies for realistic Italian ORU^R01 messages: the oracle of issue 13.
+
+:func:`messages` builds one HL7 v2.3-v2.8 ORU^R01 of one of the five document
+types (LAB, RAD, RSA, RAP, LDO) the way Italian LIS/RIS/clinic systems send
+them, fitted to the checkout's default mappings (routing.toml, sections.csv,
+facilities.csv, practitioners.csv, local_loinc.csv, units.csv, specimens.csv).
+Every message it makes carries what its type needs, so the product must turn
+each into a valid CDA and a signed PDF.
+
+The dialect features are switchable (:class:`Dimensions`), so a shape the
+product does not handle yet can be left out of CI and reported by the bench;
+each :class:`Generated` lists the features it actually uses.
+
+Texts are drawn from a seed (a few bytes of Hypothesis data make pages of
+text), their structure (lines, blank lines, escapes, highlights) by Hypothesis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import unicodedata
+from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
+from stdnum.it import codicefiscale
+
+TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
+VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
+CHARSETS = {"8859/1": "iso-8859-1", "UNICODE UTF-8": "utf-8"}
+CF_ROOT = "MEF&2.16.840.1.113883.2.9.4.3.2&ISO"
+
+# Sending facility per type (facilities.csv; the dialect corpus's README).
+FACILITY = {"LAB": ("LIS", "LABPRIV"), "RAD": ("RIS", "CDC-FI"), "RSA": ("AMBU", "CDC-FI"),
+            "RAP": ("APSYS", "CDC-FI"), "LDO": ("ADT-DIM", "CASACURA")}
+
+FAMILIES = ("Rossi", "Bianchi", "Esposito", "Colombo", "Ricci", "Marino", "Greco", "Conti", "De Luca",
+            "Giordano", "Mancini", "Lombardi", "Moretti", "D'Arco", "Dell'Acqua", "Nicolò", "Cinà",
+            "Pirrò", "Santoro", "Lo Bianco", "Caruso", "Fabbri", "Gentile", "Benedetti")
+GIVEN_M = ("Niccolò", "Tommaso", "Giosuè", "Noè", "Andrea", "Mattia", "Lorenzo", "Ercole", "Luca",
+           "Gian Marco", "Raffaele")
+GIVEN_F = ("Zoè", "Ilaria", "Lucrezia", "Aurora", "Francesca", "Maria Grazia", "Anna", "Noemi",
+           "Giulia", "Benedetta")
+# Real cadastral codes: Roma, Firenze, Pisa, Milano, Prato, Lucca, Arezzo, Napoli, Forlì.
+MUNICIPALITIES = ("H501", "D612", "G702", "F205", "G999", "E715", "A390", "F839", "D704")
+CITIES = ("Firenze", "Prato", "Pisa", "Lucca", "Arezzo", "Forlì", "Città di Castello", "Poggibonsi")
+
+# practitioners.csv ids, and fictional specialists identified by their CF.
+TABLE_DOCTORS = (("M001", "Rossi", "Mario"), ("M002", "Bianchi", "Laura"), ("M003", "Verdi", "Giuseppe"),
+                 ("M004", "Ferrari", "Luca"), ("M005", "Costa", "Anna"), ("M006", "Galli", "Francesco"))
+
+WORDS = ("paziente", "esame", "lesione", "reperto", "regolare", "nella norma", "si conferma", "quadro",
+         "controllo", "terapia", "dolore", "addome", "torace", "città", "attività", "più", "perché",
+         "già", "è", "dà", "così", "proiezioni", "parenchima", "ecostruttura", "omogenea", "milza",
+         "fegato", "rene", "vie biliari", "colecisti", "linfonodi", "secondo", "pregresso", "°", "m²",
+         "3,5 cm", "12 mm", "40%", "T2", "L4-L5", "l'esame", "dell'arto", "sinistro", "destro",
+         "all'anamnesi", "riferita", "dispnea", "febbre", "ipertensione", "diabete", "follow-up")
+# Only in UTF-8 messages (not in ISO-8859-1).
+UTF8_WORDS = ("dell’esame", "≥ 5 mm", "– quadro", "€ 36,15", "Ω")
+# Characters that must travel escaped in HL7 text (\F\ \S\ \T\ \R\ \E\).
+SPECIALS = ("|", "^", "&", "~", "\\")
+_ESCAPE = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """The shapes the generator may make; switch one off to keep it out of a run."""
+
+    prt: bool = True
+    """v2.7+: the interpreter (PRT PI) and the attending (PRT AT) in PRT instead of OBR-32 / PV1-7."""
+    blank_lines: bool = True
+    """An OBX with an empty OBX-5 between text lines (a paragraph break)."""
+    escapes: bool = True
+    """HL7 escapes in text: \\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh\\ \\.br\\ and \\H\\…\\N\\ in FT."""
+    notes: bool = True
+    """NTE after an OBR and after an OBX."""
+    repetitions: bool = True
+    """Text lines as OBX-5 repetitions, and a local patient id repeating PID-3."""
+    several_orders: bool = True
+    """More than one OBR group."""
+    long_texts: bool = True
+    """Texts up to many pages (otherwise a few lines)."""
+    latin1: bool = True
+    """MSH-18 8859/1 with ISO-8859-1 bytes (otherwise UNICODE UTF-8 only)."""
+    coded: bool = True
+    """Coded (CE/CWE ICD-9-CM) diagnoses besides the text."""
+    spm: bool = True
+    """LAB v2.5+: the specimen in an SPM segment instead of OBR-15."""
+    statuses: bool = True
+    """LAB: OBX-11 C (corrected, OBR-25 C), X (not obtainable, no value) and D (deleted) besides F."""
+    long_tokens: bool = True
+    """A note with a 300-400 character token without spaces (a PACS URL, its & sent as \\T\\)."""
+    text_results: bool = True
+    """LAB: ST results (Negativo, Assenti, ...) besides NM."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def without(self, *names: str) -> "Dimensions":
+        return dataclasses.replace(self, **{n: False for n in names})
+
+
+@dataclass
+class Generated:
+    """One generated message and what the test needs to know about it."""
+
+    raw: bytes
+    doc_type: str
+    version: str
+    charset: str
+    family: str
+    given: str
+    fiscal_code: str
+    features: set[str] = field(default_factory=set)
+    """The :class:`Dimensions` this message actually uses."""
+    texts: list[str] = field(default_factory=list)
+    """Decoded sentences of the report's narrative: each must be readable in the CDA."""
+
+    def describe(self) -> str:
+        return (f"{self.doc_type} v{self.version} {self.charset} {len(self.raw)} bytes, "
+                f"features: {', '.join(sorted(self.features)) or 'none'}")
+
+
+# ---------------------------------------------------------------------------
+# Fiscal codes (codice fiscale) with a valid check character.
+
+
+def _letters(name: str) -> str:
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return "".join(c for c in plain.upper() if c.isalpha())
+
+
+def _code_part(name: str, *, given: bool) -> str:
+    letters = _letters(name)
+    consonants = [c for c in letters if c not in "AEIOU"]
+    vowels = [c for c in letters if c in "AEIOU"]
+    if given and len(consonants) >= 4:
+        consonants = [consonants[0], consonants[2], consonants[3]]
+    return "".join(consonants + vowels + ["X", "X", "X"])[:3]
+
+
+def fiscal_code(family: str, given: str, birth: dt.date, female: bool, municipality: str) -> str:
+    """The codice fiscale of a person (check character computed with python-stdnum)."""
+    day = birth.day + (40 if female else 0)
+    stem = (_code_part(family, given=False) + _code_part(given, given=True) + f"{birth.year % 100:02d}"
+            + "ABCDEHLMPRST"[birth.month - 1] + f"{day:02d}" + municipality)
+    return stem + codicefiscale.calc_check_digit(stem)
+
+
+# ---------------------------------------------------------------------------
+# Text: sentences from a seed, encoded with HL7 escapes.
+
+
+def escape(text: str) -> str:
+    """*text* as HL7 field content (the five delimiters escaped)."""
+    return "".join(_ESCAPE.get(c, c) for c in text)
+
+
+@dataclass
+class Line:
+    """One text line of an OBX (or NTE): sentences, joined by a space or \\.br\\."""
+
+    sentences: list[str]
+    breaks: bool = False          # \.br\ between sentences
+    highlight: bool = False       # \H\…\N\ around the first word (FT)
+    hex_escape: bool = False      # one ASCII letter sent as \Xhh\
+
+    def encode(self) -> str:
+        parts = []
+        for n, sentence in enumerate(self.sentences):
+            encoded = escape(sentence)
+            if self.hex_escape and n == 0 and sentence[:1].isascii() and sentence[:1].isalpha():
+                encoded = f"\\X{ord(sentence[0]):02X}\\" + escape(sentence[1:])
+            if self.highlight and n == 0 and " " in sentence:
+                head, tail = sentence.split(" ", 1)
+                encoded = f"\\H\\{escape(head)}\\N\\ {escape(tail)}"
+            parts.append(encoded)
+        return ("\\.br\\" if self.breaks else " ").join(parts)
+
+
+def _sentence(rnd: random.Random, words: int, specials: bool, utf8: bool = False) -> str:
+    chosen = [rnd.choice(WORDS + UTF8_WORDS if utf8 else WORDS) for _ in range(words)]
+    if specials:
+        chosen.insert(rnd.randrange(len(chosen) + 1), rnd.choice(("A|B", "x^2", "R&D", "1~2", "C:\\ref")))
+    text = " ".join(chosen)
+    return text[0].upper() + text[1:] + "."
+
+
+@st.composite
+def lines(draw, rnd: random.Random, dims: Dimensions, used: set[str], *, ft: bool, long: bool, utf8: bool):
+    """The text lines of one section; a long one may hold a paragraph taller than a page."""
+    count = draw(st.integers(1, 40 if long else 3))
+    tall = long and draw(st.booleans())
+    out = []
+    for k in range(count):
+        n_sentences = 70 if tall and k == 0 else draw(st.integers(1, 8 if long else 3))
+        escapes = dims.escapes and draw(st.booleans())
+        sentences = [_sentence(rnd, rnd.randint(3, 25 if long else 10), escapes and draw(st.booleans()), utf8)
+                     for _ in range(n_sentences)]
+        line = Line(sentences,
+                    breaks=escapes and n_sentences > 1 and draw(st.booleans()),
+                    highlight=escapes and ft and draw(st.booleans()),
+                    hex_escape=escapes and draw(st.booleans()))
+        if escapes and (line.breaks or line.highlight or line.hex_escape
+                        or any(c in s for s in sentences for c in SPECIALS)):
+            used.add("escapes")
+        out.append(line)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The message.
+
+
+@dataclass
+class Person:
+    family: str
+    given: str
+    fiscal_code: str
+    table_id: str = ""
+
+    def xcn(self) -> str:
+        """As an XCN (PV1-7, ORC-12, OBR-16, PRT-5)."""
+        if self.table_id:
+            return f"{self.table_id}^{escape(self.family)}^{escape(self.given)}^^^Dott.^^^^L^^^PRN"
+        return f"{self.fiscal_code}^{escape(self.family)}^{escape(self.given)}^^^Dott.^^^{CF_ROOT}^L^^^NNITA"
+
+    def ndl(self) -> str:
+        """As OBR-32's name in subcomponents (id&family&given)."""
+        return f"{self.table_id or self.fiscal_code}&{escape(self.family)}&{escape(self.given)}"
+
+
+@st.composite
+def people(draw, *, patient: bool = False):
+    female = draw(st.booleans())
+    family = draw(st.sampled_from(FAMILIES))
+    given = draw(st.sampled_from(GIVEN_F if female else GIVEN_M))
+    if draw(st.booleans()):       # many senders write names in capitals
+        family, given = family.upper(), given.upper()
+    birth = draw(st.dates(dt.date(1920, 1, 1), dt.date(2019, 12, 31) if patient else dt.date(1990, 12, 31)))
+    cf = fiscal_code(family, given, birth, female, draw(st.sampled_from(MUNICIPALITIES)))
+    return Person(family, given, cf), birth, female
+
+
+@st.composite
+def doctors(draw):
+    if draw(st.booleans()):
+        table_id, family, given = draw(st.sampled_from(TABLE_DOCTORS))
+        return Person(family, given, "", table_id)
+    person, _, _ = draw(people())
+    return person
+
+
+def _ts(when: dt.datetime, offset: bool) -> str:
+    return when.strftime("%Y%m%d%H%M%S") + ("+0100" if offset else "")
+
+
+class _Builder:
+    """Segments of one message, and what is known about them."""
+
+    def __init__(self, version: str):
+        self.version = version
+        self.segments: list[str] = []
+        self.texts: list[str] = []
+
+    @property
+    def v27(self) -> bool:
+        return tuple(int(p) for p in self.version.split(".")) >= (2, 7)
+
+    @property
+    def coded_type(self) -> str:
+        return "CWE" if tuple(int(p) for p in self.version.split(".")) >= (2, 6) else "CE"
+
+    def add(self, *fields: str) -> None:
+        self.segments.append("|".join(fields).rstrip("|") if fields[0] != "MSH" else "|".join(fields))
+
+    def obx(self, n: int, value_type: str, code: str, value: str, *, unit: str = "", ref: str = "",
+            flag: str = "", status: str = "F", sub_id: str = "", when: str = "") -> None:
+        self.add("OBX", str(n), value_type, code, sub_id, value, unit, ref, flag, "", "", status, "", "", when)
+
+
+# Narrative sections per type: (OBX-3 local code, title, required). The
+# required ones are those the type's schematron demands (mappings/<TYPE>.toml).
+NARRATIVE = {
+    "RAD": (("QUESITO", "Quesito diagnostico", False), ("STORIA", "Storia clinica", False),
+            ("PRECEDENTI", "Precedenti esami", False), ("TECNICA", "Tecnica", False),
+            ("REFERTO", "Referto", True), ("CONCLUSIONI", "Conclusioni", False),
+            ("SUGGERIMENTI", "Suggerimenti", False)),
+    "RSA": (("QUESITO", "Quesito diagnostico", False), ("ANAMNESI", "Anamnesi", False),
+            ("EO", "Esame obiettivo", False), ("REFERTO", "Referto", True),
+            ("CONCLUSIONI", "Conclusioni", False), ("SUGGERIMENTI", "Suggerimenti", False)),
+    "RAP": (("NOTIZIE", "Notizie cliniche", False), ("MACRO", "Macroscopia", False),
+            ("MICRO", "Microscopia", False), ("DIAGNOSI", "Diagnosi", True),
+            ("ACCERTAMENTI", "Ulteriori accertamenti", False)),
+    "LDO": (("MOTIVO", "Motivo del ricovero", True), ("ANAMNESI", "Anamnesi", False),
+            ("ESAMI", "Esami eseguiti", False), ("DECORSO", "Decorso", True),
+            ("CONSULENZA", "Consulenze", False), ("DIMISSIONE", "Condizioni alla dimissione", True),
+            ("FOLLOWUP", "Istruzioni", False)),
+}
+# Coded ICD-9-CM diagnoses: before the text of section → under this OBX-3 code (sections.csv).
+CODED = {"RSA": {"CONCLUSIONI": "DIAG"}, "RAP": {"DIAGNOSI": "DIAGNOSI"},
+         "LDO": {"MOTIVO": "MOTIVO", "DIMISSIONE": "DIMISSIONE"}}
+# LOINC alternates some labs send in OBX-3.4-6.
+LOINC = {"GLU": "2345-7", "CREA": "2160-0", "HGB": "718-7", "TSH": "3016-3", "PLT": "777-3"}
+DIAGNOSES = (("486", "Polmonite, agente non specificato"), ("401.9", "Ipertensione essenziale non specificata"),
+             ("428.0", "Insufficienza cardiaca congestizia"), ("493.90", "Asma, tipo non specificato"),
+             ("535.10", "Gastrite atrofica senza emorragia"), ("211.3", "Tumori benigni del colon"),
+             ("427.31", "Fibrillazione atriale"), ("585.3", "Malattia renale cronica stadio III"))
+# OBR-4 (ICD-9-CM procedures present in the reference terminology) and OBR-24, per type.
+ORDERS = {
+    "RAD": ((("87.44", "RX TORACE 2 PROIEZIONI"), "RX"), (("88.76", "ECOGRAFIA ADDOME COMPLETO"), "US"),
+            (("88.93", "RM RACHIDE LOMBOSACRALE"), "MR"), (("88.01", "TC ADDOME SUPERIORE"), "CT"),
+            (("87.03", "TC CRANIO"), "CT"), (("88.72", "ECOCARDIOGRAFIA"), "US")),
+    "RSA": ((("89.7", "VISITA GENERALE"), "PHY"), (("89.13", "VISITA NEUROLOGICA"), "OTH"),
+            (("89.7", "VISITA CARDIOLOGICA"), "CAR"), (("89.52", "ELETTROCARDIOGRAMMA"), "CAR")),
+}
+# LAB orders: OBR-4, OBR-24, specimen (OBR-15 / SPM-4), results (OBX-3 local code, name, unit, range).
+LAB_ORDERS = (
+    ("GLU^Glucosio^LOCAL^2345-7^Glucosio^LN", "CH", "SER",
+     (("GLU", "Glucosio", "mg/dl", 70, 110),)),
+    ("CHIM^Chimica clinica^LOCAL", "CH", "SER",
+     (("CREA", "Creatinina", "mg/dl", 0.6, 1.2), ("AZO", "Azotemia", "mg/dl", 10, 50),
+      ("NA", "Sodio", "mmol/l", 135, 145), ("K", "Potassio", "mmol/l", 3.5, 5.1),
+      ("COL", "Colesterolo totale", "mg/dl", 120, 200), ("AST", "AST (GOT)", "U/l", 5, 40))),
+    ("EMOC^Emocromo^LOCAL", "HM", "BLD",
+     (("HGB", "Emoglobina", "g/dl", 12, 17.5), ("WBC", "Leucociti", "x10^9/L", 4, 10),
+      ("PLT", "Piastrine", "x10^9/L", 150, 400), ("HCT", "Ematocrito", "%", 36, 50))),
+    ("COAG^Coagulazione^LOCAL", "COAG", "PLAS",
+     (("PT", "Tempo di protrombina", "sec", 10, 13), ("INR", "INR", "ratio", 0.8, 1.2))),
+    ("TIR^Funzionalità tiroidea^LOCAL", "IMM", "SER",
+     (("TSH", "Tireotropina (TSH)", "mUI/L", 0.27, 4.2),)),
+)
+
+
+TEXT_RESULTS = (("UPRO", "Proteine urinarie", ("Assenti", "Tracce", "Presenti ++")),
+                ("UCOL", "Colore", ("Giallo paglierino", "Ambrato")),
+                ("UCULT", "Urinocoltura", ("Negativa", "Carica batterica < 1000 UFC/mL")))
+PACS = "https://pacs.asl-toscana.example.it/viewer/index.html?studyUID=1.2.840.113619.2.55.3.604688119"
+
+
+@st.composite
+def _times(draw):
+    base = draw(st.datetimes(dt.datetime(2025, 1, 1), dt.datetime(2026, 10, 31))).replace(microsecond=0)
+    return base, base + dt.timedelta(hours=draw(st.integers(1, 72)))
+
+
+@dataclass
+class _Context:
+    """What every part of one message shares while it is drawn."""
+
+    b: _Builder
+    rnd: random.Random
+    dims: Dimensions
+    used: set[str]
+    utf8: bool
+    placer: str
+    accession: str
+    observed: str
+    reported: str
+    referrer: Person
+    interpreter: Person
+    prt_roles: dict[str, str]
+    """Field → PRT role the sender uses instead of it (OBR-32: PI, OBX-16: RO, ORC-12: OP)."""
+    prt_n: int = 1
+
+    def prt(self, role: str, label: str, person: Person, when: str = "") -> None:
+        self.b.add("PRT", str(self.prt_n), "AD", "", f"{role}^{label}^HL70912", person.xcn(),
+                   "", "", "", "", "", when)
+        self.prt_n += 1
+
+    def obr(self, k: int, obr4: str, section: str, *, specimen: str = "", status: str = "F") -> None:
+        """OBR (OBR-16, OBR-32 or their PRT) for group *k*."""
+        b = self.b
+        by_prt_16 = "ORC-12" in self.prt_roles
+        b.add("OBR", str(k), self.placer, self.accession, obr4, "", "", self.observed, "", "", "", "", "", "",
+              self.observed, specimen, "" if by_prt_16 else self.referrer.xcn(), "", "", "", "", "",
+              self.reported, "", section, status, "", "", "", "", "", "",
+              "" if self.prt_roles else self.interpreter.ndl())
+        if by_prt_16:
+            self.prt("OP", "Ordering Provider", self.referrer)
+        if self.prt_roles.get("OBR-32") == "PI":
+            self.prt("PI", "Primary Interpreter", self.interpreter, self.reported)
+
+    def after_obx(self) -> None:
+        if self.prt_roles.get("OBR-32") == "RO":
+            self.prt("RO", "Responsible Observer", self.interpreter, self.reported)
+
+    def note(self, *, sentences: int = 1, shown: bool = True) -> None:
+        """An NTE: a comment, sometimes with a long unbroken token (*shown*: the document keeps it)."""
+        text = [_sentence(self.rnd, self.rnd.randint(3, 15), self.dims.escapes and self.rnd.random() < 0.5,
+                          self.utf8)
+                for _ in range(sentences)]
+        self.used.add("notes")
+        if self.dims.escapes and any(c in t for t in text for c in SPECIALS):
+            self.used.add("escapes")
+        if self.dims.long_tokens and self.rnd.random() < 0.3:
+            token = PACS + "&series=" + "".join(self.rnd.choice("0123456789.") for _ in range(
+                self.rnd.randint(200, 300)))
+            text.append(token)
+            self.used.add("long_tokens")
+        line = Line(text)
+        self.b.add("NTE", "1", "L", line.encode())
+        if shown:
+            self.b.texts.extend(line.sentences)
+
+
+def _note_maybe(draw, ctx: _Context, odds: int) -> None:
+    if ctx.dims.notes and draw(st.integers(0, odds)) == 0:
+        ctx.note()
+
+
+@st.composite
+def _narrative(draw, ctx: _Context, doc_type: str):
+    """The OBX of a narrative type: each section's lines, one OBX per line, repeated in OBX-5, or FT."""
+    b, dims, used = ctx.b, ctx.dims, ctx.used
+    long = dims.long_texts and draw(st.booleans())
+    n = 0
+    for code, title, required in NARRATIVE[doc_type]:
+        if not required and not draw(st.booleans()):
+            continue
+        coded_as = CODED.get(doc_type, {}).get(code)
+        if dims.coded and coded_as and draw(st.booleans()):
+            diag_code, diag_text = draw(st.sampled_from(DIAGNOSES))
+            n += 1
+            b.obx(n, b.coded_type, f"{coded_as}^Diagnosi^L", f"{diag_code}^{escape(diag_text)}^I9CM")
+            ctx.after_obx()
+            used.add("coded")
+        ft = draw(st.booleans())
+        section_long = long and draw(st.booleans())
+        if section_long:
+            used.add("long_texts")
+        text_lines = draw(lines(ctx.rnd, dims, used, ft=ft, long=section_long, utf8=ctx.utf8))
+        style = draw(st.sampled_from(("one OBX", "per line", "repeated")))
+        if style == "repeated" and not (dims.repetitions and not ft and len(text_lines) > 1):
+            style = "per line"
+        if style == "one OBX" and not (ft and dims.escapes):     # lines joined by \.br\
+            style = "per line"
+        obx3 = f"{code}^{escape(title)}^L"
+        if style == "repeated":
+            used.add("repetitions")
+            n += 1
+            b.obx(n, "TX", obx3, "~".join(line.encode() for line in text_lines))
+            ctx.after_obx()
+        elif style == "one OBX":
+            n += 1
+            b.obx(n, "FT", obx3, "\\.br\\".join(line.encode() for line in text_lines))
+            ctx.after_obx()
+            if len(text_lines) > 1:
+                used.add("escapes")
+        else:
+            for k, line in enumerate(text_lines):
+                if k and dims.blank_lines and draw(st.booleans()):
+                    n += 1
+                    b.obx(n, "TX", obx3, "")
+                    ctx.after_obx()
+                    used.add("blank_lines")
+                n += 1
+                b.obx(n, "FT" if ft else "TX", obx3, line.encode())
+                ctx.after_obx()
+        for line in text_lines:
+            b.texts.extend(line.sentences)
+        _note_maybe(draw, ctx, 5)
+
+
+def _value(rnd: random.Random, low: float, high: float) -> tuple[str, str]:
+    """A result value and its flag (N/L/H), written as Italian labs do (decimal comma or point)."""
+    value = round(rnd.uniform(low * 0.6, high * 1.4), 1 if high < 20 else 0)
+    flag = "L" if value < low else "H" if value > high else "N"
+    text = f"{value:g}"
+    return (text.replace(".", ",") if rnd.random() < 0.3 else text), flag
+
+
+@st.composite
+def _lab(draw, ctx: _Context):
+    """One to four OBR groups of results (NM, ST), with their specimen in OBR-15 or SPM."""
+    b, dims, used, rnd = ctx.b, ctx.dims, ctx.used, ctx.rnd
+    count = draw(st.integers(1, 4)) if dims.several_orders else 1
+    if count > 1:
+        used.add("several_orders")
+    orders = list(draw(st.lists(st.sampled_from(LAB_ORDERS), min_size=count, max_size=count, unique=True)))
+    if dims.text_results and draw(st.booleans()):
+        orders.append(("URINE^Esame urine^LOCAL", "URN", "UR", None))
+        used.add("text_results")
+    spm = dims.spm and b.version not in ("2.3", "2.3.1", "2.4") and draw(st.booleans())
+    if spm:
+        used.add("spm")
+    for k, (obr4, section, specimen, tests) in enumerate(orders, start=1):
+        rows = []
+        for code, name, *rest in (tests or TEXT_RESULTS):
+            status = draw(st.sampled_from("FFFFCXD")) if dims.statuses else "F"
+            rows.append((code, name, rest, status))
+        if not any(status in "FC" for *_, status in rows):
+            rows[0] = rows[0][:3] + ("F",)
+        if any(status != "F" for *_, status in rows):
+            used.add("statuses")
+        ctx.obr(k, obr4, section, specimen="" if spm else f"{specimen}^{specimen}",
+                status="C" if any(status == "C" for *_, status in rows) else "F")
+        _note_maybe(draw, ctx, 3)
+        for n, (code, name, rest, status) in enumerate(rows, start=1):
+            obx3 = f"{code}^{escape(name)}^LOCAL"
+            if code in LOINC and draw(st.booleans()):
+                obx3 += f"^{LOINC[code]}^{escape(name)}^LN"
+            if tests is None:
+                value_type, value, unit, ref, flag = "ST", escape(rnd.choice(rest[0])), "", "", ""
+            else:
+                unit, low, high = rest
+                value, flag = _value(rnd, low, high)
+                value_type, unit, ref = "NM", escape(unit), f"{low:g}-{high:g}"
+            if status == "X":
+                value, flag = "", ""
+            b.obx(n, value_type, obx3, value, unit=unit, ref=ref, flag=flag, status=status, when=ctx.observed)
+            ctx.after_obx()
+            if status != "D":
+                b.texts.append(name)
+            if status in "CXD" and dims.notes:
+                ctx.note(shown=status != "D")     # a deleted result leaves with its comment
+            else:
+                _note_maybe(draw, ctx, 6)
+        if spm:
+            b.add("SPM", "1", f"^{ctx.accession}-{k}", "", f"{specimen}^{specimen}^HL70487", "", "", "", "", "",
+                  "", "", "", "", "", "", "", ctx.observed)
+
+
+@st.composite
+def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions(),
+             versions: tuple[str, ...] = VERSIONS):
+    """One ORU^R01 of a type in *types*, an HL7 version in *versions*, shapes allowed by *dims*."""
+    # Each allowed shape in about half of the messages: a bench can tell which one fails.
+    dims = Dimensions(**{name: getattr(dims, name) and draw(st.booleans()) for name in Dimensions.names()})
+    doc_type = draw(st.sampled_from(types))
+    version = draw(st.sampled_from(versions))
+    charset = draw(st.sampled_from(tuple(CHARSETS) if dims.latin1 else ("UNICODE UTF-8",)))
+    used: set[str] = set()
+    if charset == "8859/1":
+        used.add("latin1")
+    rnd = random.Random(draw(st.integers(0, 2 ** 32 - 1)))
+    b = _Builder(version)
+    application, facility = FACILITY[doc_type]
+    patient, birth, female = draw(people(patient=True))
+    interpreter, attending, referrer = draw(doctors()), draw(doctors()), draw(doctors())
+    reported, sent = draw(_times())
+    observed = reported - dt.timedelta(hours=draw(st.integers(1, 48)))
+    offset = draw(st.booleans())
+    prt_roles: dict[str, str] = {}
+    if dims.prt and b.v27 and draw(st.booleans()):
+        used.add("prt")
+        prt_roles["OBR-32"] = draw(st.sampled_from(("PI", "RO") if doc_type == "LAB" else ("PI",)))
+        if draw(st.booleans()):
+            prt_roles["ORC-12"] = "OP"
+        if draw(st.booleans()):
+            prt_roles["PV1-7"] = "AT"
+    ctx = _Context(b=b, rnd=rnd, dims=dims, used=used, utf8=charset != "8859/1",
+                   placer=f"PR-{draw(st.integers(1, 99999)):05d}",
+                   accession=f"{doc_type[:2]}26-{draw(st.integers(1, 99999)):05d}",
+                   observed=_ts(observed, offset), reported=_ts(reported, offset),
+                   referrer=referrer, interpreter=interpreter, prt_roles=prt_roles)
+
+    msh9 = "ORU^R01" if version == "2.3" else "ORU^R01^ORU_R01"
+    b.add("MSH", "^~\\&", application, facility, "FSEBRIDGE", "RT", _ts(sent, offset), "", msh9,
+          f"{doc_type}{draw(st.integers(1, 999999)):06d}", "P", version, "", "", "", "", "ITA", charset)
+    pid3 = f"{patient.fiscal_code}^^^{draw(st.sampled_from((CF_ROOT, 'MEF')))}^NNITA"
+    if dims.repetitions and draw(st.booleans()):
+        pid3 += f"~{draw(st.integers(1000, 999999))}^^^{facility}^PI"
+        used.add("repetitions")
+    street = escape("Via " + rnd.choice(("Roma", "Garibaldi", "dell'Agnolo", "Niccolò Tommaseo")))
+    address = f"{street} {rnd.randint(1, 200)}^^{escape(draw(st.sampled_from(CITIES)))}^^50100^IT^H"
+    b.add("PID", "1", "", pid3, "", f"{escape(patient.family)}^{escape(patient.given)}", "",
+          birth.strftime("%Y%m%d"), "F" if female else "M", "", "", address)
+    inpatient = doc_type == "LDO"
+    pv1 = ["PV1", "1", "I" if inpatient else "O", f"{'MED^12^3' if inpatient else 'AMB'}^^^{facility}", "", "", "",
+           "" if "PV1-7" in prt_roles else attending.xcn()] + [""] * 11 + [
+        f"V26-{draw(st.integers(1, 99999)):05d}", "SSN"]
+    if inpatient:
+        admitted = observed - dt.timedelta(days=draw(st.integers(1, 30)))
+        pv1 += [""] * (44 - len(pv1)) + [_ts(admitted, offset), _ts(observed, offset)]
+    b.add(*pv1)
+    if "PV1-7" in prt_roles:
+        ctx.prt("AT", "Attending Provider", attending)
+    b.add("ORC", "RE", ctx.placer, ctx.accession, "", "CM", "", "", "", ctx.observed, "", "",
+          "" if "ORC-12" in prt_roles else referrer.xcn())
+
+    if doc_type == "LAB":
+        draw(_lab(ctx))
+    else:
+        if doc_type == "LDO":
+            orders = [("34105-7^Lettera di dimissione ospedaliera^LN", "LDO")]
+        elif doc_type == "RAP":
+            orders = [("AP01^ESAME ISTOLOGICO^L", "SP")]
+        else:
+            count = draw(st.integers(1, 3)) if dims.several_orders else 1
+            picked = draw(st.lists(st.sampled_from(ORDERS[doc_type]), min_size=count, max_size=count,
+                                   unique_by=lambda o: o[0][1]))
+            orders = [(f"{code}^{escape(name)}^I9CM", section) for (code, name), section in picked]
+            if count > 1:
+                used.add("several_orders")
+        for k, (obr4, section) in enumerate(orders, start=1):
+            ctx.obr(k, obr4, section)
+            if k == 1:
+                _note_maybe(draw, ctx, 3)
+        draw(_narrative(ctx, doc_type))
+
+    text = "\r".join(b.segments) + "\r"
+    return Generated(raw=text.encode(CHARSETS[charset]), doc_type=doc_type, version=version, charset=charset,
+                     family=patient.family, given=patient.given, fiscal_code=patient.fiscal_code,
+                     features=used, texts=b.texts)
