@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.mllp.protocol import MllpDecoder, frame
+from oracles.wire import openapi_checked_requests  # noqa: F401  (autouse: every request a GatewayClient sends is checked against the official OpenAPI)
 
 # Test modules import these helpers as `fse_helpers`: several test folders have a
 # conftest.py of their own, so the module name "conftest" is not unique in a full run.
