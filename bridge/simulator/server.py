@@ -14,7 +14,9 @@ Test hooks under ``/_sim/``:
 - ``GET /_sim/requests``: the requests seen (operation, path id, status,
   X-Cart-id, both jti);
 - ``POST /_sim/faults``: append scripted faults (JSON list of :class:`Fault`
-  fields); ``DELETE /_sim/faults`` clears them.
+  fields); ``DELETE /_sim/faults`` clears them;
+- ``POST /_sim/release``: the answers a fault's ``delay_s`` holds go out now
+  (a test holds an answer with a long delay and ends it when it chooses).
 """
 
 from __future__ import annotations
@@ -120,6 +122,13 @@ class GatewaySimulator(resource.Resource):
                     return fault
         return None
 
+    def release(self) -> int:
+        """Send the delayed answers (and resets) now; how many."""
+        held = [call for call in self._pending if call.active()]
+        for call in held:
+            call.reset(0)
+        return len(held)
+
     def stop(self) -> None:
         """Cancel delayed answers (tests and shutdown)."""
         for call in list(self._pending):
@@ -155,6 +164,8 @@ class GatewaySimulator(resource.Resource):
             return self._json(request, 200, self.registry.all())
         if path == "/_sim/requests" and method == "GET":
             return self._json(request, 200, list(self.seen))
+        if path == "/_sim/release" and method == "POST":
+            return self._json(request, 200, {"released": self.release()})
         if path == "/_sim/faults" and method == "DELETE":
             self.clear_faults()
             return self._json(request, 200, {"faults": 0})

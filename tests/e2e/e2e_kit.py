@@ -270,6 +270,10 @@ class Bridge:
     def clear_faults(self) -> None:
         self._client().delete("/_sim/faults").raise_for_status()
 
+    def release(self) -> int:
+        """The answers the simulator holds (a fault's ``delay_s``) go out now; how many."""
+        return self._client().post("/_sim/release").raise_for_status().json()["released"]
+
     # -- the journal (read-only, beside the running writer: WAL)
 
     def query(self, sql: str, *params) -> list[sqlite3.Row]:

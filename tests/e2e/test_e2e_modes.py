@@ -97,8 +97,9 @@ def test_commit_mode_tries_again_what_the_gateway_could_not_take(commit_bridge, 
 def test_a_slow_gateway_does_not_stop_another_sender(bridge, unique):
     slow_accession, quick_accession = unique("SLOW-"), unique("QUICK-")
     slow_message = document_message("LDO", unique("SL"), slow_accession)
-    # The next create is answered after 3 s: the slow sender waits that long.
-    bridge.faults({"operation": "create", "delay_s": 3.0})
+    # The simulator holds the next create's answer until the test releases it (the delay only
+    # bounds a failed test): the slow sender waits for it, however long the quick one takes.
+    bridge.faults({"operation": "create", "delay_s": 600.0})
     answers = {}
 
     def slow_sender():
@@ -114,5 +115,6 @@ def test_a_slow_gateway_does_not_stop_another_sender(bridge, unique):
     quick = bridge.exchange(document_message("RAD", unique("QK"), quick_accession))
     assert quick.code == "AA" and quick.x_cart_id, quick
     assert "slow" not in answers and thread.is_alive()
+    assert bridge.release() == 1
     thread.join(30)
     assert answers["slow"].code == "AA" and answers["slow"].x_cart_id, answers["slow"]

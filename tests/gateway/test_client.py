@@ -1,5 +1,6 @@
 """The client against the real simulator over loopback HTTPS with mutual TLS (gateway.md sections 1, 2, 8)."""
 
+import asyncio
 import json
 
 import httpx
@@ -9,7 +10,7 @@ import pytest_twisted
 
 from bridge.errors import GatewayRejected, GatewayUnavailable
 from bridge.gateway import OutcomeClass
-from bridge.gateway.client import classify, parse_retry_after
+from bridge.gateway.client import classify, parse_retry_after, ssl_context_from_config
 from bridge.simulator import Fault
 
 from gateway_kit import (PATIENT, aio, doc_id, make_client, make_config, registry_rows, signed_package,
@@ -75,14 +76,49 @@ async def test_400_is_never_retried(client, simulator, fake_sleep):
     assert len(result.attempts) == 1 and result.outcome_class is OutcomeClass.REFUSED
 
 
+class FirstReadTimesOut(httpx.AsyncBaseTransport):
+    """The real transport; the first request's read timeout is 0.1 s and its ReadTimeout is raised
+    once *after()* holds (polled: a real condition, not a time window). Later requests as configured."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, after):
+        self.inner, self.after, self.timed_out = inner, after, 0
+
+    async def handle_async_request(self, request):
+        if self.timed_out:
+            return await self.inner.handle_async_request(request)
+        request.extensions["timeout"] = {**request.extensions.get("timeout", {}), "read": 0.1}
+        try:
+            return await self.inner.handle_async_request(request)
+        except httpx.ReadTimeout:
+            self.timed_out += 1
+            for _ in range(3000):
+                if self.after():
+                    raise
+                await asyncio.sleep(0.01)
+            raise AssertionError("the condition never held after the first read timeout")
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
 @pytest_twisted.ensureDeferred
 async def test_timeout_after_registration_ends_published_not_duplicated(tmp_path, pki, package, fake_sleep,
                                                                         sign_credential):
-    config = make_config(tmp_path, pki, timeout_s=0.5)
-    handle = start(config, faults=[Fault(operation="create", delay_s=3.0)])
+    # The simulator registers the create and holds its answer (until the test ends it); the first
+    # attempt alone has a short read timeout, and its ReadTimeout reaches the client only once the
+    # registration is done, so the resend (with a new mutual-TLS handshake) has the whole configured
+    # timeout and always finds the document there: no race between the two attempts, on any machine.
+    config = make_config(tmp_path, pki, timeout_s=30)
+    handle = start(config, faults=[Fault(operation="create", delay_s=600.0)])
     try:
-        client = make_client(config, handle, fake_sleep, sign_credential)
+        def registered():
+            return bool(handle.simulator.seen) and handle.simulator.seen[0].get("status") == 202
+
+        transport = FirstReadTimesOut(httpx.AsyncHTTPTransport(verify=ssl_context_from_config(config)),
+                                      after=registered)
+        client = make_client(config, handle, fake_sleep, sign_credential, transport=transport)
         result = await aio(client.create(submission(), package))
+        assert transport.timed_out == 1
         assert result.published and result.reconciled
         assert result.attempts[0].status is None and result.attempts[0].error.startswith("ReadTimeout")
         assert result.attempts[1].status == 409
