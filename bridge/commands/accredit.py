@@ -16,8 +16,7 @@ from pathlib import Path
 
 from bridge.accredit import run as accredit
 from bridge.commands._common import load_config
-
-HELP = "the Region's stage accreditation run: create, replace, metadata, delete of a test document, and its report"
+from bridge.errors import ExitCode
 
 
 def add_arguments(parser) -> None:
@@ -53,4 +52,4 @@ def run(args) -> int:
         print(f"step {failed.number} ({failed.operation}) failed: "
               f"{failed.error if isinstance(failed.error, str) else accredit.problem_text(failed.error)}")
     print(f"report: {result.out_dir / 'report.md'}")
-    return 0 if result.ok else 1
+    return ExitCode.DONE if result.ok else ExitCode.FAILED

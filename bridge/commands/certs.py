@@ -9,8 +9,6 @@ from bridge import certs
 from bridge.commands._common import load_config
 from bridge.errors import ConfigError
 
-HELP = "generate development certificates (Region CN patterns) or check the configured pair"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=("generate", "check"),

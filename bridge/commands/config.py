@@ -6,8 +6,6 @@ import dataclasses
 
 from bridge.commands._common import load_config
 
-HELP = "check the configuration and print the resolved settings (no secrets)"
-
 
 def add_arguments(parser) -> None:
     pass

@@ -32,10 +32,7 @@ import sys
 from pathlib import Path
 
 from bridge.commands._common import load_config
-from bridge.errors import BridgeError
-
-HELP = ("list, show, export or resubmit journaled messages; update a published document's metadata; "
-        "purge old content")
+from bridge.errors import BridgeError, ExitCode
 
 #: How long update-metadata waits for the running service (which may first wait for the accession's lock).
 SERVICE_TIMEOUT_S = 300.0
@@ -175,7 +172,7 @@ def _resubmit(args) -> int:
                           meanwhile="the new entry may still be processed")
     if answer is not None:
         print(answer["summary"])
-        return 0 if answer["outcome"] == "AA" else 1
+        return ExitCode.DONE if answer["outcome"] == "AA" else ExitCode.FAILED
     store = open_store(args)
     try:
         return _resubmit_for_next_start(store, args.key)
@@ -275,7 +272,7 @@ def _print_call(answer: dict) -> int:
     if answer.get("warning"):
         print(f"warning: {answer['warning']}")
     print(f"journaled under entry {answer['entry']}")
-    return 0 if answer["ok"] else 1
+    return ExitCode.DONE if answer["ok"] else ExitCode.FAILED
 
 
 def _ask_service(config, action: str, payload: dict, *, timeout: float, what: str,
@@ -340,7 +337,8 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
 
     from bridge.publish import metadata
     from bridge.gateway.client import GatewayClient, OutcomeClass
-    from bridge.publish.pipeline import REQUEST_ARTIFACT, SUBMISSION_ROOT, MetadataCall, submission_record
+    from bridge.gateway.identifiers import new_submission_id
+    from bridge.publish.pipeline import REQUEST_ARTIFACT, MetadataCall, submission_record
     from bridge.publish.context import gateway_url
     from bridge.web.site import metadata_answer
 
@@ -354,10 +352,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
         raise metadata.NotCurrentVersion(f"{document_id} is not the published version ({state}): "
                                          "metadata can be updated only on the current version")
     sub, entry_id = metadata.submission_for(store, document)
-    store.begin()
-    number = store.next_value("submission")
-    store.commit()
-    sub = metadata.apply_settings(sub, settings, submission_id=f"{SUBMISSION_ROOT}.{number}")
+    sub = metadata.apply_settings(sub, settings, submission_id=new_submission_id())
 
     async def call():
         client = GatewayClient.from_config(config, sleep=asyncio.sleep, base_url=gateway_url(config))

@@ -16,8 +16,6 @@ from bridge.commands._common import load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.pdf.sign import PdfSigner
 
-HELP = "render a CDA as a PDF/A-3b report with cda.xml embedded and sign it (PAdES B-B)"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE.xml", help="the CDA document")

@@ -17,17 +17,14 @@ import sys
 from pathlib import Path
 
 from bridge.commands._common import load_config
-from bridge.errors import MessageError, NotProcessable
+from bridge.errors import ExitCode, MessageError, NotProcessable
 from bridge.hl7.message import parse_message
 from bridge.gateway.identifiers import document_ids
 from bridge.mapping.mapper import load_mappings, map_report
 from bridge.model import Action
 from bridge.cda.render import make_environment, render_cda
+from bridge.cda.validate import load_rules, no_rules_message, validate_cda
 from bridge.mapping.route import load_routing, route
-
-HELP = "turn one HL7 ORU^R01 into its CDA and validate it, without sending"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def add_arguments(parser) -> None:
@@ -49,13 +46,13 @@ def safe_name(document_id: str) -> str:
 def run(args) -> int:
     if (args.previous_id is None) != (args.previous_version is None):
         print("fse-bridge render: --previous-id and --previous-version go together", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     config = load_config(args)
     try:
         raw = Path(args.file).read_bytes()
     except OSError as exc:
         print(f"fse-bridge render: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     rules_for_routing = load_routing(config.mapping.dir)
     mappings = load_mappings(config.mapping.dir, config.mapping.practitioners)
     env = make_environment(config.mapping.templates)
@@ -71,7 +68,7 @@ def run(args) -> int:
     except (MessageError, NotProcessable) as exc:
         print(f"fse-bridge render: mapping failed at {exc.location or '?'} "
               f"(HL7 error {exc.err_code}): {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     structure = config.structure
     ids = document_ids(structure.fiscal_code, routed.doc_type.name, structure.repository, routed.accession,
                        repository_index=structure.repository_index, previous_id=args.previous_id,
@@ -87,12 +84,8 @@ def run(args) -> int:
 
 
 def _validate(xml: bytes, rules_dir: Path) -> int:
-    from bridge.cda.validate import load_rules, validate_cda
-
     rules = load_rules(rules_dir)
     if rules is None:
-        from bridge.commands.validate import no_rules_message
-
         print(f"validation: OFF\n{no_rules_message(rules_dir)}")
         return 0
     result = validate_cda(xml, rules)
@@ -101,4 +94,4 @@ def _validate(xml: bytes, rules_dir: Path) -> int:
         print(f"  ERROR {issue.rule_id} at {issue.location}: {issue.message}")
     for issue in result.warnings:
         print(f"  WARNING {issue.rule_id} at {issue.location}: {issue.message}")
-    return 0 if result.ok else EXIT_FAILED
+    return ExitCode.DONE if result.ok else ExitCode.FAILED

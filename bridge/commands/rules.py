@@ -8,8 +8,6 @@ from pathlib import Path
 from bridge.commands._common import load_config
 from bridge.cda.rules import install_rules
 
-HELP = "install the CDA XSD and official schematrons (folder, zip/tar archive or archive URL)"
-
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="rules_command", metavar="ACTION", required=True)

@@ -14,11 +14,9 @@ import sys
 from collections import deque
 from pathlib import Path
 
-from bridge.errors import BridgeError, ParseError
+from bridge.errors import BridgeError, ExitCode, ParseError
 from bridge.hl7.message import parse_message, split_batch
 from bridge.mllp.protocol import MllpDecoder, frame
-
-HELP = "send HL7 files over MLLP and print each ACK (exit 0 only if all are AA/CA)"
 
 _LINE_ENDS = re.compile(rb"\r\n|\n\r?")
 
@@ -120,12 +118,12 @@ def run(args) -> int:
             answer = reader.next()
             if answer is None:
                 print(f"{name}: connection closed without an ACK", file=sys.stderr)
-                return 1
+                return ExitCode.FAILED
             lines, ok = describe_ack(answer)
             all_ok = all_ok and ok
             for line in lines:
                 print(f"{name}: {line}" if not line.startswith("  ") else line)
-    return 0 if all_ok else 1
+    return ExitCode.DONE if all_ok else ExitCode.FAILED
 
 
 class FrameReader:

@@ -6,9 +6,8 @@ import logging
 import os
 import signal
 
-from bridge.commands._common import load_config
-
-HELP = "run the service (MLLP listener, journal, processing) until SIGTERM/SIGINT"
+from bridge.commands._common import describe_failure, load_config
+from bridge.errors import ExitCode
 
 log = logging.getLogger("bridge.serve")
 
@@ -20,7 +19,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     config = load_config(args)
-    logging.getLogger().setLevel(config.logging.level)
+    if not getattr(args, "debug", False):
+        logging.getLogger().setLevel(config.logging.level)
     from bridge.service.tap import install_asyncio_reactor, makeService
     reactor = install_asyncio_reactor()
     from twisted.logger import STDLibLogObserver, globalLogBeginner
@@ -34,9 +34,11 @@ def run(args) -> int:
             top.startService()
             if args.port_file:
                 _write_atomically(args.port_file, f"{top.mllp_port}\n")
-        except Exception as exc:  # a port in use, an unreadable certificate: say so and stop
-            log.error("cannot start: %s", exc)
-            failed.append(exc)
+        except Exception as exc:  # a port in use, an unreadable certificate, a damaged journal: say so and stop
+            code, line = describe_failure(exc, args)
+            log.debug("cannot start", exc_info=True)
+            log.error("cannot start: %s", line)
+            failed.append(code)
             reactor.stop()
 
     reactor.callWhenRunning(_stop_on_signals, reactor)
@@ -44,7 +46,7 @@ def run(args) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", lambda: top.stopService() if top.running else None)
     reactor.run()
     log.info("stopped")
-    return 1 if failed else 0
+    return failed[0] if failed else ExitCode.DONE
 
 
 def _stop_on_signals(reactor) -> None:

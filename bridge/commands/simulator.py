@@ -12,8 +12,6 @@ import dataclasses
 
 from bridge.commands._common import load_config
 
-HELP = "run the embedded gateway simulator (prints its URL)"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, help="port (default: simulator.port; 0 = any free port)")

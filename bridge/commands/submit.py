@@ -13,17 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 from bridge.commands._common import load_config
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, ExitCode
 from bridge.gateway import valuesets
 from bridge.model import DocumentType
 
-HELP = "send one document (or delete/metadata call) to the gateway and print status, X-Cart-id and body"
-
-EXIT_USAGE = 2
 _TYPE_FOR_LOINC = {t.loinc: t for t in DocumentType}
 
 
@@ -53,7 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--event-code", action="append", default=[], help="attiCliniciRegoleAccesso (repeatable)")
     parser.add_argument("--submission-id", metavar="N", type=int,
                         help="n of identificativoSottomissione 2.16.840.1.113883.2.9.2.90.4.3.<n> "
-                             "(default: current time in milliseconds)")
+                             "(default: a fresh random 96-bit n, as the service draws them)")
     parser.add_argument("--workflow-instance-id", help="replace: workflowInstanceId of the replaced document")
     parser.add_argument("--resend", action="store_true",
                         help="an earlier identical call may have landed (409/404 then count as done)")
@@ -63,7 +59,7 @@ def add_arguments(parser) -> None:
 
 def _fail(message: str) -> int:
     print(f"fse-bridge submit: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return ExitCode.USAGE
 
 
 def _cda_facts(pdf: bytes):
@@ -121,7 +117,8 @@ def run(args) -> int:
                                                 structure.repository_index),
         document_type=doc_type, facility_type=args.facility, practice_setting=args.practice_setting,
         clinical_activity=args.activity,
-        submission_id=f"2.16.840.1.113883.2.9.2.90.4.3.{args.submission_id or int(time.time() * 1000)}",
+        submission_id=(f"{identifiers.SUBMISSION_ROOT}.{args.submission_id}" if args.submission_id
+                       else identifiers.new_submission_id()),
         patient_id=patient, patient_root=args.patient_root,
         administrative_request=tuple(args.admin_request or ["SSN"]), start=args.start, end=args.end,
         event_codes=tuple(args.event_code), workflow_instance_id=args.workflow_instance_id)
@@ -155,4 +152,4 @@ def run(args) -> int:
     alert = " (operator alert: check certificates and clock)" if result.operator_alert else ""
     reconciled = " (an earlier attempt had landed)" if result.reconciled else ""
     print(f"outcome: {result.outcome_class.value}{reconciled}{alert}")
-    return 0 if result.published else 1
+    return ExitCode.DONE if result.published else ExitCode.FAILED

@@ -11,13 +11,9 @@ import sys
 from pathlib import Path
 
 from bridge.commands._common import load_config
+from bridge.errors import ExitCode
 from bridge.model import DocumentType
 from bridge.cda.validate import load_rules, no_rules_message, validate_cda
-
-HELP = "check a CDA against the CDA XSD and the official schematron of its type"
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-EXIT_NO_RULES = 3
 
 
 def add_arguments(parser) -> None:
@@ -27,8 +23,6 @@ def add_arguments(parser) -> None:
                              "as the gateway does)")
     parser.add_argument("--rules", metavar="DIR",
                         help="rules folder holding schema/ and schematron/ (default: validation.rules_dir)")
-    parser.epilog = ("exit status: 0 valid, 1 XSD/schematron errors, 2 usage or configuration error, "
-                     "3 no rules installed")
 
 
 def run(args) -> int:
@@ -37,11 +31,11 @@ def run(args) -> int:
         xml = Path(args.file).read_bytes()
     except OSError as exc:
         print(f"fse-bridge validate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     rules = load_rules(rules_dir)
     if rules is None:
         print(no_rules_message(rules_dir), file=sys.stderr)
-        return EXIT_NO_RULES
+        return ExitCode.NO_RULES
     report = validate_cda(xml, rules, DocumentType[args.type] if args.type else None)
     print(f"{args.file}: {report.summary()}")
     for issue in report.xsd_errors:
@@ -50,5 +44,5 @@ def run(args) -> int:
         print(f"  ERROR {issue.rule_id} at {issue.location}: {issue.message}")
     for issue in report.warnings:
         print(f"  WARNING {issue.rule_id} at {issue.location}: {issue.message}")
-    return 0 if report.ok else EXIT_INVALID
+    return ExitCode.DONE if report.ok else ExitCode.FAILED
 
