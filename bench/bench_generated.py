@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     versions = sorted({r[0].version for r in results}, key=lambda v: tuple(map(int, v.split("."))))
     print("by HL7:   " + "  ".join(f"{v} {by_version[(v, True)]}/{by_version[(v, True)] + by_version[(v, False)]}"
                                    for v in versions))
+    used = collections.Counter(f for r in results for f in r[0].features)
+    print("messages using each dimension: " + ", ".join(f"{n} {used[n]}" for n in Dimensions.names()))
     failures = collections.Counter(_reason(r[1], r[2]) for r in results if r[1] != "ok")
     if failures:
         print("failures:")

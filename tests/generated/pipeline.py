@@ -35,6 +35,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 SHARED = CHECKOUT / ".." / "shared"
 REFERENCE = SHARED / "reference"
 VALIDATOR = SHARED / "tools" / "validate_cda.py"
+HL7 = "urn:hl7-org:v3"
 
 
 def make_stages(pki_dir: Path) -> worker.Stages:
@@ -74,6 +75,8 @@ def missing_texts(cda: bytes, generated: Generated) -> list[tuple[str, str]]:
         missing.append(("fiscal code", generated.fiscal_code))
     # A sentence may be split over elements (a highlight): look in the text joined without spaces too.
     missing += [("text", s) for s in generated.texts if _words(s) not in text and _words(s) not in flat]
+    narrative = "".join("".join(t.itertext()) for t in root.iter(f"{{{HL7}}}text"))
+    missing += [("attachment kept out of the narrative", a) for a in generated.absent if a in narrative]
     return missing
 
 

@@ -17,6 +17,7 @@ text), their structure (lines, blank lines, escapes, highlights) by Hypothesis.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import random
@@ -28,7 +29,8 @@ from stdnum.it import codicefiscale
 
 TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
-CHARSETS = {"8859/1": "iso-8859-1", "UNICODE UTF-8": "utf-8"}
+# MSH-18 → the bytes' codec; no MSH-18 is ISO-8859-1 (the service's default_charset).
+CHARSETS = {"8859/1": "iso-8859-1", "UNICODE UTF-8": "utf-8", "": "iso-8859-1"}
 CF_ROOT = "MEF&2.16.840.1.113883.2.9.4.3.2&ISO"
 
 # Sending facility per type (facilities.csv; the dialect corpus's README).
@@ -55,7 +57,8 @@ WORDS = ("paziente", "esame", "lesione", "reperto", "regolare", "nella norma", "
          "già", "è", "dà", "così", "proiezioni", "parenchima", "ecostruttura", "omogenea", "milza",
          "fegato", "rene", "vie biliari", "colecisti", "linfonodi", "secondo", "pregresso", "°", "m²",
          "3,5 cm", "12 mm", "40%", "T2", "L4-L5", "l'esame", "dell'arto", "sinistro", "destro",
-         "all'anamnesi", "riferita", "dispnea", "febbre", "ipertensione", "diabete", "follow-up")
+         "all'anamnesi", "riferita", "dispnea", "febbre", "ipertensione", "diabete", "follow-up",
+         "PSA < 4 ng/mL", "> 10 cm", "<1 mm", "\"a vetro smerigliato\"", "Na+/K+")
 # Only in UTF-8 messages (not in ISO-8859-1).
 UTF8_WORDS = ("dell’esame", "≥ 5 mm", "– quadro", "€ 36,15", "Ω")
 # Characters that must travel escaped in HL7 text (\F\ \S\ \T\ \R\ \E\).
@@ -93,6 +96,16 @@ class Dimensions:
     """A note with a 300-400 character token without spaces (a PACS URL, its & sent as \\T\\)."""
     text_results: bool = True
     """LAB: ST results (Negativo, Assenti, ...) besides NM."""
+    attachments: bool = True
+    """An OBX ED with a Base64 PDF besides the text (never narrative; the ACK warns)."""
+    fallback_sections: bool = True
+    """RSA without a Referto OBX: its mapping fills Referto from the conclusions or the visit."""
+    ris_codes: bool = True
+    """RAD: OBX-3 as a RIS writes it, exam&GDT (description) / exam&IMP (impression), OBX-4 sub-IDs."""
+    time_precision: bool = True
+    """Times to the minute or with fractions of a second, not only YYYYMMDDHHMMSS."""
+    structured_numeric: bool = True
+    """LAB: SN results such as <^0.5 and >^200."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -117,6 +130,8 @@ class Generated:
     """The :class:`Dimensions` this message actually uses."""
     texts: list[str] = field(default_factory=list)
     """Decoded sentences of the report's narrative: each must be readable in the CDA."""
+    absent: list[str] = field(default_factory=list)
+    """What must not be narrative text of the CDA (an attachment's Base64)."""
 
     def describe(self) -> str:
         return (f"{self.doc_type} v{self.version} {self.charset} {len(self.raw)} bytes, "
@@ -253,8 +268,10 @@ def doctors(draw):
     return person
 
 
-def _ts(when: dt.datetime, offset: bool) -> str:
-    return when.strftime("%Y%m%d%H%M%S") + ("+0100" if offset else "")
+def _ts(when: dt.datetime, offset: bool, precision: str = "s") -> str:
+    """An HL7 DTM to the minute ("m"), second ("s") or ten-thousandth of a second ("f")."""
+    text = when.strftime({"m": "%Y%m%d%H%M", "s": "%Y%m%d%H%M%S", "f": "%Y%m%d%H%M%S.0000"}[precision])
+    return text + ("+0100" if offset else "")
 
 
 class _Builder:
@@ -264,6 +281,7 @@ class _Builder:
         self.version = version
         self.segments: list[str] = []
         self.texts: list[str] = []
+        self.absent: list[str] = []
 
     @property
     def v27(self) -> bool:
@@ -297,7 +315,7 @@ NARRATIVE = {
     "LDO": (("MOTIVO", "Motivo del ricovero", True), ("ANAMNESI", "Anamnesi", False),
             ("ESAMI", "Esami eseguiti", False), ("DECORSO", "Decorso", True),
             ("CONSULENZA", "Consulenze", False), ("DIMISSIONE", "Condizioni alla dimissione", True),
-            ("FOLLOWUP", "Istruzioni", False)),
+            ("TERAPIA", "Terapia alla dimissione", False), ("FOLLOWUP", "Istruzioni", False)),
 }
 # Coded ICD-9-CM diagnoses: before the text of section → under this OBX-3 code (sections.csv).
 CODED = {"RSA": {"CONCLUSIONI": "DIAG"}, "RAP": {"DIAGNOSI": "DIAGNOSI"},
@@ -337,6 +355,9 @@ LAB_ORDERS = (
 TEXT_RESULTS = (("UPRO", "Proteine urinarie", ("Assenti", "Tracce", "Presenti ++")),
                 ("UCOL", "Colore", ("Giallo paglierino", "Ambrato")),
                 ("UCULT", "Urinocoltura", ("Negativa", "Carica batterica < 1000 UFC/mL")))
+# A small PDF as a RIS attaches the signed original (OBX-2 ED, OBX-5 ^application^pdf^Base64^…).
+PDF_BYTES = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>"
+             b"endobj 3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
 PACS = "https://pacs.asl-toscana.example.it/viewer/index.html?studyUID=1.2.840.113619.2.55.3.604688119"
 
 
@@ -363,6 +384,10 @@ class _Context:
     interpreter: Person
     prt_roles: dict[str, str]
     """Field → PRT role the sender uses instead of it (OBR-32: PI, OBX-16: RO, ORC-12: OP)."""
+    exam: str = ""
+    """RAD: the RIS exam code that prefixes OBX-3 (ris_codes)."""
+    obr32_id_only: bool = False
+    """OBR-32 as the practitioners-table id alone (M001), as some v2.3 senders write it."""
     prt_n: int = 1
 
     def prt(self, role: str, label: str, person: Person, when: str = "") -> None:
@@ -377,11 +402,20 @@ class _Context:
         b.add("OBR", str(k), self.placer, self.accession, obr4, "", "", self.observed, "", "", "", "", "", "",
               self.observed, specimen, "" if by_prt_16 else self.referrer.xcn(), "", "", "", "", "",
               self.reported, "", section, status, "", "", "", "", "", "",
-              "" if self.prt_roles else self.interpreter.ndl())
+              "" if self.prt_roles else self.interpreter.table_id if self.obr32_id_only and self.interpreter.table_id
+              else self.interpreter.ndl())
         if by_prt_16:
             self.prt("OP", "Ordering Provider", self.referrer)
         if self.prt_roles.get("OBR-32") == "PI":
             self.prt("PI", "Primary Interpreter", self.interpreter, self.reported)
+
+    def attachment(self, n: int) -> None:
+        """An OBX ED carrying a PDF: its Base64 must never become narrative text."""
+        data = base64.b64encode(PDF_BYTES + self.rnd.randbytes(self.rnd.randint(200, 2000))).decode("ascii")
+        self.b.obx(n, "ED", "PDF^Referto firmato digitalmente^L", f"^application^pdf^Base64^{data}")
+        self.after_obx()
+        self.b.absent.append(data[:60])
+        self.used.add("attachments")
 
     def after_obx(self) -> None:
         if self.prt_roles.get("OBR-32") == "RO":
@@ -416,8 +450,16 @@ def _narrative(draw, ctx: _Context, doc_type: str):
     """The OBX of a narrative type: each section's lines, one OBX per line, repeated in OBX-5, or FT."""
     b, dims, used = ctx.b, ctx.dims, ctx.used
     long = dims.long_texts and draw(st.booleans())
+    sections = list(NARRATIVE[doc_type])
+    if doc_type == "RSA" and dims.fallback_sections:
+        # No Referto OBX: the mapping fills it from the conclusions, else from the whole visit.
+        sections = [(c, t, c == "CONCLUSIONI" or r) for c, t, r in sections if c != "REFERTO"]
+        used.add("fallback_sections")
+    ris = doc_type == "RAD" and dims.ris_codes
+    if ris:
+        used.add("ris_codes")
     n = 0
-    for code, title, required in NARRATIVE[doc_type]:
+    for code, title, required in sections:
         if not required and not draw(st.booleans()):
             continue
         coded_as = CODED.get(doc_type, {}).get(code)
@@ -438,14 +480,19 @@ def _narrative(draw, ctx: _Context, doc_type: str):
         if style == "one OBX" and not (ft and dims.escapes):     # lines joined by \.br\
             style = "per line"
         obx3 = f"{code}^{escape(title)}^L"
+        sub_id = ""
+        if ris and code in ("REFERTO", "CONCLUSIONI"):
+            # RIS style: exam code & description (GDT) or impression (IMP), sub-ID 1 or 2.
+            obx3 = f"{ctx.exam}&{'GDT' if code == 'REFERTO' else 'IMP'}^{escape(title)}^L"
+            sub_id = "1" if code == "REFERTO" else "2"
         if style == "repeated":
             used.add("repetitions")
             n += 1
-            b.obx(n, "TX", obx3, "~".join(line.encode() for line in text_lines))
+            b.obx(n, "TX", obx3, "~".join(line.encode() for line in text_lines), sub_id=sub_id)
             ctx.after_obx()
         elif style == "one OBX":
             n += 1
-            b.obx(n, "FT", obx3, "\\.br\\".join(line.encode() for line in text_lines))
+            b.obx(n, "FT", obx3, "\\.br\\".join(line.encode() for line in text_lines), sub_id=sub_id)
             ctx.after_obx()
             if len(text_lines) > 1:
                 used.add("escapes")
@@ -453,15 +500,17 @@ def _narrative(draw, ctx: _Context, doc_type: str):
             for k, line in enumerate(text_lines):
                 if k and dims.blank_lines and draw(st.booleans()):
                     n += 1
-                    b.obx(n, "TX", obx3, "")
+                    b.obx(n, "TX", obx3, "", sub_id=sub_id)
                     ctx.after_obx()
                     used.add("blank_lines")
                 n += 1
-                b.obx(n, "FT" if ft else "TX", obx3, line.encode())
+                b.obx(n, "FT" if ft else "TX", obx3, line.encode(), sub_id=sub_id)
                 ctx.after_obx()
         for line in text_lines:
             b.texts.extend(line.sentences)
         _note_maybe(draw, ctx, 5)
+    if dims.attachments and draw(st.booleans()):
+        ctx.attachment(n + 1)
 
 
 def _value(rnd: random.Random, low: float, high: float) -> tuple[str, str]:
@@ -508,6 +557,9 @@ def _lab(draw, ctx: _Context):
                 unit, low, high = rest
                 value, flag = _value(rnd, low, high)
                 value_type, unit, ref = "NM", escape(unit), f"{low:g}-{high:g}"
+                if dims.structured_numeric and draw(st.integers(0, 3)) == 0:
+                    value_type, value, flag = "SN", draw(st.sampled_from((f"<^{low:g}", f">^{high:g}"))), ""
+                    used.add("structured_numeric")
             if status == "X":
                 value, flag = "", ""
             b.obx(n, value_type, obx3, value, unit=unit, ref=ref, flag=flag, status=status, when=ctx.observed)
@@ -518,6 +570,8 @@ def _lab(draw, ctx: _Context):
                 ctx.note(shown=status != "D")     # a deleted result leaves with its comment
             else:
                 _note_maybe(draw, ctx, 6)
+        if dims.attachments and k == len(orders) and draw(st.booleans()):
+            ctx.attachment(len(rows) + 1)
         if spm:
             b.add("SPM", "1", f"^{ctx.accession}-{k}", "", f"{specimen}^{specimen}^HL70487", "", "", "", "", "",
                   "", "", "", "", "", "", "", ctx.observed)
@@ -533,8 +587,11 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     version = draw(st.sampled_from(versions))
     charset = draw(st.sampled_from(tuple(CHARSETS) if dims.latin1 else ("UNICODE UTF-8",)))
     used: set[str] = set()
-    if charset == "8859/1":
+    if CHARSETS[charset] == "iso-8859-1":
         used.add("latin1")
+    precision = draw(st.sampled_from("msf")) if dims.time_precision else "s"
+    if precision != "s":
+        used.add("time_precision")
     rnd = random.Random(draw(st.integers(0, 2 ** 32 - 1)))
     b = _Builder(version)
     application, facility = FACILITY[doc_type]
@@ -543,6 +600,10 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     reported, sent = draw(_times())
     observed = reported - dt.timedelta(hours=draw(st.integers(1, 48)))
     offset = draw(st.booleans())
+
+    def ts(when: dt.datetime) -> str:
+        return _ts(when, offset, precision)
+
     prt_roles: dict[str, str] = {}
     if dims.prt and b.v27 and draw(st.booleans()):
         used.add("prt")
@@ -551,14 +612,15 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
             prt_roles["ORC-12"] = "OP"
         if draw(st.booleans()):
             prt_roles["PV1-7"] = "AT"
-    ctx = _Context(b=b, rnd=rnd, dims=dims, used=used, utf8=charset != "8859/1",
+    ctx = _Context(b=b, rnd=rnd, dims=dims, used=used, utf8=CHARSETS[charset] == "utf-8",
                    placer=f"PR-{draw(st.integers(1, 99999)):05d}",
                    accession=f"{doc_type[:2]}26-{draw(st.integers(1, 99999)):05d}",
-                   observed=_ts(observed, offset), reported=_ts(reported, offset),
-                   referrer=referrer, interpreter=interpreter, prt_roles=prt_roles)
+                   observed=ts(observed), reported=ts(reported),
+                   referrer=referrer, interpreter=interpreter, prt_roles=prt_roles,
+                   obr32_id_only=draw(st.booleans()))
 
     msh9 = "ORU^R01" if version == "2.3" else "ORU^R01^ORU_R01"
-    b.add("MSH", "^~\\&", application, facility, "FSEBRIDGE", "RT", _ts(sent, offset), "", msh9,
+    b.add("MSH", "^~\\&", application, facility, "FSEBRIDGE", "RT", ts(sent), "", msh9,
           f"{doc_type}{draw(st.integers(1, 999999)):06d}", "P", version, "", "", "", "", "ITA", charset)
     pid3 = f"{patient.fiscal_code}^^^{draw(st.sampled_from((CF_ROOT, 'MEF')))}^NNITA"
     if dims.repetitions and draw(st.booleans()):
@@ -566,15 +628,22 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
         used.add("repetitions")
     street = escape("Via " + rnd.choice(("Roma", "Garibaldi", "dell'Agnolo", "Niccolò Tommaseo")))
     address = f"{street} {rnd.randint(1, 200)}^^{escape(draw(st.sampled_from(CITIES)))}^^50100^IT^H"
-    b.add("PID", "1", "", pid3, "", f"{escape(patient.family)}^{escape(patient.given)}", "",
-          birth.strftime("%Y%m%d"), "F" if female else "M", "", "", address)
+    name = f"{escape(patient.family)}^{escape(patient.given)}^^^^^L"
+    phones = "^PRN^PH^^^055^" + str(rnd.randint(200000, 9999999))
+    if dims.repetitions and draw(st.booleans()):
+        # An alias name after the legal one, a mobile after the home phone.
+        name += f"~{escape(patient.family.upper())}^{escape(patient.given.upper())}^^^^^A"
+        phones += f"~^PRN^CP^^^^^^^^^3{rnd.randint(100000000, 999999999)}"
+        used.add("repetitions")
+    b.add("PID", "1", "", pid3, "", name, "", birth.strftime("%Y%m%d"), "F" if female else "M", "", "", address,
+          "", phones)
     inpatient = doc_type == "LDO"
     pv1 = ["PV1", "1", "I" if inpatient else "O", f"{'MED^12^3' if inpatient else 'AMB'}^^^{facility}", "", "", "",
            "" if "PV1-7" in prt_roles else attending.xcn()] + [""] * 11 + [
         f"V26-{draw(st.integers(1, 99999)):05d}", "SSN"]
     if inpatient:
         admitted = observed - dt.timedelta(days=draw(st.integers(1, 30)))
-        pv1 += [""] * (44 - len(pv1)) + [_ts(admitted, offset), _ts(observed, offset)]
+        pv1 += [""] * (44 - len(pv1)) + [ts(admitted), ts(observed)]
     b.add(*pv1)
     if "PV1-7" in prt_roles:
         ctx.prt("AT", "Attending Provider", attending)
@@ -593,6 +662,7 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
             picked = draw(st.lists(st.sampled_from(ORDERS[doc_type]), min_size=count, max_size=count,
                                    unique_by=lambda o: o[0][1]))
             orders = [(f"{code}^{escape(name)}^I9CM", section) for (code, name), section in picked]
+            ctx.exam = f"RX{picked[0][0][0].replace('.', '')}"
             if count > 1:
                 used.add("several_orders")
         for k, (obr4, section) in enumerate(orders, start=1):
@@ -604,4 +674,4 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     text = "\r".join(b.segments) + "\r"
     return Generated(raw=text.encode(CHARSETS[charset]), doc_type=doc_type, version=version, charset=charset,
                      family=patient.family, given=patient.given, fiscal_code=patient.fiscal_code,
-                     features=used, texts=b.texts)
+                     features=used, texts=b.texts, absent=b.absent)
