@@ -39,7 +39,7 @@ from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, content_h
 from bridge.errors import BridgeError, ConfigError, ValidationFailed
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult
-from bridge.gateway.identifiers import repository_id
+from bridge.gateway.identifiers import new_submission_id, repository_id
 from bridge.journal import Document, Received
 from bridge.model import AckCode, Action, DocumentType
 from bridge.outcome import ErrItem, Outcome
@@ -419,8 +419,7 @@ class _Run:
                             set_id=f"{plan.ids.set_root}^{plan.ids.set_extension}",
                             version=plan.ids.version_number, state=PENDING, content_hash=content_hash(cda),
                             message_id=self.entry_id)
-        number = self.transaction(self.store.next_value, "submission")
-        sub = build_submission(report, plan.ids.document_id, self.config, number)
+        sub = build_submission(report, plan.ids.document_id, self.config, new_submission_id())
 
         def journal_version():
             self.store.put_document(document)
@@ -450,16 +449,15 @@ class _Run:
 
     async def metadata(self, step: Step) -> bool:
         from bridge.publish.metadata import apply_settings
-        from bridge.publish.pipeline import SUBMISSION_ROOT, submission_record
+        from bridge.publish.pipeline import submission_record
 
         plan = self.plan(Action.METADATA)
         if plan.action is not Action.METADATA:
             raise BridgeError(f"nothing to update: {plan.reason}")
         target = plan.target
         step.document_id = step.path_id = target.document_id
-        number = self.transaction(self.store.next_value, "submission")
         sub = apply_settings(self.submissions[target.document_id], list(self.options.metadata_settings),
-                             submission_id=f"{SUBMISSION_ROOT}.{number}")
+                             submission_id=new_submission_id())
         raw, control_id = self.message(step.number, "C", corrected=True)
         self.entry_id = self.open_entry(raw, control_id, step)
         step.journal_entry = self.entry_id

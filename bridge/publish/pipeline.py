@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer
 
@@ -41,7 +41,8 @@ from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, Plan, con
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
-from bridge.gateway.identifiers import repository_id
+from bridge.gateway.identifiers import new_submission_id, repository_id
+from bridge.gateway.valuesets import FISCAL_CODE_ROOT, HIDING_CODES
 from bridge.journal import Document, Entry
 from bridge.mapping.mapper import Mappings
 from bridge.model import AckCode, Action, DocumentType, Report
@@ -50,7 +51,6 @@ from bridge.mapping.route import Route, RoutingRules
 
 log = logging.getLogger(__name__)
 
-SUBMISSION_ROOT = "2.16.840.1.113883.2.9.2.90.4.3"
 #: At most this many validation findings become ERR segments (the journal keeps them all).
 MAX_ERR_SEGMENTS = 10
 #: An operator's metadata request as sent (under the publishing message); ``submission.json``
@@ -58,6 +58,13 @@ MAX_ERR_SEGMENTS = 10
 REQUEST_ARTIFACT = "metadata-request.json"
 #: HL7 table 0357 "message accepted", for the informational ERR naming the document id.
 ACCEPTED = "0"
+#: The plan name journaled with the calls of the wrong-patient plan (gateway.md section 9).
+WRONG_PATIENT = "wrong-patient"
+
+
+def operator_alert(kind: str, text: str) -> None:
+    """An OPERATOR ALERT line at ERROR (ids and X-Cart-ids only, never patient data)."""
+    log.error("OPERATOR ALERT [%s] %s", kind, text)
 
 
 @dataclass(kw_only=True)
@@ -78,6 +85,8 @@ class Publisher:
     """bridge.pdf.sign.Signer for the PAdES signature."""
     client: GatewayClient
     locks: dict = field(default_factory=dict)
+    submission_ids: Callable[[], str] = new_submission_id
+    """identificativoSottomissione for each call (gateway.md section 5: fresh, random)."""
 
     def lock(self, key) -> defer.DeferredLock:
         return self.locks.setdefault(key, defer.DeferredLock())
@@ -114,7 +123,7 @@ async def _process(ctx, entry: Entry, analysis) -> Outcome:
         documents = await journal.documents_for(*key)
         earlier = await _earlier_outcome(journal, entry, documents)
         if earlier is not None:
-            return earlier
+            return await _with_plan(journal, entry, earlier)
         if any(d.message_id is not None and d.message_id > entry.id for d in documents):
             return Outcome(code=AckCode.AA, operation="ignore",
                            text="not published: a later message for this accession was processed first")
@@ -123,7 +132,7 @@ async def _process(ctx, entry: Entry, analysis) -> Outcome:
         for _ in range(2):
             outcome = await _publish_once(ctx, pub, entry, analysis, routed, key)
             if outcome is not None:
-                return outcome
+                return await _with_plan(journal, entry, outcome)
         raise GatewayUnavailable("the registry did not settle; the message will be processed again")
     finally:
         lock.release()
@@ -138,17 +147,29 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
         if routed.action in (Action.PUBLISH, Action.DELETE) else None
     if routed.action is Action.DELETE and uncertain is not None:
         return await _delete_uncertain(ctx, pub, entry, uncertain, documents)
+    report: Report | None = None
+    patient = live_patient = None
+    if routed.action is Action.PUBLISH:
+        report = analysis.mapped_report()
+        patient = _person(report.patient.person_id)[0]
+        live = current(documents)
+        if live is not None and uncertain is None:
+            live_patient = await _patient_of(journal, live)
     plan = decide(routed.action, documents, structure_cf=structure.fiscal_code, doc_type=routed.doc_type.name,
                   repository=structure.repository, accession=routed.accession,
-                  repository_index=structure.repository_index, uncertain=uncertain)
+                  repository_index=structure.repository_index, uncertain=uncertain,
+                  patient=patient, live_patient=live_patient)
     if plan.action is Action.IGNORE:
         return Outcome(code=AckCode.AA, text=f"not published: {plan.reason}", operation="ignore")
     if plan.action is Action.DELETE:
         return await _delete(ctx, pub, entry, plan)
     if plan.action is Action.METADATA:
         return await _update_metadata(ctx, pub, entry, plan, routed.settings)
+    if plan.wrong_patient:
+        refusal = await _delete_wrong_patient(ctx, pub, entry, plan)
+        if refusal is not None:
+            return refusal
 
-    report: Report = analysis.mapped_report()
     cda: bytes = await ctx.run_stage(stages.render, report, plan.ids)
     digest = content_hash(cda)
     await journal.add_artifact(entry.id, "render", "cda.xml", cda)
@@ -172,8 +193,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     await journal.add_artifact(entry.id, "package", "pdf.sha256", hashlib.sha256(pdf).hexdigest().encode())
     await journal.set_state(entry.id, "packaged", plan.ids.document_id)
 
-    number = await journal.next_value("submission")
-    sub = build_submission(report, plan.ids.document_id, pub.config, number)
+    sub = build_submission(report, plan.ids.document_id, pub.config, pub.submission_ids())
     if plan.target is not None:
         sub = await _keep_hidden(journal, plan.target, sub)
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
@@ -200,6 +220,64 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     return _published(result, plan.ids.document_id, operation)
 
 
+async def _patient_of(journal, document: Document) -> str | None:
+    """The patient (person_id code) *document* was published for, from its recorded submission."""
+    try:
+        return (await _stored_submission(journal, document)).patient_id
+    except GatewayUnavailable:
+        return None
+
+
+async def _delete_wrong_patient(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome | None:
+    """The first step of the wrong-patient plan: delete the live version (another patient's).
+
+    Its call is journaled with the plan's name, so the message's ACK names it and a
+    restart after it goes on with the create (:func:`_earlier_outcome`); a restart
+    before its answer sends it again (a 404 about this id then proves it landed).
+    The AE or AR to answer when the gateway does not delete it; None once deleted.
+    """
+    journal = ctx.journal
+    old = plan.deletes
+    operator_alert("wrong_patient",
+                   f"message {entry.msh10 or entry.id} (entry {entry.id}) corrects {old.document_id} for "
+                   f"another patient: deleting it and publishing {plan.ids.document_id} as a new set "
+                   f"(RT section 4.2); check whether the first patient was shown the report")
+    await journal.add_artifact(entry.id, "plan", "plan.json", _json({
+        "plan": WRONG_PATIENT, "delete": old.document_id, "create": plan.ids.document_id}))
+    result = await _send_delete(ctx, pub, entry, old, plan_name=WRONG_PATIENT)
+    if result.outcome_class is not OutcomeClass.PUBLISHED:
+        return _failure(result, document_id=old.document_id, operation="delete")
+    await journal.put_document(dataclasses.replace(old, state=DELETED, message_id=entry.id))
+    return None
+
+
+async def _plan_deletion(journal, entry: Entry) -> dict | None:
+    """The wrong-patient plan's delete this message made (its gateway.json record), if any."""
+    if not any(call.operation == "delete" for call in await journal.gateway_calls(entry.id)):
+        return None   # the common case, without reading the artifacts
+    for artifact in reversed(await journal.artifacts(entry.id)):
+        if artifact.name == "gateway.json":
+            record = json.loads(artifact.content)
+            if record.get("plan") == WRONG_PATIENT and record.get("operation") == "delete" \
+                    and record.get("outcome") == OutcomeClass.PUBLISHED.value:
+                return record
+    return None
+
+
+async def _with_plan(journal, entry: Entry, outcome: Outcome) -> Outcome:
+    """*outcome* with an ERR naming the wrong-patient plan's delete (its document id and
+    X-Cart-id) when this message made one: MSA-3 names the last call (the create's)."""
+    record = await _plan_deletion(journal, entry)
+    if record is None:
+        return outcome
+    x_cart_id = ((record.get("attempts") or [{}])[-1]).get("x_cart_id")
+    text = f"deleted {record['document_id']} (another patient's)" + (f" X-Cart-id {x_cart_id}" if x_cart_id else "")
+    return dataclasses.replace(outcome, errors=(*outcome.errors, ErrItem(code=ACCEPTED, severity="W", text=text)),
+                               details={**outcome.details, WRONG_PATIENT: {
+                                   "deleted": record["document_id"], "delete_x_cart_id": x_cart_id,
+                                   "create_x_cart_id": outcome.x_cart_id}})
+
+
 async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     journal = ctx.journal
     target = plan.target
@@ -212,7 +290,7 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
 
 
 async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
-                       resend: bool | None = None) -> GatewayResult:
+                       resend: bool | None = None, plan_name: str | None = None) -> GatewayResult:
     """DELETE *document* with the submission that published it; *resend* defaults to
     whether this message already sent that call (it may have landed)."""
     journal = ctx.journal
@@ -220,7 +298,8 @@ async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
     if resend is None:
         resend = await _was_sent(journal, entry.id, "delete", document.document_id)
-    return await _submit(ctx, entry, "delete", document.document_id, pub.client.delete(sub, resend=resend))
+    return await _submit(ctx, entry, "delete", document.document_id, pub.client.delete(sub, resend=resend),
+                         plan_name=plan_name)
 
 
 async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Document, documents) -> Outcome:
@@ -260,7 +339,7 @@ async def _settle_deleted(journal, entry: Entry, uncertain: Document, previous: 
 async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
     journal = ctx.journal
     target = plan.target
-    sub = await _metadata_submission(journal, target, settings)
+    sub = await _metadata_submission(journal, target, settings, pub.submission_ids())
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
     result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
@@ -278,14 +357,13 @@ async def _metadata_applied(journal, document: Document, sub: Submission) -> Non
                                _json(submission_record(sub)))
 
 
-async def _metadata_submission(journal, target: Document, settings) -> Submission:
+async def _metadata_submission(journal, target: Document, settings, submission_id: str) -> Submission:
     """The submission that published *target* with the ``KEY=VALUE`` *settings* applied, under a
     new submission id (bridge.publish.metadata.apply_settings)."""
     from bridge.publish.metadata import apply_settings
 
-    number = await journal.next_value("submission")
     return apply_settings(await _stored_submission(journal, target), list(settings),
-                          submission_id=f"{SUBMISSION_ROOT}.{number}")
+                          submission_id=submission_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +411,7 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
             raise NotCurrentVersion(f"{document_id} is not the published version "
                                     f"({named.state if named else 'unknown'}): metadata can be updated "
                                     f"only on the current version{now}")
-        sub = await _metadata_submission(journal, live, settings)
+        sub = await _metadata_submission(journal, live, settings, pub.submission_ids())
         entry_id = live.message_id
         call_id = await journal.gateway_call_sent(entry_id, "metadata", document_id)
         await journal.add_artifact(entry_id, "metadata", REQUEST_ARTIFACT, _json(submission_record(sub)))
@@ -346,9 +424,7 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
         lock.release()
         pub.forget_lock(key, lock)
     log.info("operator metadata update (entry %d): %s", entry_id, result.summary())
-    if result.operator_alert:
-        log.error("OPERATOR ALERT: the gateway refused our credentials or clock (%s); check the "
-                  "certificates and NTP", result.summary())
+    _alert_for(result, f"entry {entry_id}")
     return MetadataCall(entry_id=entry_id, result=result)
 
 
@@ -399,22 +475,37 @@ async def journal_note(ctx, entry: Entry, stage: str, text: str) -> None:
     await ctx.journal.add_artifact(entry.id, stage, "note.txt", text.encode())
 
 
-async def _submit(ctx, entry: Entry, operation: str, document_id: str, call) -> GatewayResult:
+async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
+                  plan_name: str | None = None) -> GatewayResult:
     """Journal the call as sent (it may land even if no answer comes), await it, journal every answer."""
     journal = ctx.journal
     call_id = await journal.gateway_call_sent(entry.id, operation, document_id)
     await journal.set_state(entry.id, "submitting", f"{operation} {document_id}")
     result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
     await _record_answers(journal, entry.id, operation, document_id, call_id, result)
-    await journal.add_artifact(entry.id, "submit", "gateway.json", _json({
-        "operation": operation, "document_id": document_id, "outcome": result.outcome_class.value,
-        "reconciled": result.reconciled, "operator_alert": result.operator_alert,
-        "attempts": [dataclasses.asdict(a) for a in result.attempts]}))
+    await journal.add_artifact(entry.id, "submit", "gateway.json",
+                               _json(gateway_record(result, operation, document_id, plan_name=plan_name)))
     log.info("message %s: %s", entry.msh10 or entry.id, result.summary())
-    if result.operator_alert:
-        log.error("OPERATOR ALERT: the gateway refused our credentials or clock (%s); check the "
-                  "certificates and NTP", result.summary())
+    _alert_for(result, f"message {entry.msh10 or entry.id} (entry {entry.id})")
     return result
+
+
+def gateway_record(result: GatewayResult, operation: str, document_id: str, *,
+                   plan_name: str | None = None) -> dict:
+    """What the journal keeps of a call's answers (``gateway.json``): recovery reads it back."""
+    record = {"operation": operation, "document_id": document_id, "outcome": result.outcome_class.value,
+              "reconciled": result.reconciled, "operator_alert": result.operator_alert,
+              "attempts": [dataclasses.asdict(a) for a in result.attempts]}
+    if plan_name:
+        record["plan"] = plan_name
+    return record
+
+
+def _alert_for(result: GatewayResult, what: str) -> None:
+    """The OPERATOR ALERT line a call's answer asks for, if any."""
+    if result.operator_alert:
+        kind = "credentials" if result.outcome_class is OutcomeClass.NOT_NOW else "uncertain"
+        operator_alert(kind, f"{what}: {result.alert or 'check the gateway'} ({result.summary()})")
 
 
 async def _record_answers(journal, message_id: int, operation: str, document_id: str, call_id: int,
@@ -460,6 +551,11 @@ async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
     operation, document_id = record["operation"], record["document_id"]
     document = by_id.get(document_id)
     if document is None:
+        return None
+    if operation == "delete" and record.get("plan") == WRONG_PATIENT:
+        # The wrong-patient plan's first step landed: its create is still to be made.
+        if document.state == PUBLISHED:
+            await journal.put_document(dataclasses.replace(document, state=DELETED, message_id=entry.id))
         return None
     if operation == "delete":
         if document.state == PENDING:
@@ -527,18 +623,26 @@ async def _was_sent(journal, message_id: int, operation: str | None, document_id
     return False
 
 
-def build_submission(report: Report, document_id: str, config, number: int) -> Submission:
-    """The gateway request's metadata for *report* (gateway.md section 4, bridge filling rules)."""
+def build_submission(report: Report, document_id: str, config, submission_id: str) -> Submission:
+    """The gateway request's metadata for *report* (gateway.md section 4, bridge filling rules).
+
+    attiCliniciRegoleAccesso: the patient's own restriction (P99 when the message asks
+    to hide the report), so the create itself carries it: a report is never visible
+    between its creation and a later metadata update.
+    """
     code, root = _person(report.patient.person_id)
     structure = config.structure
+    # Report.access_policies is being added with the ARV mapping; until then, none.
+    policies = tuple(getattr(report, "access_policies", ()) or ())
     return Submission(
         document_id=document_id,
         repository_id=repository_id(structure.fiscal_code, structure.repository, structure.repository_index),
         document_type=report.doc_type, facility_type=report.tipologia_struttura,
         practice_setting=report.practice_setting, clinical_activity=report.clinical_activity,
-        submission_id=f"{SUBMISSION_ROOT}.{number}", patient_id=code, patient_root=root,
+        submission_id=submission_id, patient_id=code, patient_root=root,
         class_code=report.document_class, administrative_request=(report.billing,),
-        start=report.service_start_local or None, end=report.service_end_local or None)
+        start=report.service_start_local or None, end=report.service_end_local or None,
+        event_codes=policies)
 
 
 def submission_record(sub: Submission) -> dict:
@@ -556,10 +660,10 @@ def submission_from_record(record: dict) -> Submission:
 
 
 async def _keep_hidden(journal, previous: Document, sub: Submission) -> Submission:
-    """*sub* (a replacement of *previous*) with the obscuring codes *previous* carries now: a
-    report the patient asked to hide (P99, P97, P98) stays hidden when it is corrected."""
-    from bridge.gateway.valuesets import HIDING_CODES
-
+    """*sub* (a replacement of *previous*, the same patient's) with the obscuring codes
+    *previous* carries now: a report the patient asked to hide (P99, P97, P98) stays
+    hidden when it is corrected. Never applied across patients (the wrong-patient plan
+    creates: the new document carries only its own patient's restriction)."""
     hidden = [code for code in (await _stored_submission(journal, previous)).event_codes if code in HIDING_CODES]
     if not hidden:
         return sub
@@ -580,13 +684,11 @@ async def _stored_submission(journal, document: Document) -> Submission:
 
 def _person(person_id: str) -> tuple[str, str]:
     """(code, root) of the report's person_id: a bare CF, or ``code^^^&root&ISO``."""
-    from bridge.gateway import valuesets
-
     if "^" not in person_id:
-        return person_id, valuesets.FISCAL_CODE_ROOT
+        return person_id, FISCAL_CODE_ROOT
     code, _, rest = person_id.partition("^")
     parts = rest.split("&")
-    return code, parts[1] if len(parts) > 1 and parts[1] else valuesets.FISCAL_CODE_ROOT
+    return code, parts[1] if len(parts) > 1 and parts[1] else FISCAL_CODE_ROOT
 
 
 def _json(value) -> bytes:

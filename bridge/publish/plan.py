@@ -3,8 +3,10 @@
 architecture.md: one message makes one document, keyed by structure + type +
 accession. gateway.md section 5 fixes the ids: local id ``<accession>_<seq>``,
 seq never reused; a replacement keeps the set id and raises versionNumber;
-after a delete, a new publication starts a new set. This module is pure: the
-registry rows come in, a :class:`Plan` goes out.
+after a delete, a new publication starts a new set. A new version for another
+patient than the live one's (gateway.md section 9, "Wrong patient") is never a
+replace: the plan deletes the live document, then publishes the new one as a
+new set. This module is pure: the registry rows come in, a :class:`Plan` goes out.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class Plan:
     """The version replaced, deleted or updated."""
     resumed: Document | None = None
     """A pending version whose outcome is unknown: published again with the same ids."""
+    deletes: Document | None = None
+    """The wrong-patient plan (CREATE): the live version, another patient's, deleted first."""
+
+    @property
+    def wrong_patient(self) -> bool:
+        return self.deletes is not None
 
 
 def current(documents: Sequence[Document]) -> Document | None:
@@ -53,12 +61,19 @@ def current(documents: Sequence[Document]) -> Document | None:
 
 def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, doc_type: str,
            repository: str, accession: str, repository_index: int | None = None,
-           uncertain: Document | None = None) -> Plan:
+           uncertain: Document | None = None, patient: str | None = None,
+           live_patient: str | None = None) -> Plan:
     """The plan for a routed *action* (PUBLISH, DELETE, METADATA, IGNORE) given the registry rows.
 
     *uncertain*: a pending version whose gateway call may have landed (the
     request left and no final answer was recorded). It is published again with
     the same ids, never under a new id (gateway.md section 8).
+
+    *patient*, *live_patient*: the patient (PID-3 fiscal code) of the message and of
+    the live version. When both are known and differ, PUBLISH is the wrong-patient
+    plan: delete the live version, then create a new set (next seq, version 1).
+    After that delete the live version is gone, so deciding again (recovery) gives
+    a plain CREATE of the same new set.
     """
     if action is Action.IGNORE:
         return Plan(action=Action.IGNORE, reason="not final: not published yet")
@@ -77,10 +92,11 @@ def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, 
         return Plan(action=Action.REPLACE if previous else Action.CREATE, seq=uncertain.seq, ids=ids,
                     target=previous, resumed=uncertain)
     seq = max((d.seq for d in documents), default=0) + 1
-    if live is None:
+    wrong_patient = live is not None and bool(patient) and bool(live_patient) and patient != live_patient
+    if live is None or wrong_patient:
         ids = document_ids(structure_cf, doc_type, repository, accession, seq=seq,
                            repository_index=repository_index)
-        return Plan(action=Action.CREATE, seq=seq, ids=ids)
+        return Plan(action=Action.CREATE, seq=seq, ids=ids, deletes=live if wrong_patient else None)
     ids = document_ids(structure_cf, doc_type, repository, accession, seq=seq,
                        repository_index=repository_index, previous_id=live.document_id,
                        previous_version=live.version, set_id=live.set_id)
