@@ -6,7 +6,8 @@ external program, in batches, on:
 
 - the official samples;
 - every CDA the render tests produce (the same fixtures and examples, rendered again here);
-- mutations: the 15 of test_validate_cda and a further set applied to every type.
+- mutations: the 15 of test_validate_cda, a further set applied to every type, and every child of
+  ClinicalDocument and of the patient's role dropped in turn.
 
 Any difference from bridge.cda.schematron + bridge.cda.validate on the XSD
 verdict or on a rule's outcome (which asserts fail, which reports fire,
@@ -101,6 +102,21 @@ MORE = [
 ]
 
 
+def systematic(xml: bytes) -> dict[str, bytes]:
+    """Each child of ClinicalDocument and of the patient's role, dropped in turn (many rules, one each)."""
+    root = etree.fromstring(xml)
+    found = {}
+    for parent_path in (".", "h:recordTarget/h:patientRole"):
+        parent = root.find(parent_path, NS)
+        for index, child in enumerate(c for c in parent if isinstance(c.tag, str)):
+            def change(copy, parent_path=parent_path, index=index):
+                holder = copy.find(parent_path, NS)
+                holder.remove([c for c in holder if isinstance(c.tag, str)][index])
+            where = "top" if parent_path == "." else "patient"
+            found[f"{where}{index}-{etree.QName(child).localname}"] = mutate(xml, change)
+    return found
+
+
 def _try_mutate(xml: bytes, change) -> bytes | None:
     try:
         return mutate(xml, change)
@@ -120,6 +136,9 @@ def _documents(render) -> dict[str, tuple[bytes, str]]:
             xml = _try_mutate(sample(doc_type), change)
             if xml is not None:
                 docs[f"mutated-{doc_type}-{change.__name__}"] = (xml, doc_type)
+    for doc_type in TYPES:
+        for name, xml in systematic(sample(doc_type)).items():
+            docs[f"dropped-{doc_type}-{name}"] = (xml, doc_type)
     for path in FIXTURE_FILES + EXAMPLE_FILES:
         report, _, xml = render(path)
         docs[f"rendered-{path.parent.name}-{path.stem}"] = (xml, report.doc_type.name)
@@ -151,6 +170,7 @@ def _names() -> list[str]:
     names += [f"broken-{t}-{c.__name__}" for t, c, _, _ in BROKEN]
     names += [f"mutated-{t}-{c.__name__}" for t in TYPES for c in MORE
               if _try_mutate(sample(t), c) is not None]
+    names += [f"dropped-{t}-{name}" for t in TYPES for name in systematic(sample(t))]
     names += [f"rendered-{p.parent.name}-{p.stem}" for p in FIXTURE_FILES + EXAMPLE_FILES]
     return names
 
@@ -172,7 +192,7 @@ def test_the_documents_cover_samples_renders_and_failures(judged):
     # The comparison is not vacuous: many documents fail, on the XSD and on many distinct rules.
     assert sum(not o.xsd_ok for o in outcomes) >= len(TYPES) * 2
     failed_rules = {(name.split("-")[1], rule) for name, (o, _) in judged.items() for rule, _ in o.errors}
-    assert len(failed_rules) >= 50, sorted(failed_rules)
+    assert len(failed_rules) >= 75, sorted(failed_rules)
     assert all(judged[f"sample-{t}"][0] == Outcome(xsd_ok=True) for t in TYPES)
 
 
