@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 from fse_helpers import CHECKOUT, MllpClient, config_table, to_toml  # noqa: F401 (re-exported)
@@ -80,13 +83,7 @@ class ServerProcess:
 def simulator_registry(state_dir: Path, *, faults=None) -> list:
     """The running service's embedded simulator registry (over its mutual TLS, the development
     certificates); *faults*: scripted first (``POST /_sim/faults``)."""
-    import json
-    import ssl
-    import urllib.request
-
-    base = (state_dir / "gateway.url").read_text().strip().removesuffix("gateway/v2/")
-    context = ssl.create_default_context(cafile=str(state_dir / "certs" / "ca.pem"))
-    context.load_cert_chain(str(state_dir / "certs" / "auth.pem"), str(state_dir / "certs" / "auth.key"))
+    base, context = _simulator_access(state_dir)
     if faults:
         request = urllib.request.Request(base + "_sim/faults", data=json.dumps(faults).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
@@ -94,6 +91,22 @@ def simulator_registry(state_dir: Path, *, faults=None) -> list:
             assert answer.status == 200
     with urllib.request.urlopen(base + "_sim/registry", context=context) as answer:
         return json.load(answer)
+
+
+def simulator_release(state_dir: Path) -> int:
+    """The answers the running service's embedded simulator holds go out now; how many."""
+    base, context = _simulator_access(state_dir)
+    request = urllib.request.Request(base + "_sim/release", data=b"", method="POST")
+    with urllib.request.urlopen(request, context=context) as answer:
+        return json.load(answer)["released"]
+
+
+def _simulator_access(state_dir: Path):
+    """The embedded simulator's base URL and a TLS context with the development client certificate."""
+    base = (state_dir / "gateway.url").read_text().strip().removesuffix("gateway/v2/")
+    context = ssl.create_default_context(cafile=str(state_dir / "certs" / "ca.pem"))
+    context.load_cert_chain(str(state_dir / "certs" / "auth.pem"), str(state_dir / "certs" / "auth.key"))
+    return base, context
 
 
 def msa_fields(answer: bytes) -> list[list[str]]:

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.hl7.message import read_header, split_batch
 from fse_helpers import CHECKOUT, CORPUS, config_table, make_oru, to_toml
-from mllp_server import MllpClient, ServerProcess, make_pki, msa_fields, simulator_registry
+from mllp_server import MllpClient, ServerProcess, make_pki, msa_fields, simulator_registry, simulator_release
 
 
 # Tests of the listener, journal and ACK contract run the service with a stub instead of
@@ -184,17 +184,23 @@ def test_sigterm_finishes_work_in_flight(tmp_path):
     proc = ServerProcess(tmp_path, **STUB).start()
     with MllpClient(proc.port) as client:
         client.send(make_oru("SLOW1", name="SLOW^ONE").encode())
-        # Bounded poll of a real condition: the message is journaled (and being processed).
-        deadline = time.monotonic() + 30
-        while not _journaled(proc.journal_path, "SLOW1"):
-            assert time.monotonic() < deadline, proc.log()
-            time.sleep(0.02)
+        # The stub holds a patient named SLOW until the stop has begun: in flight, however slow.
+        _wait_for_log(proc, "holding SLOW1 until the stop")
         proc.proc.send_signal(signal.SIGTERM)
         answer = client.receive()
     assert proc.wait() == 0, proc.log()
+    assert "stopping: 1 held message(s) answered" in proc.log()
     assert msa_fields(answer)[0][:2] == ["AA", "SLOW1"]
     db = sqlite3.connect(proc.journal_path)
     assert db.execute("SELECT outcome, ack FROM messages").fetchall() == [("AA", answer)]
+
+
+def _wait_for_log(proc, text: str, timeout: float = 30.0) -> None:
+    """Bounded poll of a real condition: *text* in the service's log."""
+    deadline = time.monotonic() + timeout
+    while text not in proc.log():
+        assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log()
+        time.sleep(0.02)
 
 
 def _journaled(path, control_id) -> bool:
@@ -306,7 +312,9 @@ def test_port_in_use_is_a_clear_error(tmp_path, server):
 def test_a_second_signal_while_stopping_is_only_logged(tmp_path):
     """A service manager's SIGTERM and then a Ctrl-C: one graceful stop, no traceback."""
     proc = ServerProcess(tmp_path).start()
-    simulator_registry(tmp_path, faults=[{"operation": "create", "delay_s": 2}])
+    # The simulator holds the create's answer until the test releases it: both signals land
+    # while the message waits for the gateway, however slow the machine.
+    simulator_registry(tmp_path, faults=[{"operation": "create", "delay_s": 600}])
     with MllpClient(proc.port) as client:
         client.send((CHECKOUT / "examples" / "lab.hl7").read_bytes())
         deadline = time.monotonic() + 30
@@ -314,10 +322,14 @@ def test_a_second_signal_while_stopping_is_only_logged(tmp_path):
             assert time.monotonic() < deadline, proc.log()
             time.sleep(0.02)
         proc.proc.send_signal(signal.SIGTERM)
-        while "SIGTERM: stopping" not in proc.log():
-            assert time.monotonic() < deadline, proc.log()
+        _wait_for_log(proc, "SIGTERM: stopping")
+        proc.proc.send_signal(signal.SIGINT)
+        _wait_for_log(proc, "SIGINT: already stopping")
+        # Released once the create is held (0 before it has reached the simulator).
+        deadline = time.monotonic() + 30
+        while simulator_release(tmp_path) != 1:
+            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log()
             time.sleep(0.02)
-        proc.proc.send_signal(signal.SIGINT)   # while the message waits for the gateway
         answer = client.receive()
     assert proc.wait() == 0, proc.log()
     assert msa_fields(answer)[0][:2] == ["AA", "LAB0001"]
