@@ -217,7 +217,11 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
                                                    message_id=entry.id))
     if plan.target is not None:
         await journal.put_document(dataclasses.replace(plan.target, state=REPLACED))
-    return _published(result, plan.ids.document_id, operation)
+    published = _published(result, plan.ids.document_id, operation)
+    # What the mapping left out (deleted results, attachments not carried) is said in the ACK.
+    notices = tuple(ErrItem(code=n.code, text=n.text, location=n.location, severity=n.severity)
+                    for n in report.notices)
+    return dataclasses.replace(published, errors=published.errors + notices)
 
 
 async def _patient_of(journal, document: Document) -> str | None:
