@@ -2,7 +2,6 @@
 
 04: the deleted iron result is left out with an informational ERR naming OBX-11;
 06: the PDF sent in OBX-5 is not carried in a RAD report, and the ACK warns (ERR severity W).
-05: the create of a report the patient asked to hide carries P99 (issue 11 item 4).
 """
 
 from __future__ import annotations
