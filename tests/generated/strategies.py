@@ -178,21 +178,33 @@ class Line:
     """One text line of an OBX (or NTE): sentences, joined by a space or \\.br\\."""
 
     sentences: list[str]
-    breaks: bool = False          # \.br\ between sentences
+    breaks: int = 0               # 1: \.br\ between sentences; 2: \.br\\.br\ (an empty line too)
     highlight: bool = False       # \H\…\N\ around the first word (FT)
-    hex_escape: bool = False      # one ASCII letter sent as \Xhh\
+    hex_escape: bool = False      # one character as \Xhh\ (its bytes in the message's charset)
+    codec: str = "utf-8"
 
     def encode(self) -> str:
         parts = []
         for n, sentence in enumerate(self.sentences):
             encoded = escape(sentence)
-            if self.hex_escape and n == 0 and sentence[:1].isascii() and sentence[:1].isalpha():
-                encoded = f"\\X{ord(sentence[0]):02X}\\" + escape(sentence[1:])
+            if self.hex_escape and n == 0:
+                encoded = _hex_escaped(sentence, self.codec)
             if self.highlight and n == 0 and " " in sentence:
                 head, tail = sentence.split(" ", 1)
                 encoded = f"\\H\\{escape(head)}\\N\\ {escape(tail)}"
             parts.append(encoded)
-        return ("\\.br\\" if self.breaks else " ").join(parts)
+        return ("\\.br\\" * self.breaks or " ").join(parts)
+
+
+def _hex_escaped(sentence: str, codec: str) -> str:
+    """*sentence* escaped, its first accented letter (else its first letter) as \\Xhh\\ of its bytes."""
+    at = next((i for i, c in enumerate(sentence) if not c.isascii()), 0)
+    char = sentence[at]
+    try:
+        data = char.encode(codec)
+    except UnicodeEncodeError:
+        return escape(sentence)
+    return escape(sentence[:at]) + f"\\X{data.hex().upper()}\\" + escape(sentence[at + 1:])
 
 
 def _sentence(rnd: random.Random, words: int, specials: bool, utf8: bool = False) -> str:
@@ -215,9 +227,10 @@ def lines(draw, rnd: random.Random, dims: Dimensions, used: set[str], *, ft: boo
         sentences = [_sentence(rnd, rnd.randint(3, 25 if long else 10), escapes and draw(st.booleans()), utf8)
                      for _ in range(n_sentences)]
         line = Line(sentences,
-                    breaks=escapes and n_sentences > 1 and draw(st.booleans()),
+                    breaks=draw(st.sampled_from((0, 1, 1, 2))) if escapes and n_sentences > 1 else 0,
                     highlight=escapes and ft and draw(st.booleans()),
-                    hex_escape=escapes and draw(st.booleans()))
+                    hex_escape=escapes and draw(st.booleans()),
+                    codec="utf-8" if utf8 else "iso-8859-1")
         if escapes and (line.breaks or line.highlight or line.hex_escape
                         or any(c in s for s in sentences for c in SPECIALS)):
             used.add("escapes")
@@ -282,6 +295,8 @@ class _Builder:
         self.segments: list[str] = []
         self.texts: list[str] = []
         self.absent: list[str] = []
+        self.status = "F"
+        """OBX-11 (and OBR-25) of a narrative report: F, or C when it corrects an earlier one."""
 
     @property
     def v27(self) -> bool:
@@ -295,8 +310,9 @@ class _Builder:
         self.segments.append("|".join(fields).rstrip("|") if fields[0] != "MSH" else "|".join(fields))
 
     def obx(self, n: int, value_type: str, code: str, value: str, *, unit: str = "", ref: str = "",
-            flag: str = "", status: str = "F", sub_id: str = "", when: str = "") -> None:
-        self.add("OBX", str(n), value_type, code, sub_id, value, unit, ref, flag, "", "", status, "", "", when)
+            flag: str = "", status: str = "", sub_id: str = "", when: str = "") -> None:
+        self.add("OBX", str(n), value_type, code, sub_id, value, unit, ref, flag, "", "", status or self.status,
+                 "", "", when)
 
 
 # Narrative sections per type: (OBX-3 local code, title, required). The
@@ -395,13 +411,19 @@ class _Context:
                    "", "", "", "", "", when)
         self.prt_n += 1
 
-    def obr(self, k: int, obr4: str, section: str, *, specimen: str = "", status: str = "F") -> None:
-        """OBR (OBR-16, OBR-32 or their PRT) for group *k*."""
+    def orc(self) -> None:
+        self.b.add("ORC", "RE", self.placer, self.accession, "", "CM", "", "", "", self.observed, "", "",
+                   "" if "ORC-12" in self.prt_roles else self.referrer.xcn())
+
+    def obr(self, k: int, obr4: str, section: str, *, specimen: str = "", status: str = "") -> None:
+        """OBR (OBR-16, OBR-32 or their PRT) for group *k*; from the second, sometimes its own ORC."""
         b = self.b
+        if k > 1 and self.rnd.random() < 0.5:
+            self.orc()
         by_prt_16 = "ORC-12" in self.prt_roles
         b.add("OBR", str(k), self.placer, self.accession, obr4, "", "", self.observed, "", "", "", "", "", "",
               self.observed, specimen, "" if by_prt_16 else self.referrer.xcn(), "", "", "", "", "",
-              self.reported, "", section, status, "", "", "", "", "", "",
+              self.reported, "", section, status or b.status, "", "", "", "", "", "",
               "" if self.prt_roles else self.interpreter.table_id if self.obr32_id_only and self.interpreter.table_id
               else self.interpreter.ndl())
         if by_prt_16:
@@ -434,10 +456,18 @@ class _Context:
                 self.rnd.randint(200, 300)))
             text.append(token)
             self.used.add("long_tokens")
-        line = Line(text)
-        self.b.add("NTE", "1", "L", line.encode())
-        if shown:
-            self.b.texts.extend(line.sentences)
+        # A comment of several NTE, one per line; an empty NTE between paragraphs.
+        segments = [Line(text, codec="utf-8" if self.utf8 else "iso-8859-1")]
+        if self.rnd.random() < 0.3:
+            more = [_sentence(self.rnd, self.rnd.randint(3, 12), False, self.utf8)]
+            if self.dims.blank_lines and self.rnd.random() < 0.5:
+                segments.append(Line([]))
+                self.used.add("blank_lines")
+            segments.append(Line(more))
+        for n, line in enumerate(segments, start=1):
+            self.b.add("NTE", str(n), "L", line.encode())
+            if shown:
+                self.b.texts.extend(line.sentences)
 
 
 def _note_maybe(draw, ctx: _Context, odds: int) -> None:
@@ -500,7 +530,7 @@ def _narrative(draw, ctx: _Context, doc_type: str):
             for k, line in enumerate(text_lines):
                 if k and dims.blank_lines and draw(st.booleans()):
                     n += 1
-                    b.obx(n, "TX", obx3, "", sub_id=sub_id)
+                    b.obx(n, "TX", obx3, draw(st.sampled_from(("", " "))), sub_id=sub_id)
                     ctx.after_obx()
                     used.add("blank_lines")
                 n += 1
@@ -532,6 +562,13 @@ def _lab(draw, ctx: _Context):
     if dims.text_results and draw(st.booleans()):
         orders.append(("URINE^Esame urine^LOCAL", "URN", "UR", None))
         used.add("text_results")
+    if dims.long_texts and draw(st.integers(0, 3)) == 0:
+        # A long panel under local codes the mappings do not know (no LOINC: a W003 warning only).
+        size = draw(st.integers(20, 80))
+        orders.append(("PAN^Pannello esteso^LOCAL", "CH", "SER",
+                       tuple((f"P{i:03d}", f"Analita {i} (metodo {rnd.choice(WORDS)})", "mg/dl", 1.0, 9.5)
+                             for i in range(1, size + 1))))
+        used.add("long_texts")
     spm = dims.spm and b.version not in ("2.3", "2.3.1", "2.4") and draw(st.booleans())
     if spm:
         used.add("spm")
@@ -647,12 +684,14 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     b.add(*pv1)
     if "PV1-7" in prt_roles:
         ctx.prt("AT", "Attending Provider", attending)
-    b.add("ORC", "RE", ctx.placer, ctx.accession, "", "CM", "", "", "", ctx.observed, "", "",
-          "" if "ORC-12" in prt_roles else referrer.xcn())
+    ctx.orc()
 
     if doc_type == "LAB":
         draw(_lab(ctx))
     else:
+        if dims.statuses and draw(st.booleans()):
+            b.status = "C"          # the corrected version of a report sent before
+            used.add("statuses")
         if doc_type == "LDO":
             orders = [("34105-7^Lettera di dimissione ospedaliera^LN", "LDO")]
         elif doc_type == "RAP":
