@@ -10,30 +10,22 @@ from pathlib import Path
 import pytest
 
 from bridge.mllp.protocol import MllpDecoder, frame
+import shared_data
+from shared_data import CHECKOUT, CORPUS, DIALECTS, REFERENCE, SHARED, SPEC, VALIDATOR  # noqa: F401 (fse_helpers)
 from oracles.wire import openapi_checked_requests  # noqa: F401  (autouse: every request a GatewayClient sends is checked against the official OpenAPI)
 
 # Test modules import these helpers as `fse_helpers`: several test folders have a
 # conftest.py of their own, so the module name "conftest" is not unique in a full run.
 sys.modules.setdefault("fse_helpers", sys.modules[__name__])
 
-CHECKOUT = Path(__file__).resolve().parents[1]
-#: The project's shared data beside the checkout (README, "Two commands"): every test reads it from here.
-SHARED = CHECKOUT / ".." / "shared"
-#: Official reference data: CDA samples, XSD, schematrons, terminology.
-REFERENCE = SHARED / "reference"
-#: Public HL7 v2 messages of real-world shapes.
-CORPUS = SHARED / "corpus" / "hl7-public"
-#: pytest's own status for a run that could not start as asked.
+#: pytest's status for a run that could not start as asked (a UsageError).
 MISSING_SHARED_STATUS = pytest.ExitCode.USAGE_ERROR
 
 
-def pytest_sessionstart(session):
+def pytest_configure(config):
     """Without ../shared, one message says so, instead of skips and unrelated failures."""
-    missing = [str(p.resolve()) for p in (REFERENCE, CORPUS) if not p.is_dir()]
-    if missing:
-        pytest.exit(f"../shared is missing beside the checkout: the tests read the official reference data "
-                    f"and the HL7 corpus from {', '.join(missing)}; clone or link the shared folder there "
-                    f"(README, \"Two commands\")", returncode=MISSING_SHARED_STATUS)
+    if missing := shared_data.missing():
+        raise pytest.UsageError(shared_data.missing_message(missing))
 
 
 def make_oru(control_id: str = "CTRL0001", *, version: str = "2.5", facility: str = "OSP",

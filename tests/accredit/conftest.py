@@ -9,8 +9,8 @@ import pytest
 
 from bridge import certs, config as config_module
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-REFERENCE = CHECKOUT / ".." / "shared" / "reference"
+from fse_helpers import CHECKOUT, REFERENCE
+
 STRUCTURE = "01386030488"
 OPERATOR = "MNZLSN99E05F205J"
 

@@ -22,11 +22,9 @@ from bridge.mapping.mapper import load_mappings, map_report
 from bridge.mapping.route import load_routing, route
 from bridge.cda.render import make_environment, render_cda
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-SHARED = CHECKOUT / ".." / "shared"
-CORPUS = SHARED / "corpus" / "italian-dialects"
-REFERENCE = SHARED / "reference"
-VALIDATOR = SHARED / "tools" / "validate_cda.py"
+from fse_helpers import CHECKOUT, REFERENCE, VALIDATOR
+from fse_helpers import DIALECTS as CORPUS
+
 MAPPINGS = CHECKOUT / "mappings"
 STRUCTURE = StructureSettings()
 

@@ -25,8 +25,7 @@ from bridge.gateway.identifiers import new_submission_id
 from bridge.model import DocumentType
 from oracles.wire import openapi_checked_requests  # noqa: F401  (autouse: every request against the OpenAPI)
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-REFERENCE = SHARED / "reference"
+from fse_helpers import REFERENCE
 
 PATIENT = "RMSLSO31M04Z404R"
 OTHER_PATIENT = "MNTMRA03M71C615V"

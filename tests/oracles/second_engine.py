@@ -22,10 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-SHARED = CHECKOUT / ".." / "shared"
-TOOL = SHARED / "tools" / "validate_cda.py"
-REFERENCE = SHARED / "reference"
+from shared_data import REFERENCE
+from shared_data import VALIDATOR as TOOL
 
 
 @dataclass(frozen=True)

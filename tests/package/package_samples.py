@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from fse_helpers import REFERENCE
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "cda" / "samples"
+SAMPLES = REFERENCE / "cda" / "samples"
 SAMPLE_NAMES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 
 

@@ -13,8 +13,8 @@ from bridge.mapping.mapper import load_mappings, map_report
 from bridge.cda.render import make_environment, render_cda
 from bridge.mapping.route import load_routing, route
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-REFERENCE = CHECKOUT / ".." / "shared" / "reference"
+from fse_helpers import CHECKOUT, REFERENCE
+
 FIXTURES = CHECKOUT / "tests" / "fixtures" / "hl7"
 EXAMPLES = CHECKOUT / "examples"
 STRUCTURE = StructureSettings()

@@ -38,11 +38,11 @@ from bridge.cda.render import make_environment, render_cda
 from bridge.pdf.package import extract_cda, package_pdf
 from bridge.pdf.sign import PdfSigner
 
+from fse_helpers import CORPUS, DIALECTS
+
 from .conftest import CHECKOUT, STRUCTURE
 
-CORPORA = CHECKOUT / ".." / "shared" / "corpus"
-PUBLIC = CORPORA / "hl7-public"
-DIALECTS = CORPORA / "italian-dialects"
+PUBLIC = CORPUS
 EXPECTED = tomllib.loads((Path(__file__).with_name("corpus_expected.toml")).read_text("utf-8"))
 
 # A message starts at an MSH segment (after an optional UTF-8 BOM) at the start

@@ -19,6 +19,7 @@ from bridge.errors import InvalidValue
 from bridge.gateway import bodies, valuesets as client_valuesets
 from bridge.simulator import contract, valuesets
 
+from fse_helpers import SPEC
 from gateway_kit import aio, doc_id, make_client, signed_package, submission
 from oracles import openapi
 from sim_requests import RawSender, create_body, metadata_body
@@ -162,7 +163,7 @@ def test_path_id_limit_and_content_types_agree():
 def test_every_operation_has_an_official_path_and_the_region_paths_are_gateway_md_s():
     official = {op for _, _, op, source in contract.ROUTES if source != "RT"}
     assert official == {"create", "replace", "metadata", "delete"}
-    gateway_md = (openapi.CHECKOUT / ".." / "shared" / "spec" / "gateway.md").read_text(encoding="utf-8")
+    gateway_md = (SPEC / "gateway.md").read_text(encoding="utf-8")
     for method, template, _, source in contract.ROUTES:
         if source == "RT":
             assert (method, "/" + template) in openapi.REGION_ALIASES

@@ -1,11 +1,9 @@
 """Helpers shared by the validation tests (the official samples and how to break them)."""
 
-from pathlib import Path
-
 from lxml import etree
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-REFERENCE = CHECKOUT / ".." / "shared" / "reference"
+from fse_helpers import CHECKOUT, REFERENCE  # noqa: F401
+
 SAMPLES = REFERENCE / "cda" / "samples"
 TYPES = ["LAB", "RAD", "RSA", "RAP", "LDO"]
 NS = {"h": "urn:hl7-org:v3"}
