@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: gateway.md section 8: delete/update answered 202 when INI failed and the gateway retries alone.
 INI_ASYNC_WARNING = "Attenzione, transazione presa in carico. Nuovo tentativo in corso"
+#: ErrorResponseDTO.instance maxLength (the official OpenAPI).
+MAX_INSTANCE = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +98,7 @@ class GatewaySimulator(resource.Resource):
         # Longer templates first so documents/{idDoc}/metadata is not taken for documents/{idDoc}.
         for method, template, op, _source in sorted(contract.ROUTES, key=lambda r: -len(r[1])):
             pattern = re.escape(self.base_path + template).replace(re.escape("{idDoc}"), "([^/]+)")
-            self.routes.append((method, re.compile(f"^{pattern}$"), op))
+            self.routes.append((method, re.compile(f"^{pattern}$"), op, self.base_path + template))
         self._faults: list[list] = [[f, f.times] for f in faults]
         self._lock = threading.Lock()
         self.seen: collections.deque[dict] = collections.deque(maxlen=1000)
@@ -145,14 +147,14 @@ class GatewaySimulator(resource.Resource):
         method = request.method.decode("latin-1")
         if raw_path.startswith("/_sim/"):
             return self._admin(request, method, raw_path)
-        for route_method, pattern, op in self.routes:
+        for route_method, pattern, op, template in self.routes:
             match = pattern.match(raw_path)
             if match and method == route_method:
                 path_id = unquote(match.group(1)) if match.groups() else None
-                return self._operation(request, op, path_id, raw_path, x_cart)
+                return self._operation(request, op, path_id, raw_path, template, x_cart)
         return self._json(request, 404, {"type": "/msg/generic-error", "title": "Not found",
                                          "status": 404, "detail": "no such operation",
-                                         "instance": raw_path})
+                                         "instance": raw_path[:MAX_INSTANCE]})
 
     def _json(self, request, status: int, payload, content_type: bytes = b"application/json") -> bytes:
         request.setResponseCode(status)
@@ -179,7 +181,9 @@ class GatewaySimulator(resource.Resource):
             return self._json(request, 200, {"added": len(faults)})
         return self._json(request, 404, {"error": "unknown simulator endpoint"})
 
-    def _operation(self, request, op: str, path_id, raw_path: str, x_cart: str):
+    def _operation(self, request, op: str, path_id, raw_path: str, instance: str, x_cart: str):
+        """*instance*: the problem bodies' ``instance``, the operation's path template (the OpenAPI
+        caps it at 100 characters, which a path holding a 256-character id would exceed)."""
         if request.content is not None:
             request.content.seek(0)
         body = request.content.read() if request.content is not None else b""
@@ -203,7 +207,7 @@ class GatewaySimulator(resource.Resource):
         if fault is not None and fault.status is not None:
             name = fault.problem or ("TokenAuthenticationFailed" if fault.status == 401 else "generic-error")
             problem = Problem(name, "scripted by the simulator", status=fault.status)
-            payload = problem.body(op, instance=raw_path, trace_id=trace_id, span_id=span_id)
+            payload = problem.body(op, instance=instance, trace_id=trace_id, span_id=span_id)
             record["status"] = fault.status
 
             def answer_fault():
@@ -242,14 +246,14 @@ class GatewaySimulator(resource.Resource):
             record["status"] = status
             record["problem"] = problem.name
             log.info("simulator %s refused: %d %s X-Cart-id %s", op, status, problem.name, x_cart)
-            return status, problem.body(op, instance=raw_path, trace_id=trace_id, span_id=span_id,
+            return status, problem.body(op, instance=instance, trace_id=trace_id, span_id=span_id,
                                         workflow_instance_id=wif), b"application/problem+json"
 
         def crashed(failure):
             log.error("simulator %s crashed: %s", op, failure.getTraceback())
             record["status"] = 500
             return 500, {"type": "/msg/generic-error", "title": "Errore generico.", "status": 500,
-                         "detail": "unexpected error", "instance": raw_path, "traceID": trace_id,
+                         "detail": "unexpected error", "instance": instance, "traceID": trace_id,
                          "spanID": span_id}, b"application/problem+json"
 
         def respond(answer):

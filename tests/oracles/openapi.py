@@ -18,14 +18,14 @@ import email.policy
 import functools
 import json
 import re
-from pathlib import Path
 from urllib.parse import unquote
 
 import jsonschema
 import yaml
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-SWAGGER = CHECKOUT / ".." / "shared" / "reference" / "gateway" / "swagger_gtw.yaml"
+from shared_data import REFERENCE
+
+SWAGGER = REFERENCE / "gateway" / "swagger_gtw.yaml"
 
 #: The Region's paths (gateway.md section 1) -> the OpenAPI path with the same operation.
 REGION_ALIASES = {("PUT", "/documents/{idDoc}/metadata"): "/documents/{idDoc}/metadata-iti-57",
@@ -150,3 +150,29 @@ def _validator(schema: dict) -> jsonschema.Draft4Validator:
 def _errors(where: str, schema: dict, document) -> list[str]:
     return [f"{where}: {'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}"
             for e in _validator(schema).iter_errors(document)]
+
+
+GOVWAY_TYPE = "https://govway.org/handling-errors/"
+
+
+def check_response(method: str, path: str, status: int, body: bytes) -> list[str]:
+    """Every way an answer departs from the OpenAPI: its status among the operation's, its JSON body
+    the schema of that status. GovWay's own errors (the front end, gateway.md section 8) are not the
+    API's: only their status is checked."""
+    found = find_operation(method, path)
+    if found is None:
+        return [f"{method} {path}: no such operation in the OpenAPI"]
+    template, operation, _ = found
+    where = f"{operation['operationId']} ({method} {template}) answered {status}"
+    responses = operation["responses"]
+    declared = responses.get(str(status))
+    if declared is None:
+        return [f"{where}: the OpenAPI lists only {sorted(responses)}"]
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return [f"{where}: the body is not JSON"]
+    if isinstance(document, dict) and str(document.get("type", "")).startswith(GOVWAY_TYPE):
+        return []
+    (_, media), = declared["content"].items()
+    return _errors(where, resolve(media["schema"]), document)

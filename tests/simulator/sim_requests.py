@@ -60,6 +60,11 @@ def cx(code: str) -> str:
     return f"{code}^^^&{CF_ROOT}&ISO"
 
 
+def under_base(response: httpx.Response) -> str:
+    """The path of the request that got *response*, under the simulator's /gateway/v2/ base."""
+    return "/" + response.request.url.raw_path.decode("ascii").split("/gateway/v2/", 1)[1]
+
+
 @dataclass
 class Spec:
     """Everything a request is made of; tests change one field."""

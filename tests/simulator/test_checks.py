@@ -17,7 +17,8 @@ from bridge.simulator import Fault
 
 from gateway_kit import (OTHER_PATIENT, PATIENT, REFERENCE, aio, build_pdf, doc_id, make_cda, registry_rows,
                          sign_pdf, start)
-from sim_requests import RawSender
+from oracles import openapi
+from sim_requests import RawSender, under_base
 
 PUBLISHED, REFUSED, NOT_NOW = OutcomeClass.PUBLISHED, OutcomeClass.REFUSED, OutcomeClass.NOT_NOW
 
@@ -256,6 +257,7 @@ async def test_check_fires(name, op, mutate, status, kind, outcome, sender, simu
         assert problem["traceID"] and problem["spanID"] and problem["title"]
     assert classify(response.status_code, problem)[0] is outcome
     assert registry_rows(simulator) == []
+    assert openapi.check_response(response.request.method, under_base(response), status, response.content) == []
 
 
 def test_at_least_25_distinct_checks():

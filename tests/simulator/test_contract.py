@@ -22,7 +22,7 @@ from bridge.simulator import contract, valuesets
 from fse_helpers import SPEC
 from gateway_kit import aio, doc_id, make_client, signed_package, submission
 from oracles import openapi
-from sim_requests import RawSender, create_body, metadata_body
+from sim_requests import RawSender, create_body, metadata_body, under_base
 
 SIMULATOR = Path(__file__).resolve().parents[2] / "bridge" / "simulator"
 FORBIDDEN = ("bridge.gateway", "bridge.publish")
@@ -273,9 +273,13 @@ async def test_every_client_request_is_checked(config, simulator, fake_sleep, si
 async def test_the_simulator_serves_the_official_and_region_paths(template, status, config, simulator, package,
                                                                    sign_credential, pki):
     sender = RawSender(simulator, config, sign_credential, pki)
-    assert (await aio(sender.send(sender.spec("create", package)))).status_code == 202
+    created = await aio(sender.send(sender.spec("create", package)))
+    assert created.status_code == 202
+    assert openapi.check_response("POST", under_base(created), 202, created.content) == []
     response = await aio(sender.send(sender.spec("metadata"), template))
     assert response.status_code == status, response.json()
+    if status == 200:
+        assert openapi.check_response("PUT", under_base(response), 200, response.content) == []
     assert bool(openapi.check_request("PUT", "/" + template.replace("{id}", "a%5Eb"), "application/json",
                                       b"{}")) is True  # the oracle: {} lacks the required fields
     assert any("no such operation" in p for p in openapi.check_request(
@@ -286,5 +290,19 @@ async def test_the_simulator_serves_the_official_and_region_paths(template, stat
 async def test_the_region_production_delete_path_is_served(config, simulator, package, sign_credential, pki):
     sender = RawSender(simulator, config, sign_credential, pki)
     assert (await aio(sender.send(sender.spec("create", package)))).status_code == 202
-    assert (await aio(sender.send(sender.spec("delete"), "{id}"))).status_code == 200
+    deleted = await aio(sender.send(sender.spec("delete"), "{id}"))
+    assert deleted.status_code == 200
+    assert openapi.check_response("DELETE", under_base(deleted), 200, deleted.content) == []
     assert (await aio(sender.send(sender.spec("delete"), "documents/{id}"))).status_code == 404
+
+
+def test_the_response_oracle_judges_status_and_body():
+    good = b'{"traceID": "a", "spanID": "b", "workflowInstanceId": "w"}'
+    assert openapi.check_response("POST", "/documents/validate-and-create", 202, good) == []
+    assert openapi.check_response("POST", "/documents/validate-and-create", 200, good)  # V&C answers 202
+    assert openapi.check_response("DELETE", "/documents/a%5Eb", 200, b'{"traceID": "a", "extra": 1}')
+    problem = b'{"type": "/msg/id-doc", "title": "t", "status": 400, "instance": "/x", "workflowInstanceId": "w"}'
+    assert openapi.check_response("POST", "/documents/validate-and-create", 400, problem) == []
+    assert openapi.check_response("PUT", "/documents/a%5Eb", 400, problem)  # no workflowInstanceId on replace
+    govway = b'{"type": "https://govway.org/handling-errors/401/TokenExpired.html", "govway_id": "x"}'
+    assert openapi.check_response("DELETE", "/documents/a%5Eb", 401, govway) == []
