@@ -632,8 +632,12 @@ class _Mapper:
 
         *highlight*: keep ``\\H\\…\\N\\`` as marks (narrative paragraphs show them bold).
         """
-        return [line for value in self.reader.values(obx["index"], parse_path("OBX-5[*]"), highlight=highlight)
-                for line in text_lines(value)]
+        out: list[str] = []
+        for part in [obx] + obx.get("more", []):
+            values = self.reader.values(part["index"], parse_path("OBX-5[*]"), highlight=highlight)
+            # An OBX with an empty OBX-5 is a blank line (a paragraph break).
+            out.extend([line for value in values for line in text_lines(value)] or [BREAK])
+        return out
 
     def obx_text(self, obx: dict) -> str:
         """OBX-5 as text: lines joined, blank lines kept inside, none at the ends."""
@@ -818,12 +822,23 @@ class _Mapper:
 
     def results(self, group: dict) -> list[dict]:
         """The OBX of a LAB group that become observations: attachments the type cannot carry,
-        deleted or wrong results (said in the ACK) and blank text lines are left out."""
+        deleted or wrong results (said in the ACK) and blank text lines are left out; the
+        lines of one text result sent one per OBX (``observation.continued_lines``, same
+        OBX-3 and OBX-4) are one observation."""
         carried = {t.upper() for t in self.setting("observation.carried_attachments", [])}
-        kept = []
+        continued = {t.upper() for t in self.setting("observation.continued_lines", ["TX"])}
+        kept: list[dict] = []
+        run = None
         for obx in group["obx"]:
             i, n = obx["index"], obx["occurrence"]
             value_type = self.reader.value(i, parse_path("OBX-2")).upper()
+            key = (self.reader.raw_field(i, 3), self.reader.raw_field(i, 4), self.reader.raw_field(i, 11)) \
+                if value_type in continued else None
+            if key is not None and key == run:
+                kept[-1].setdefault("more", []).append(obx)
+                kept[-1]["notes"] = kept[-1]["notes"] + obx["notes"]
+                continue
+            run = None
             if value_type in self.attachment_types and value_type not in carried:
                 self.attachment_left_out(n, value_type)
             elif self.left_out(obx):
@@ -833,7 +848,8 @@ class _Mapper:
                         self.reader.value(i, parse_path("OBX-11")).upper()) != "aborted":
                 continue   # a blank line between text results: nothing to show
             else:
-                kept.append(obx)
+                kept.append(dict(obx))
+                run = key
         return kept
 
     def local_name(self, reps: list[list[str]], code: Code) -> str:

@@ -153,6 +153,16 @@ def test_narrative_suffix_subcomponent_picks_the_section(do_map):
     assert sections["18782-3"] == ("Descrizione.",) and sections["55110-1"] == ("Conclusione.",)
 
 
+def test_lab_text_result_sent_one_line_per_obx_is_one_observation(do_map):
+    text = example("lab.hl7")
+    for n, value in enumerate(["Emazie normocromiche.", "", "Piastrine aggregate."], start=5):
+        text += f"\rOBX|{n}|TX|COMM^Commento morfologico^L|1|{value}||||||F"
+    exam = do_map(text).sections[-1].exams[-1]
+    comments = [o for o in exam.observations if o.name == "Commento morfologico"]
+    assert len(comments) == 1
+    assert comments[0].text == "Emazie normocromiche.\n\nPiastrine aggregate."
+
+
 def test_report_nte_before_the_first_obr_is_kept(do_map):
     text = insert_after(example("lab.hl7"), "PV1", "NTE|1|L|Paziente in terapia anticoagulante.")
     assert do_map(text).sections[0].exams[0].notes[0].text == "Paziente in terapia anticoagulante."
