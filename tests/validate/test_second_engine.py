@@ -92,6 +92,7 @@ MORE = [
     _set("h:confidentialityCode", "code", "Z", "confidentiality_z"),
     _set("h:effectiveTime", "value", "2026", "effective_time_year_only"),
     _set("h:code", "code", "00000-0", "document_code_unknown"),
+    _set("h:code", "displayName", "Altro", "document_display_name_other"),   # fires the W001 report
     _set("h:id", "root", "1.2.3", "document_id_other_root"),
     unexpected_element,                          # an XSD error
     second_patient_id_other_root,
@@ -194,6 +195,8 @@ def test_the_documents_cover_samples_renders_and_failures(judged):
     failed_rules = {(name.split("-")[1], rule) for name, (o, _) in judged.items() for rule, _ in o.errors}
     assert len(failed_rules) >= 75, sorted(failed_rules)
     assert all(judged[f"sample-{t}"][0] == Outcome(xsd_ok=True) for t in TYPES)
+    # Reports (warnings) are compared too, not only asserts.
+    assert set(TYPES) <= {n.split("-")[1] for n, (o, _) in judged.items() if o.warnings}
 
 
 # --------------------------------------------------------------------------- the comparison bites
