@@ -79,6 +79,11 @@ class MllpDecoder:
         """Is a frame started and not yet complete?"""
         return self._in_frame
 
+    @property
+    def skipping(self) -> bool:
+        """Is the rest of an oversized frame, up to its end byte, still to come?"""
+        return self._skipping
+
     def feed(self, data: bytes) -> Iterator[bytes]:
         view = memoryview(data)
         pos, size = 0, len(data)
@@ -127,6 +132,9 @@ class MllpProtocol(protocol.Protocol):
     def __init__(self):
         self._answers: deque[list] = deque()   # [Deferred, result or None, done]
         self._closing = False
+        self._draining = False
+        """After an oversized frame: its rest is read and dropped before the connection closes
+        (closing with unread bytes sends a reset, which can destroy the answer on its way)."""
         self._paused = False
         self.peer = ""
         self.host = ""
@@ -172,6 +180,9 @@ class MllpProtocol(protocol.Protocol):
 
     def dataReceived(self, data: bytes):
         if self._closing:
+            if self._draining and END in data:
+                self._draining = False
+                self._flush()
             return
         was_in_frame = self.decoder.in_frame
         completed = 0
@@ -183,6 +194,9 @@ class MllpProtocol(protocol.Protocol):
             log.warning("frame from %s over %d bytes: refused, closing", self.peer, self.factory.max_frame)
             self._queue(maybeDeferred(self.factory.handle_oversize, error.head, self.peer))
             self._closing = True
+            self._draining = self.decoder.skipping
+            if self._draining and self._frame_started is None:
+                self._frame_begins()   # the rest must come within the frame deadline too
             self._flush()
             return
         if completed:
@@ -202,7 +216,7 @@ class MllpProtocol(protocol.Protocol):
     def _frame_check(self) -> None:
         # One timer per connection, looking at the frame under way when it fires.
         self._frame_call = None
-        if self._frame_started is None or self._closing:
+        if self._frame_started is None or (self._closing and not self._draining):
             return
         timeout = self.factory.frame_timeout
         left = self._frame_started + timeout - self._clock.seconds()
@@ -212,6 +226,7 @@ class MllpProtocol(protocol.Protocol):
         log.warning("MLLP connection from %s: frame not complete %ss after its start (%d bytes): closing",
                     self.peer, timeout, self.decoder.pending)
         self._closing = True
+        self._draining = False
         self._flush()
 
     def evict(self) -> None:
@@ -248,7 +263,7 @@ class MllpProtocol(protocol.Protocol):
         if self._paused and len(self._answers) <= self.factory.max_pending // 2 and self.transport is not None:
             self._paused = False
             self.transport.resumeProducing()
-        if self._closing and not self._answers and self.transport is not None:
+        if self._closing and not self._answers and not self._draining and self.transport is not None:
             self.transport.loseConnection()
 
     def _idle_check(self):

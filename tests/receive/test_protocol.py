@@ -76,6 +76,27 @@ def test_oversize_answers_ar_after_earlier_answers_then_closes():
     assert transport.disconnecting
 
 
+def test_oversize_frame_is_read_to_its_end_before_closing():
+    # Closing with its rest unread would send a reset, which can destroy the AR on its way.
+    clock = task.Clock()
+    handler, factory = make(max_frame=20, clock=clock, frame_timeout=5)
+    proto, transport = connect(factory)
+    proto.dataReceived(b"\x0bMSH|" + b"x" * 50)
+    assert answers(transport) == [b"AR for MSH|x"] and not transport.disconnecting
+    proto.dataReceived(b"y" * 100)
+    assert not transport.disconnecting
+    proto.dataReceived(b"y\x1c\r")
+    assert transport.disconnecting and len(handler.calls) == 0
+    # A rest that never ends is bounded by the frame deadline.
+    proto, transport = connect(factory)
+    proto.dataReceived(b"\x0bMSH|" + b"x" * 50)
+    clock.advance(3)
+    proto.dataReceived(b"y" * 100)
+    assert not transport.disconnecting
+    clock.advance(2.5)
+    assert transport.disconnecting
+
+
 def test_idle_timeout_closes_and_waits_for_own_answers():
     clock = task.Clock()
     handler, factory = make(clock=clock, idle_timeout=30)
