@@ -14,8 +14,10 @@ from hypothesis import given, settings, strategies as st
 from stdnum.it import codicefiscale
 
 from bridge.hl7.message import parse_message
+from bridge.mapping.analysis import analyse
 
 from .conftest import PROFILE
+from .corruptions import matches, refused_messages
 from .pipeline import run, validate_independently
 from .strategies import CHARSETS, TYPES, Dimensions, messages, people
 
@@ -62,3 +64,18 @@ def test_messages_are_what_they_say(generated, data):
     assert ("\rPRT|" in text) == ("prt" in generated.features)
     if generated.version == "2.6":
         assert "prt" not in generated.features
+
+
+@pytest.mark.parametrize("doc_type", TYPES)
+def test_a_broken_field_is_refused_naming_it(doc_type, stages):
+    @settings(settings.get_profile(PROFILE))
+    @given(refused_messages(types=(doc_type,)))
+    def refuse(case):
+        generated, refusal = case
+        analysis = analyse(stages, refusal.raw)
+        error = analysis.route_error or analysis.mapping_error
+        assert error is not None, f"{refusal.what}: published ({generated.describe()})"
+        assert (error.ack_code, error.err_code) == ("AE", refusal.code), (refusal.what, str(error))
+        assert matches(refusal, error.location), (refusal.what, str(error))
+
+    refuse()
