@@ -169,6 +169,15 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Media:
+    """An attachment sent in OBX-5 (ED) that the type's guide carries (observationMedia)."""
+
+    media_type: str
+    value: str
+    """Base64."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Notice:
     """Something the mapping left out or changed that the sender must hear of: one ERR of the ACK."""
 
@@ -245,6 +254,8 @@ class Section:
     """LAB: the leaf sections of a specialty section."""
     codes: tuple[Code, ...] = ()
     """Coded findings for this section (diagnoses...), from CE/CWE results."""
+    media: Media | None = None
+    """An attachment the section's entry carries (RAP: observationMedia of its AP observation)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

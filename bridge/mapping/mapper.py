@@ -38,7 +38,7 @@ from bridge.mapping.access import access_policies
 from bridge.mapping.sections import check_declaration, fill_required
 from bridge.mapping.specimens import narrative_specimens, specimen_line
 from bridge.mapping.text import BREAK, paragraphs, text_lines
-from bridge.model import (Address, Code, DocumentType, Encounter, Exam, Identifier, Note, Notice,
+from bridge.model import (Address, Code, DocumentType, Encounter, Exam, Identifier, Media, Note, Notice,
                           Observation, Order, Organization, Patient, Person, Range, Report,
                           Section, Specimen, Telecom)
 
@@ -655,6 +655,23 @@ class _Mapper:
     def attachment_types(self) -> set[str]:
         return {t.upper() for t in self.setting("observation.attachment_types", ["ED", "RP"])}
 
+    def attachment(self, obx: dict) -> Media:
+        """An ED OBX-5 (``^type^subtype^Base64^data``) as Base64 with its MIME type, checked."""
+        i, n = obx["index"], obx["occurrence"]
+        comps = [c.strip() for c in (self.reader.repetitions(i, 5) or [[]])[0]] + [""] * 5
+        if comps[3].upper() not in ("BASE64", "B64"):
+            raise InvalidValue("attachment encoding must be Base64", location=f"OBX^{n}^5^4")
+        value = re.sub(r"\s+", "", comps[4])
+        if not value or not re.fullmatch(r"[A-Za-z0-9+/]+=*", value):
+            raise InvalidValue("attachment data is not Base64", location=f"OBX^{n}^5^5")
+        if len(value) * 3 // 4 > int(self.setting("observation.attachment_max_bytes", 700_000)):
+            # The signed PDF that embeds this CDA must stay under the gateway's 1 MB (pdf.md §1).
+            raise InvalidValue("attachment too large for the document", location=f"OBX^{n}^5^5")
+        media_type = self.setting("observation.media_types", {}).get(f"{comps[1]}/{comps[2]}".upper())
+        if media_type is None:
+            raise UnknownCode("attachment type not in observation.media_types", location=f"OBX^{n}^5^2")
+        return Media(media_type=media_type, value=value)
+
     def attachment_left_out(self, n: int, value_type: str) -> None:
         """An attachment (ED/RP) where the type's guide has no multimedia: a warning, never narrative text."""
         self.notice(f"attachment ({value_type}) not carried: {self.doc_type.name} has no place for it",
@@ -704,20 +721,8 @@ class _Mapper:
                 if not shown:
                     raise MissingField("result value is missing", location=f"OBX^{n}^5")
             elif value_type == "ED":
-                comps = [c.strip() for c in (r.repetitions(i, 5) or [[]])[0]] + [""] * 5
-                kind, shown, value = "ED", "", ""
-                if comps[3].upper() not in ("BASE64", "B64"):
-                    raise InvalidValue("attachment encoding must be Base64", location=f"OBX^{n}^5^4")
-                value = re.sub(r"\s+", "", comps[4])
-                if not value or not re.fullmatch(r"[A-Za-z0-9+/]+=*", value):
-                    raise InvalidValue("attachment data is not Base64", location=f"OBX^{n}^5^5")
-                if len(value) * 3 // 4 > int(self.setting("observation.attachment_max_bytes", 700_000)):
-                    # The signed PDF that embeds this CDA must stay under the gateway's 1 MB (pdf.md §1).
-                    raise InvalidValue("attachment too large for the document", location=f"OBX^{n}^5^5")
-                media_types = self.setting("observation.media_types", {})
-                media_type = media_types.get(f"{comps[1]}/{comps[2]}".upper())
-                if media_type is None:
-                    raise UnknownCode("attachment type not in observation.media_types", location=f"OBX^{n}^5^2")
+                media = self.attachment(obx)
+                kind, value, media_type = "ED", media.value, media.media_type
                 shown = f"Allegato ({media_type})"
             elif value_type in ("CE", "CWE", "CNE", "CF"):
                 comps = (r.repetitions(i, 5) or [[]])[0]
@@ -887,6 +892,10 @@ class _Mapper:
         default = self.setting("sections.default")
         notes_section = self.setting("sections.notes", default)
         continued = {t.upper() for t in self.setting("observation.continued_lines", ["TX"])}
+        carried = {t.upper() for t in self.setting("observation.carried_attachments", [])}
+        # Sections whose entry can hold one attachment (RAP: the AP observation's observationMedia).
+        media_sections = set(self.setting("sections.media", []))
+        media: dict[str, Media] = {}
         flat: dict[str, list[str]] = {}
         codes: dict[str, list[Code]] = {}
         run = None
@@ -906,7 +915,10 @@ class _Mapper:
                 section = self.section_of(obx, table, default)
                 value_type = self.reader.value(i, parse_path("OBX-2")).upper()
                 if value_type in self.attachment_types:
-                    self.attachment_left_out(n, value_type)
+                    if value_type in carried and section in media_sections and section not in media:
+                        media[section] = self.attachment(obx)
+                    else:
+                        self.attachment_left_out(n, value_type)
                     continue
                 if self.left_out(obx):
                     continue
@@ -926,6 +938,8 @@ class _Mapper:
             for note in group["notes"]:
                 add(notes_section, text_lines(note))
         texts = {code: paras for code, lines in flat.items() if (paras := paragraphs(lines))}
+        for code, item in media.items():
+            texts.setdefault(code, (f"Allegato ({item.media_type})",))
         if not texts:
             raise MissingField("the report has no text (every OBX-5 is empty)", location="OBX^1^5")
         order = [row["section"] for row in self.m.tables.get(table, ())
@@ -942,7 +956,7 @@ class _Mapper:
             title = titles.get(code, code)
             out.append(Section(code=Code(code=code, system=LOINC, system_name="LOINC", display=title),
                                title=title, ref=self.ref("sec"), paragraphs=texts[code],
-                               codes=tuple(codes.get(code, ()))))
+                               codes=tuple(codes.get(code, ())), media=media.get(code)))
         return tuple(out)
 
     def section_of(self, obx: dict, table: str, default: str | None) -> str:

@@ -7,6 +7,8 @@ both validators (ours and ../shared/tools/validate_cda.py) find 0 errors.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 from lxml import etree
@@ -17,7 +19,7 @@ from bridge.hl7.message import parse_message
 from bridge.mapping.route import route
 from bridge.model import Action
 
-from .conftest import corpus_file
+from .conftest import VALIDATOR, corpus_file
 
 NS = {"h": "urn:hl7-org:v3"}
 PUBLISHED = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "12", "13", "14a", "14b"]
@@ -211,6 +213,22 @@ def test_10_both_specimens_in_procedura(published):
     ids = procedura.xpath(".//h:procedure/h:specimen/h:specimenRole/h:id/@extension", namespaces=NS)
     sites = procedura.xpath(".//h:procedure/h:targetSiteCode/@code", namespaces=NS)
     assert (ids, sites) == (["I26-01187-A", "I26-01187-B"], ["60184004", "485005"])
+
+
+def test_10_an_image_in_microscopy_is_carried_as_the_rap_guide_says(run, rules, tmp_path):
+    raw = corpus_file("10").read_bytes().rstrip(b"\r")
+    raw += b"\rOBX|7|ED|MICRO^Immagine microscopica^L||^IM^JPEG^Base64^/9j/4AAQSkZJRgABAQ==||||||F\r"
+    _, report, xml = run(raw)
+    assert not report.notices
+    media = tree(xml).xpath(".//h:section[h:code/@code='22635-7']//h:observationMedia", namespaces=NS)
+    assert len(media) == 1 and media[0].find("h:value", NS).get("mediaType") == "image/jpeg"
+    ours = validate_cda(xml, rules)
+    assert not ours.errors, [str(i) for i in ours.errors]
+    path = tmp_path / "rap-media.xml"
+    path.write_bytes(xml)
+    result = subprocess.run([sys.executable, str(VALIDATOR), "--terminology", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert "xsd=ok schematron_errors=0" in result.stdout and "terminology_errors=0" in result.stdout, result.stdout
 
 
 def test_11_impossible_birth_date_is_refused_naming_pid7(run):

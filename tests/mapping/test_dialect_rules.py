@@ -202,6 +202,19 @@ def test_attachment_in_lab_is_carried(do_map):
     assert media and media[0].media_type == "application/pdf"
 
 
+def test_attachment_in_a_rap_microscopy_section_is_carried_once(do_map):
+    image = "^IM^JPEG^Base64^/9j/4AAQSkZJRgABAQ=="
+    text = example("rap.hl7") + f"\rOBX|8|ED|MICRO^Immagine^L||{image}||||||F" \
+        + f"\rOBX|9|ED|MICRO^Immagine^L||{image}||||||F" + f"\rOBX|10|ED|DIAGNOSI^PDF^L||{image}||||||F"
+    report = do_map(text)
+    micro = next(s for s in report.sections if s.code.code == "22635-7")
+    assert micro.media.media_type == "image/jpeg"
+    count = text.count("\rOBX|")
+    # The second image has no place (one per AP observation), nor has Diagnosi: warned.
+    assert [(n.location, n.severity) for n in report.notices] == [
+        (f"OBX^{count - 1}^5", "W"), (f"OBX^{count}^5", "W")]
+
+
 def test_attachment_over_the_ceiling_is_refused(do_map):
     big = "A" * 1_000_000
     text = example("lab.hl7") + f"\rOBX|5|ED|PDF^Referto^L||^AP^PDF^Base64^{big}||||||F"
