@@ -12,11 +12,14 @@ import pytest
 from bridge.mllp.protocol import MllpDecoder, frame
 import shared_data
 from shared_data import CHECKOUT, CORPUS, DIALECTS, REFERENCE, SHARED, SPEC, VALIDATOR  # noqa: F401 (fse_helpers)
-from oracles.wire import openapi_checked_requests  # noqa: F401  (autouse: every request a GatewayClient sends is checked against the official OpenAPI)
 
 # Test modules import these helpers as `fse_helpers`: several test folders have a
 # conftest.py of their own, so the module name "conftest" is not unique in a full run.
+# Set before the oracles' imports, which read the paths above through it.
 sys.modules.setdefault("fse_helpers", sys.modules[__name__])
+
+from oracles.wire import openapi_checked_requests  # noqa: F401  (autouse: every request a GatewayClient sends is checked against the official OpenAPI)
+
 
 #: pytest's status for a run that could not start as asked (a UsageError).
 MISSING_SHARED_STATUS = pytest.ExitCode.USAGE_ERROR
