@@ -10,7 +10,7 @@ The document is made the way the service makes documents: an HL7 v2 ORU^R01
 built here (never read from examples or tests) goes through
 :func:`bridge.mapping.analysis.analyse`, :func:`bridge.publish.plan.decide`, the render,
 validate and package stages of :mod:`bridge.service.stages` and the gateway client,
-with the request bodies of :func:`bridge.publish.pipeline.build_submission`. The
+with the request bodies of :func:`bridge.publish.submission.build_submission`. The
 patient is always one of RT §6's stage test fiscal codes, so the run can
 never publish for a real citizen; a production gateway is refused unless
 asked for explicitly.
@@ -40,9 +40,11 @@ from bridge.errors import BridgeError, ConfigError, ValidationFailed
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult
 from bridge.gateway.identifiers import new_submission_id, repository_id
+from bridge.publish.record import answer_fields, gateway_record, outcome_of
+from bridge.publish.submission import build_submission, submission_record
 from bridge.journal import Document, Received
 from bridge.model import AckCode, Action, DocumentType
-from bridge.outcome import ErrItem, Outcome
+from bridge.outcome import Outcome
 
 #: RT §6: the stage test fiscal codes. The run publishes for these only.
 TEST_FISCAL_CODES = ("RMSLSO31M04Z404R", "MNTMRA03M71C615V", "MNZLSN99E05F205J",
@@ -326,33 +328,14 @@ class _Run:
                                       info.document_id))
 
     def record_answer(self, step: Step, result: GatewayResult) -> None:
+        """The step's answers, as the pipeline records a message's (bridge.publish.record)."""
         def work():
             for call_id, attempt in zip(self.calls, result.attempts):
-                self.store.gateway_call_answered(
-                    call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id,
-                    trace_id=attempt.trace_id, span_id=attempt.span_id,
-                    workflow_instance_id=attempt.workflow_instance_id, warning=attempt.warning,
-                    problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
-            self.store.add_artifact(self.entry_id, "submit", "gateway.json", _json({
-                "operation": step.operation, "document_id": step.document_id,
-                "outcome": result.outcome_class.value, "reconciled": result.reconciled,
-                "attempts": [dataclasses.asdict(a) for a in result.attempts]}))
-            if result.published:
-                outcome = Outcome(code=AckCode.AA, text=f"X-Cart-id {result.x_cart_id}",
-                                  errors=(ErrItem(code="0", severity="I",
-                                                  text=f"accreditation {step.operation} {step.document_id}"),),
-                                  document_id=step.document_id, operation=step.operation,
-                                  x_cart_id=result.x_cart_id, trace_id=result.trace_id,
-                                  workflow_instance_id=result.workflow_instance_id)
-            else:
-                error = result.to_error()
-                outcome = Outcome(code=AckCode(error.ack_code), text=f"X-Cart-id {result.x_cart_id}"
-                                  if result.x_cart_id else error.message,
-                                  errors=(ErrItem(code=error.err_code, text=error.message),),
-                                  document_id=step.document_id, operation=step.operation,
-                                  x_cart_id=result.x_cart_id, trace_id=result.trace_id,
-                                  workflow_instance_id=result.workflow_instance_id)
-            self.store.finish(self.entry_id, outcome)
+                self.store.gateway_call_answered(call_id, **answer_fields(attempt))
+            self.store.add_artifact(self.entry_id, "submit", "gateway.json",
+                                    _json(gateway_record(result, step.operation, step.document_id)))
+            self.store.finish(self.entry_id, outcome_of(result, document_id=step.document_id,
+                                                        operation=step.operation))
         self.transaction(work)
 
     # -- files -------------------------------------------------------------
@@ -385,8 +368,6 @@ class _Run:
 
     async def publish(self, step: Step, version: int) -> bool:
         """Steps 1 and 2: message → analysis → plan → render → validate → package → call."""
-        from bridge.publish.pipeline import build_submission, submission_record
-
         raw, control_id = self.message(step.number, "F" if version == 1 else "C", corrected=version > 1)
         analysis = analyse(self.stages, raw)
         routed = analysis.routed()
@@ -449,8 +430,6 @@ class _Run:
 
     async def metadata(self, step: Step) -> bool:
         from bridge.publish.metadata import apply_settings
-        from bridge.publish.pipeline import submission_record
-
         plan = self.plan(Action.METADATA)
         if plan.action is not Action.METADATA:
             raise BridgeError(f"nothing to update: {plan.reason}")
@@ -471,8 +450,6 @@ class _Run:
         return result.published
 
     async def delete(self, step: Step) -> bool:
-        from bridge.publish.pipeline import submission_record
-
         raw, control_id = self.message(step.number, "X")
         routed = analyse(self.stages, raw).routed()
         if routed.action is not Action.DELETE:

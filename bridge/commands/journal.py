@@ -339,6 +339,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
     from bridge.gateway.client import GatewayClient, OutcomeClass
     from bridge.gateway.identifiers import new_submission_id
     from bridge.publish.pipeline import REQUEST_ARTIFACT, MetadataCall, submission_record
+    from bridge.publish.record import alert_for, answer_fields
     from bridge.publish.context import gateway_url
     from bridge.web.site import metadata_answer
 
@@ -368,13 +369,11 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
     for index, attempt in enumerate(result.attempts):
         if index:
             call_id = store.gateway_call_sent(entry_id, "metadata", document_id)
-        store.gateway_call_answered(
-            call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
-            span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
-            warning=attempt.warning, problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
+        store.gateway_call_answered(call_id, **answer_fields(attempt))
     if result.outcome_class is OutcomeClass.PUBLISHED:
         # What the gateway took: the next update starts from it (bridge.publish.metadata.submission_for).
         store.add_artifact(entry_id, metadata.APPLIED_STAGE, "submission.json",
                            json.dumps(submission_record(sub)).encode())
     store.commit()
+    alert_for(result, f"entry {entry_id}")
     return metadata_answer(MetadataCall(entry_id=entry_id, result=result))[1]

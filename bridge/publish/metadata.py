@@ -19,6 +19,7 @@ import json
 
 from bridge.errors import BridgeError, InvalidValue
 from bridge.gateway.bodies import Submission, check_submission
+from bridge.publish.submission import submission_from_record
 
 #: Gateway field name → (Submission field, is a list).
 FIELDS = {
@@ -82,8 +83,6 @@ APPLIED_STAGE = "metadata"
 def submission_for(store, document) -> tuple[Submission, int]:
     """*document*'s current submission (the publication's, or its latest metadata update the
     gateway took) and the journal entry that published it (sync store: the CLI's own path)."""
-    from bridge.publish.pipeline import submission_from_record
-
     if document.message_id is not None:
         for artifact in reversed(store.artifacts(document.message_id)):
             if artifact.name == "submission.json":

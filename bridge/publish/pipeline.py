@@ -36,13 +36,16 @@ from typing import Any, Callable
 
 from twisted.internet import defer
 
+from bridge.alerts import Kind as AlertKind, raise_alert
+from bridge.publish.record import ACCEPTED, alert_for, answer_fields, gateway_record, outcome_of, published_outcome
+from bridge.publish.submission import (build_submission, keep_hidden, person_code, submission_from_record,
+                                       submission_record)
 from bridge.service import stages
 from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
-from bridge.gateway.identifiers import new_submission_id, repository_id
-from bridge.gateway.valuesets import FISCAL_CODE_ROOT, HIDING_CODES
+from bridge.gateway.identifiers import new_submission_id
 from bridge.journal import Document, Entry
 from bridge.mapping.mapper import Mappings
 from bridge.model import AckCode, Action, DocumentType, Report
@@ -56,15 +59,8 @@ MAX_ERR_SEGMENTS = 10
 #: An operator's metadata request as sent (under the publishing message); ``submission.json``
 #: there is only ever what the gateway took.
 REQUEST_ARTIFACT = "metadata-request.json"
-#: HL7 table 0357 "message accepted", for the informational ERR naming the document id.
-ACCEPTED = "0"
 #: The plan name journaled with the calls of the wrong-patient plan (gateway.md section 9).
 WRONG_PATIENT = "wrong-patient"
-
-
-def operator_alert(kind: str, text: str) -> None:
-    """An OPERATOR ALERT line at ERROR (ids and X-Cart-ids only, never patient data)."""
-    log.error("OPERATOR ALERT [%s] %s", kind, text)
 
 
 @dataclass(kw_only=True)
@@ -151,7 +147,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     patient = live_patient = None
     if routed.action is Action.PUBLISH:
         report = analysis.mapped_report()
-        patient = _person(report.patient.person_id)[0]
+        patient = person_code(report.patient.person_id)[0]
         live = current(documents)
         if live is not None and uncertain is None:
             live_patient = await _patient_of(journal, live)
@@ -195,7 +191,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
 
     sub = build_submission(report, plan.ids.document_id, pub.config, pub.submission_ids())
     if plan.target is not None:
-        sub = await _keep_hidden(journal, plan.target, sub)
+        sub = keep_hidden(sub, await _stored_submission(journal, plan.target))
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
     operation = "replace" if plan.action is Action.REPLACE else "create"
     resend = plan.resumed is not None
@@ -206,7 +202,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     result = await _submit(ctx, entry, operation, plan.ids.document_id, call)
 
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return _failure(result, document_id=plan.ids.document_id, operation=operation)
+        return outcome_of(result, document_id=plan.ids.document_id, operation=operation)
     if plan.resumed is not None and result.reconciled and plan.resumed.content_hash != digest:
         # The earlier attempt landed with its own content: record it, then replace it with ours.
         await journal.put_document(dataclasses.replace(document, state=PUBLISHED))
@@ -217,7 +213,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
                                                    message_id=entry.id))
     if plan.target is not None:
         await journal.put_document(dataclasses.replace(plan.target, state=REPLACED))
-    published = _published(result, plan.ids.document_id, operation)
+    published = outcome_of(result, document_id=plan.ids.document_id, operation=operation)
     # What the mapping left out (deleted results, attachments not carried) is said in the ACK.
     notices = tuple(ErrItem(code=n.code, text=n.text, location=n.location, severity=n.severity)
                     for n in report.notices)
@@ -242,15 +238,15 @@ async def _delete_wrong_patient(ctx, pub: Publisher, entry: Entry, plan: Plan) -
     """
     journal = ctx.journal
     old = plan.deletes
-    operator_alert("wrong_patient",
-                   f"message {entry.msh10 or entry.id} (entry {entry.id}) corrects {old.document_id} for "
-                   f"another patient: deleting it and publishing {plan.ids.document_id} as a new set "
-                   f"(RT section 4.2); check whether the first patient was shown the report")
+    raise_alert(AlertKind.WRONG_PATIENT,
+                f"message {entry.msh10 or entry.id} (entry {entry.id}) corrects {old.document_id} for "
+                f"another patient: deleting it and publishing {plan.ids.document_id} as a new set "
+                f"(RT section 4.2); check whether the first patient was shown the report")
     await journal.add_artifact(entry.id, "plan", "plan.json", _json({
         "plan": WRONG_PATIENT, "delete": old.document_id, "create": plan.ids.document_id}))
     result = await _send_delete(ctx, pub, entry, old, plan_name=WRONG_PATIENT)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return _failure(result, document_id=old.document_id, operation="delete")
+        return outcome_of(result, document_id=old.document_id, operation="delete")
     await journal.put_document(dataclasses.replace(old, state=DELETED, message_id=entry.id))
     return None
 
@@ -287,10 +283,10 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     target = plan.target
     result = await _send_delete(ctx, pub, entry, target)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return _failure(result, document_id=target.document_id, operation="delete")
+        return outcome_of(result, document_id=target.document_id, operation="delete")
     # The deleting message is recorded: the registry row was last changed by it.
     await journal.put_document(dataclasses.replace(target, state=DELETED, message_id=entry.id))
-    return _published(result, target.document_id, "delete")
+    return outcome_of(result, document_id=target.document_id, operation="delete")
 
 
 async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
@@ -318,15 +314,15 @@ async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Docume
     previous = previous_of(uncertain, documents)
     result = await _send_delete(ctx, pub, entry, uncertain, resend=True)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return _failure(result, document_id=uncertain.document_id, operation="delete")
+        return outcome_of(result, document_id=uncertain.document_id, operation="delete")
     target = uncertain
     if result.reconciled and previous is not None and previous.state == PUBLISHED:
         target = previous
         result = await _send_delete(ctx, pub, entry, previous)
         if result.outcome_class is not OutcomeClass.PUBLISHED:
-            return _failure(result, document_id=previous.document_id, operation="delete")
+            return outcome_of(result, document_id=previous.document_id, operation="delete")
     await _settle_deleted(journal, entry, uncertain, previous, previous_deleted=target is previous)
-    return _published(result, target.document_id, "delete")
+    return outcome_of(result, document_id=target.document_id, operation="delete")
 
 
 async def _settle_deleted(journal, entry: Entry, uncertain: Document, previous: Document | None, *,
@@ -347,9 +343,9 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
     result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return _failure(result, document_id=target.document_id, operation="metadata")
+        return outcome_of(result, document_id=target.document_id, operation="metadata")
     await _metadata_applied(journal, target, sub)
-    return _published(result, target.document_id, "metadata")
+    return outcome_of(result, document_id=target.document_id, operation="metadata")
 
 
 async def _metadata_applied(journal, document: Document, sub: Submission) -> None:
@@ -428,7 +424,7 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
         lock.release()
         pub.forget_lock(key, lock)
     log.info("operator metadata update (entry %d): %s", entry_id, result.summary())
-    _alert_for(result, f"entry {entry_id}")
+    alert_for(result, f"entry {entry_id}")
     return MetadataCall(entry_id=entry_id, result=result)
 
 
@@ -490,26 +486,8 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
     await journal.add_artifact(entry.id, "submit", "gateway.json",
                                _json(gateway_record(result, operation, document_id, plan_name=plan_name)))
     log.info("message %s: %s", entry.msh10 or entry.id, result.summary())
-    _alert_for(result, f"message {entry.msh10 or entry.id} (entry {entry.id})")
+    alert_for(result, f"message {entry.msh10 or entry.id} (entry {entry.id})")
     return result
-
-
-def gateway_record(result: GatewayResult, operation: str, document_id: str, *,
-                   plan_name: str | None = None) -> dict:
-    """What the journal keeps of a call's answers (``gateway.json``): recovery reads it back."""
-    record = {"operation": operation, "document_id": document_id, "outcome": result.outcome_class.value,
-              "reconciled": result.reconciled, "operator_alert": result.operator_alert,
-              "attempts": [dataclasses.asdict(a) for a in result.attempts]}
-    if plan_name:
-        record["plan"] = plan_name
-    return record
-
-
-def _alert_for(result: GatewayResult, what: str) -> None:
-    """The OPERATOR ALERT line a call's answer asks for, if any."""
-    if result.operator_alert:
-        kind = "credentials" if result.outcome_class is OutcomeClass.NOT_NOW else "uncertain"
-        operator_alert(kind, f"{what}: {result.alert or 'check the gateway'} ({result.summary()})")
 
 
 async def _record_answers(journal, message_id: int, operation: str, document_id: str, call_id: int,
@@ -518,26 +496,7 @@ async def _record_answers(journal, message_id: int, operation: str, document_id:
     for index, attempt in enumerate(result.attempts):
         if index:
             call_id = await journal.gateway_call_sent(message_id, operation, document_id)
-        await journal.gateway_call_answered(
-            call_id, http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
-            span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
-            warning=attempt.warning,
-            problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
-
-
-def _published(result: GatewayResult, document_id: str, operation: str) -> Outcome:
-    return _published_outcome(document_id, operation, x_cart_id=result.x_cart_id, trace_id=result.trace_id,
-                              workflow_instance_id=result.workflow_instance_id)
-
-
-def _published_outcome(document_id: str, operation: str, *, x_cart_id: str | None, trace_id: str | None,
-                       workflow_instance_id: str | None) -> Outcome:
-    verb = {"create": "published", "replace": "replaced", "delete": "deleted",
-            "metadata": "metadata updated"}[operation]
-    return Outcome(code=AckCode.AA, text=f"X-Cart-id {x_cart_id}" if x_cart_id else verb,
-                   errors=(ErrItem(code=ACCEPTED, severity="I", text=f"{verb} {document_id}"),),
-                   document_id=document_id, operation=operation, x_cart_id=x_cart_id,
-                   trace_id=trace_id, workflow_instance_id=workflow_instance_id)
+        await journal.gateway_call_answered(call_id, **answer_fields(attempt))
 
 
 async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
@@ -582,7 +541,7 @@ async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
             # message's own content is still to be published.
             return None
     last = (record.get("attempts") or [{}])[-1]
-    return _published_outcome(document_id, operation, x_cart_id=last.get("x_cart_id"),
+    return published_outcome(document_id, operation, x_cart_id=last.get("x_cart_id"),
                               trace_id=last.get("trace_id"), workflow_instance_id=last.get("workflow_instance_id"))
 
 
@@ -594,16 +553,6 @@ async def _settle_published(journal, document: Document, documents) -> None:
     previous = previous_of(document, documents)
     if previous is not None and previous.state == PUBLISHED:
         await journal.put_document(dataclasses.replace(previous, state=REPLACED))
-
-
-def _failure(result: GatewayResult, *, document_id: str, operation: str) -> Outcome:
-    error = result.to_error()
-    text = f"X-Cart-id {result.x_cart_id}" if result.x_cart_id else error.message
-    return Outcome(code=AckCode(error.ack_code), text=text,
-                   errors=(ErrItem(code=error.err_code, text=error.message),),
-                   document_id=document_id, operation=operation, x_cart_id=result.x_cart_id,
-                   trace_id=result.trace_id, workflow_instance_id=result.workflow_instance_id,
-                   details={"problem": result.problem} if result.problem else {})
 
 
 async def _uncertain_version(journal, documents) -> Document | None:
@@ -627,53 +576,6 @@ async def _was_sent(journal, message_id: int, operation: str | None, document_id
     return False
 
 
-def build_submission(report: Report, document_id: str, config, submission_id: str) -> Submission:
-    """The gateway request's metadata for *report* (gateway.md section 4, bridge filling rules).
-
-    attiCliniciRegoleAccesso: the patient's own restriction (P99 when the message asks
-    to hide the report), so the create itself carries it: a report is never visible
-    between its creation and a later metadata update.
-    """
-    code, root = _person(report.patient.person_id)
-    structure = config.structure
-    # Report.access_policies is being added with the ARV mapping; until then, none.
-    policies = tuple(getattr(report, "access_policies", ()) or ())
-    return Submission(
-        document_id=document_id,
-        repository_id=repository_id(structure.fiscal_code, structure.repository, structure.repository_index),
-        document_type=report.doc_type, facility_type=report.tipologia_struttura,
-        practice_setting=report.practice_setting, clinical_activity=report.clinical_activity,
-        submission_id=submission_id, patient_id=code, patient_root=root,
-        class_code=report.document_class, administrative_request=(report.billing,),
-        start=report.service_start_local or None, end=report.service_end_local or None,
-        event_codes=policies)
-
-
-def submission_record(sub: Submission) -> dict:
-    record = dataclasses.asdict(sub)
-    record["document_type"] = sub.document_type.name
-    return record
-
-
-def submission_from_record(record: dict) -> Submission:
-    values = dict(record)
-    values["document_type"] = DocumentType[values["document_type"]]
-    for name in ("administrative_request", "event_codes", "descriptions"):
-        values[name] = tuple(values.get(name) or ())
-    return Submission(**values)
-
-
-async def _keep_hidden(journal, previous: Document, sub: Submission) -> Submission:
-    """*sub* (a replacement of *previous*, the same patient's) with the obscuring codes
-    *previous* carries now: a report the patient asked to hide (P99, P97, P98) stays
-    hidden when it is corrected. Never applied across patients (the wrong-patient plan
-    creates: the new document carries only its own patient's restriction)."""
-    hidden = [code for code in (await _stored_submission(journal, previous)).event_codes if code in HIDING_CODES]
-    if not hidden:
-        return sub
-    return dataclasses.replace(sub, event_codes=tuple(dict.fromkeys((*sub.event_codes, *hidden))))
-
-
 async def _stored_submission(journal, document: Document) -> Submission:
     """*document*'s current submission: the one that published it, or its latest metadata
     update the gateway took (both recorded under the publishing message, and nothing else is
@@ -684,15 +586,6 @@ async def _stored_submission(journal, document: Document) -> Submission:
             if record.get("document_id") == document.document_id:
                 return submission_from_record(record)
     raise GatewayUnavailable(f"no recorded submission for {document.document_id}")
-
-
-def _person(person_id: str) -> tuple[str, str]:
-    """(code, root) of the report's person_id: a bare CF, or ``code^^^&root&ISO``."""
-    if "^" not in person_id:
-        return person_id, FISCAL_CODE_ROOT
-    code, _, rest = person_id.partition("^")
-    parts = rest.split("&")
-    return code, parts[1] if len(parts) > 1 and parts[1] else FISCAL_CODE_ROOT
 
 
 def _json(value) -> bytes:

@@ -1,0 +1,74 @@
+"""Recording a gateway call's answers, and the Outcome (the ACK's data) a call comes to.
+
+Written once for every caller: the pipeline (bridge.publish.pipeline), the
+operator's in-process metadata update (bridge.commands.journal) and the
+accreditation run (bridge.accredit.run). interface.md, ACK contract: any ACK
+that follows a gateway call has MSA-3 ``X-Cart-id <uuid>`` and the reason in ERR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from bridge.alerts import Kind as AlertKind, raise_alert
+from bridge.gateway.client import Attempt, GatewayResult, OutcomeClass
+from bridge.model import AckCode
+from bridge.outcome import ErrItem, Outcome
+
+#: HL7 table 0357 "message accepted", for the informational ERR naming the document id.
+ACCEPTED = "0"
+#: The past participle of each operation, for ACK texts.
+VERBS = {"create": "published", "replace": "replaced", "delete": "deleted", "metadata": "metadata updated"}
+
+
+def answer_fields(attempt: Attempt) -> dict:
+    """The journal's gateway_call_answered fields of one attempt (the problem body as JSON text,
+    or the network error)."""
+    return dict(http_status=attempt.status, x_cart_id=attempt.x_cart_id, trace_id=attempt.trace_id,
+                span_id=attempt.span_id, workflow_instance_id=attempt.workflow_instance_id,
+                warning=attempt.warning,
+                problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
+
+
+def gateway_record(result: GatewayResult, operation: str, document_id: str, *,
+                   plan_name: str | None = None) -> dict:
+    """What the journal keeps of a call's answers (``gateway.json``): recovery reads it back."""
+    record = {"operation": operation, "document_id": document_id, "outcome": result.outcome_class.value,
+              "reconciled": result.reconciled, "operator_alert": result.operator_alert,
+              "attempts": [dataclasses.asdict(a) for a in result.attempts]}
+    if plan_name:
+        record["plan"] = plan_name
+    return record
+
+
+def alert_for(result: GatewayResult, what: str) -> None:
+    """The OPERATOR ALERT a call's answer asks for, if any (*what*: the message or entry, no patient data)."""
+    if result.operator_alert:
+        kind = AlertKind.CREDENTIALS if result.outcome_class is OutcomeClass.NOT_NOW else AlertKind.UNCERTAIN
+        raise_alert(kind, f"{what}: {result.alert or 'check the gateway'} ({result.summary()})")
+
+
+def outcome_of(result: GatewayResult, *, document_id: str, operation: str) -> Outcome:
+    """The Outcome of a call: AA when published, else the AE or AR its class gives."""
+    if result.published:
+        return published_outcome(document_id, operation, x_cart_id=result.x_cart_id, trace_id=result.trace_id,
+                                 workflow_instance_id=result.workflow_instance_id)
+    error = result.to_error()
+    text = f"X-Cart-id {result.x_cart_id}" if result.x_cart_id else error.message
+    return Outcome(code=AckCode(error.ack_code), text=text,
+                   errors=(ErrItem(code=error.err_code, text=error.message),),
+                   document_id=document_id, operation=operation, x_cart_id=result.x_cart_id,
+                   trace_id=result.trace_id, workflow_instance_id=result.workflow_instance_id,
+                   details={"problem": result.problem} if result.problem else {})
+
+
+def published_outcome(document_id: str, operation: str, *, x_cart_id: str | None, trace_id: str | None,
+                      workflow_instance_id: str | None) -> Outcome:
+    """AA for a call the gateway took (also one journaled before a restart): MSA-3 the X-Cart-id,
+    an informational ERR naming the document."""
+    verb = VERBS[operation]
+    return Outcome(code=AckCode.AA, text=f"X-Cart-id {x_cart_id}" if x_cart_id else verb,
+                   errors=(ErrItem(code=ACCEPTED, severity="I", text=f"{verb} {document_id}"),),
+                   document_id=document_id, operation=operation, x_cart_id=x_cart_id,
+                   trace_id=trace_id, workflow_instance_id=workflow_instance_id)
