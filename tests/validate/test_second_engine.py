@@ -25,7 +25,7 @@ from bridge.cda import schematron
 from bridge.cda.validate import load_rules, validate_cda
 from bridge.model import DocumentType
 
-from oracles import second_engine
+from oracles import collector, second_engine
 from oracles.second_engine import Outcome, disagreements, ours, run_second_engine
 from render.conftest import pipeline  # noqa: F401  (the render tests' route -> map -> render fixture)
 from render.test_documents import EXAMPLE_FILES, FIXTURE_FILES
@@ -214,9 +214,10 @@ def test_a_rule_translated_to_always_pass_is_reported(monkeypatch, reference_rul
     monkeypatch.setattr(schematron, "_check", always_pass_46)
     wrong = load_rules(reference_rules)  # compiled afresh, with the wrong translation
     xml = mutate(sample("LAB"), lower_case_cf)
-    mine = ours(validate_cda(xml, wrong))
-    assert mine.errors == frozenset()
-    judged = _judge({"cf": (xml, "LAB")}, wrong, tmp_path)
+    with collector.paused():  # the session's collector must not take this wrong verdict for ours
+        mine = ours(validate_cda(xml, wrong))
+        assert mine.errors == frozenset()
+        judged = _judge({"cf": (xml, "LAB")}, wrong, tmp_path)
     assert disagreements(*judged["cf"]) == [
         "failed assert ERRORE-46 at /ClinicalDocument[1]/recordTarget[1]/patientRole[1]/id[1]: "
         "only the second engine"]
@@ -248,3 +249,42 @@ def test_the_second_engine_report_is_read_finding_by_finding(tmp_path):
 
 def test_the_second_engine_runs_from_the_reference_pack():
     assert (REFERENCE / "schematron").is_dir() and second_engine.REFERENCE.resolve() == REFERENCE.resolve()
+
+
+def test_the_session_collector_compares_what_it_collected(monkeypatch, reference_rules, tmp_path):
+    """The collector the root conftest installs: agreement on a real verdict, a disagreement on a wrong one."""
+    mine = collector.Collector()
+    monkeypatch.setattr(collector, "COLLECTOR", mine)
+    rules = load_rules(reference_rules)
+    broken = mutate(sample("LAB"), lower_case_cf)
+    for xml in (sample("LAB"), broken):
+        issues = rules.check_schematron(etree.tostring(etree.fromstring(xml), encoding="unicode"),
+                                        DocumentType.LAB)
+        mine.record(rules, etree.tostring(etree.fromstring(xml), encoding="unicode"), DocumentType.LAB, issues)
+    assert len(mine.documents) == 2
+    assert mine.judge(tmp_path) == []
+    key = next(k for k, (_, outcome) in mine.documents.items() if outcome.errors)
+    mine.documents[key] = (mine.documents[key][0], Outcome(True))  # as if our translator let it pass
+    assert [d.split(": ", 1)[1] for d in mine.judge(tmp_path)] == [
+        "failed assert ERRORE-46 at /ClinicalDocument[1]/recordTarget[1]/patientRole[1]/id[1]: "
+        "only the second engine"]
+
+
+def test_the_collector_keeps_only_documents_checked_with_the_official_files(monkeypatch, tmp_path,
+                                                                           reference_rules):
+    mine = collector.Collector()
+    monkeypatch.setattr(collector, "COLLECTOR", mine)
+    (tmp_path / "schema").mkdir()
+    (tmp_path / "schema" / "POCD_MT000040UV02").symlink_to(reference_rules / "schema" / "POCD_MT000040UV02")
+    (tmp_path / "schematron").mkdir()
+    own = tmp_path / "schematron" / "schematronFSE_LAB_v27.1.sch"
+    own.write_text((reference_rules / "schematron" / own.name).read_text(encoding="utf-8") + "\n<!-- -->\n")
+    mine.record(load_rules(tmp_path), "<x/>", DocumentType.LAB, [])
+    assert mine.documents == {}
+    official = load_rules(reference_rules)
+    with collector.paused():
+        mine.record(official, "<x/>", DocumentType.LAB, [])
+    assert mine.documents == {}
+    mine.record(official, "<x/>", DocumentType.LAB, [])
+    mine.record(official, "<x/>", DocumentType.LAB, [])
+    assert len(mine.documents) == 1
