@@ -19,6 +19,7 @@ from shared_data import CHECKOUT, CORPUS, DIALECTS, REFERENCE, SHARED, SPEC, VAL
 sys.modules.setdefault("fse_helpers", sys.modules[__name__])
 
 from oracles.wire import openapi_checked_requests  # noqa: F401  (autouse: every request a GatewayClient sends is checked against the official OpenAPI)
+from oracles.collector import second_engine_on_every_validated_cda  # noqa: F401  (autouse: the second CDA engine judges every CDA the session validates)
 
 
 #: pytest's status for a run that could not start as asked (a UsageError).
