@@ -166,12 +166,19 @@ def entry_summary(entry) -> dict[str, Any]:
     }
 
 
-def call_summary(call) -> dict[str, Any]:
+#: In place of the gateway's warning text for a reader without the operator token.
+WARNING_WITHHELD = ("withheld: the gateway's text may name the patient; read it with the operator token "
+                    f"(Authorization: Bearer <state_dir/{TOKEN_FILE}>) from this host, or `fse-bridge journal show`")
+
+
+def call_summary(call, *, operator: bool = False) -> dict[str, Any]:
+    """One gateway call; its warning text verbatim only for the *operator* (it may name the patient)."""
     return {
         "id": call.id, "operation": call.operation, "document_id": call.document_id, "state": call.state,
         "at": call.at, "http_status": call.http_status, "x_cart_id": call.x_cart_id,
         "trace_id": call.trace_id, "span_id": call.span_id, "workflow_instance_id": call.workflow_instance_id,
-        "warning": call.warning, "problem": _problem(call.problem),
+        "warning": call.warning if operator or not call.warning else WARNING_WITHHELD,
+        "problem": _problem(call.problem),
     }
 
 
@@ -189,9 +196,9 @@ def _problem(text: str | None) -> dict | str | None:
 
 
 @defer.inlineCallbacks
-def message_detail(journal, key: str):
+def message_detail(journal, key: str, *, operator: bool = False):
     """``(status, body)`` for /messages/<key>: the entry, its transitions, gateway calls and
-    the names of the artifacts recorded for it."""
+    the names of the artifacts recorded for it (the gateway's warnings only for the *operator*)."""
     if key.isdigit():
         entry = yield journal.get(int(key))
         entries = [entry] if entry is not None else []
@@ -208,7 +215,7 @@ def message_detail(journal, key: str):
     artifacts = yield journal.artifacts(entry.id)
     body = entry_summary(entry)
     body["transitions"] = [{"state": t.state, "at": t.at, "detail": redact(t.detail)} for t in transitions]
-    body["gateway_calls"] = [call_summary(c) for c in calls]
+    body["gateway_calls"] = [call_summary(c, operator=operator) for c in calls]
     # Retention (bridge.journal.retention) empties contents, never the rows: say so.
     body["artifacts"] = [{"stage": a.stage, "name": a.name, "at": a.at,
                           **({"purged": f"purged on {a.purged_at[:10]}"} if a.purged_at else
@@ -324,29 +331,30 @@ class HealthResource(resource.Resource):
 class MessageResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, ctx, key: str):
+    def __init__(self, ctx, key: str, operator: OperatorEndpoint | None = None):
         super().__init__()
-        self.ctx, self.key = ctx, key
+        self.ctx, self.key, self.operator = ctx, key, operator
 
     def render_GET(self, request):
         if self.ctx.journal is None:
             return _answer(request, defer.succeed((503, JSON, _json({"error": "journal not open"}))),
                            what="/messages")
-        d = message_detail(self.ctx.journal, self.key)
+        operator = self.operator is not None and self.operator.from_operator(request)
+        d = message_detail(self.ctx.journal, self.key, operator=operator)
         d.addCallback(lambda r: (r[0], JSON, _json(r[1])))
         return _answer(request, d, what="/messages")
 
 
 class MessagesResource(resource.Resource):
-    def __init__(self, ctx):
+    def __init__(self, ctx, operator: OperatorEndpoint | None = None):
         super().__init__()
-        self.ctx = ctx
+        self.ctx, self.operator = ctx, operator
 
     def getChild(self, path: bytes, request):
         key = path.decode("utf-8", "replace").strip()
         if not key:
             return pages.notFound(detail="give a message id: /messages/<id>")
-        return MessageResource(self.ctx, key)
+        return MessageResource(self.ctx, key, self.operator)
 
 
 class StatusPage(resource.Resource):
@@ -357,7 +365,7 @@ class StatusPage(resource.Resource):
         super().__init__()
         self.ctx, self.listener = ctx, listener
         self.putChild(b"healthz", HealthResource(ctx, listener))
-        self.putChild(b"messages", MessagesResource(ctx))
+        self.putChild(b"messages", MessagesResource(ctx, operator))
         self.putChild(b"metrics", MetricsResource(ctx, listener))
         if operator is not None:
             folder = resource.Resource()
@@ -587,6 +595,11 @@ class OperatorEndpoint:
         scheme, _, value = given.partition(" ")
         # Constant time: the answer's timing must not reveal how much of a guess matched.
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+    def from_operator(self, request) -> bool:
+        """From this host with the token: the token never crosses the network (plain HTTP)."""
+        client = getattr(request.getClientAddress(), "host", "")
+        return same_host(client, getattr(request.getHost(), "host", "")) and self.authorised(request)
 
     def track(self, d: defer.Deferred) -> defer.Deferred:
         self.in_flight.add(d)
