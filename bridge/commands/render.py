@@ -80,6 +80,8 @@ def run(args) -> int:
     target.write_bytes(xml)
     print(f"document id: {ids.document_id} (version {ids.version_number})")
     print(f"written: {target}")
+    for notice in report.notices:   # what the ACK will add to the AA
+        print(f"ACK ERR {notice.severity} at {notice.location}: {notice.text}")
     return _validate(xml, Path(args.rules) if args.rules else config.validation.rules_dir)
 
 

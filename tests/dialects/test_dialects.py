@@ -13,13 +13,14 @@ import sys
 import pytest
 from lxml import etree
 
+from bridge import cli
 from bridge.cda.validate import validate_cda
 from bridge.errors import InvalidValue, MissingField
 from bridge.hl7.message import parse_message
 from bridge.mapping.route import route
 from bridge.model import Action
 
-from .conftest import VALIDATOR, corpus_file
+from .conftest import REFERENCE, VALIDATOR, corpus_file
 
 NS = {"h": "urn:hl7-org:v3"}
 PUBLISHED = ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "12", "13", "14a", "14b"]
@@ -257,3 +258,11 @@ def test_14_wrong_patient_pair_names_both_patients(published):
     assert first.patient.person_id != second.patient.person_id
     assert second.patient.person_id == "GRONNA52C48D612N"
     assert published["14b"][0].corrected
+
+
+def test_render_command_shows_what_the_ack_will_say(tmp_path, capsys):
+    code = cli.main(["render", str(corpus_file("06")), "--out", str(tmp_path), "--rules", str(REFERENCE)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ACK ERR W at OBX^3^5: attachment (ED) not carried" in out
+    assert "validation: RAD" in out and ": valid" in out
