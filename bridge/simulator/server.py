@@ -364,9 +364,11 @@ def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = 
     The CDA step shares the product's validator on purpose: what it runs are the
     official XSD and schematron files, not the client's rules; the one part that
     is the project's own, the schematron-to-XSLT translation, is checked outcome
-    by outcome against an independent engine (../shared/tools/validate_cda.py) in
-    tests/validate/test_second_engine.py. A second translator here would only
-    copy the first one's reading of the same files.
+    by outcome against an independent engine (../shared/tools/validate_cda.py):
+    tests/validate/test_second_engine.py on samples, renders and mutations, and
+    tests/oracles/collector.py on every CDA a test session validates, this
+    simulator's verdicts included. A second translator here would only copy the
+    first one's reading of the same files.
     """
     from bridge.cda import validate
 
