@@ -2,8 +2,8 @@
 
 The official API's paths of the four operations, and the Region's
 (:data:`bridge.simulator.contract.ROUTES`), under a base path (default the
-Region's ``/gateway/v2/``): the client's configured paths are its own business,
-the simulator answers 404 to any other;
+Region's ``/gateway/v2/``) and the national one: the client's configured paths
+are its own business, the simulator answers 404 to any other;
 ``X-Cart-id`` on every answer, success bodies as the real gateway's
 (gateway.md section 8), optional mutual TLS. Checks run in a worker thread
 (PDF signatures, XSD and schematron are blocking).
@@ -95,10 +95,13 @@ class GatewaySimulator(resource.Resource):
         self.validate = validate
         self.base_path = "/" + base_path.strip("/") + "/" if base_path.strip("/") else "/"
         self.routes = []
+        # The same operations under the national gateway's base too (the Region forwards to it).
+        bases = dict.fromkeys((self.base_path, contract.NATIONAL_BASE_PATH))
         # Longer templates first so documents/{idDoc}/metadata is not taken for documents/{idDoc}.
         for method, template, op, _source in sorted(contract.ROUTES, key=lambda r: -len(r[1])):
-            pattern = re.escape(self.base_path + template).replace(re.escape("{idDoc}"), "([^/]+)")
-            self.routes.append((method, re.compile(f"^{pattern}$"), op, self.base_path + template))
+            for base in bases:
+                pattern = re.escape(base + template).replace(re.escape("{idDoc}"), "([^/]+)")
+                self.routes.append((method, re.compile(f"^{pattern}$"), op, base + template))
         self._faults: list[list] = [[f, f.times] for f in faults]
         self._lock = threading.Lock()
         self.seen: collections.deque[dict] = collections.deque(maxlen=1000)

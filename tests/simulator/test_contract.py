@@ -309,3 +309,15 @@ def test_the_response_oracle_judges_status_and_body():
     assert openapi.check_response("PUT", "/documents/a%5Eb", 400, problem)  # no workflowInstanceId on replace
     govway = b'{"type": "https://govway.org/handling-errors/401/TokenExpired.html", "govway_id": "x"}'
     assert openapi.check_response("DELETE", "/documents/a%5Eb", 401, govway) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_national_base_path_is_served_too(config, simulator, package, sign_credential, pki):
+    import dataclasses
+
+    national = dataclasses.replace(simulator, url=simulator.url.replace(contract.REGION_BASE_PATH,
+                                                                        contract.NATIONAL_BASE_PATH))
+    assert national.url.endswith("/govway/rest/in/FSE/gateway/v1/")
+    sender = RawSender(national, config, sign_credential, pki)
+    assert (await aio(sender.send(sender.spec("create", package)))).status_code == 202
+    assert (await aio(sender.send(sender.spec("delete"), "documents/{id}"))).status_code == 200
