@@ -27,7 +27,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, settings
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(CHECKOUT))
+sys.path[:0] = [str(CHECKOUT), str(CHECKOUT / "tests")]     # tests.generated, and the shared_data it reads
 
 from tests.generated.pipeline import make_stages, run, validate_independently  # noqa: E402
 from tests.generated.strategies import TYPES, Dimensions, messages  # noqa: E402

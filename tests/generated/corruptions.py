@@ -54,8 +54,9 @@ def refused_messages(draw, types=("LAB", "RAD", "RSA", "RAP", "LDO")) -> tuple[G
     generated = draw(messages(types=types))
     segments = _segments(generated)
     pid = _first(segments, "PID")
-    choices = ["birth date", "fiscal code", "family name", "facility", "accession", "observation time",
-               "report time"]
+    choices = ["birth date", "family name", "facility", "accession", "observation time", "report time"]
+    if "NNITA" in pid[3]:
+        choices.append("fiscal code")
     obr = _first(segments, "OBR")
     if len(obr) > 32 and obr[32]:
         choices.append("interpreter")
@@ -66,9 +67,11 @@ def refused_messages(draw, types=("LAB", "RAD", "RSA", "RAP", "LDO")) -> tuple[G
         _set(pid, 7, draw(st.sampled_from(BAD_DATES)))
         code, location = "102", r"PID\^1\^7"
     elif what == "fiscal code":
-        cf = pid[3][:16]
-        wrong = next(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c != cf[15])
-        pid[3] = cf[:15] + wrong + pid[3][16:]
+        ids = pid[3].split("~")
+        at = next(k for k, i in enumerate(ids) if i.endswith("^NNITA"))
+        cf = ids[at][:16]
+        ids[at] = cf[:15] + next(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c != cf[15]) + ids[at][16:]
+        pid[3] = "~".join(ids)
         code, location = "102", r"PID\^1\^3"
     elif what == "family name":
         _set(pid, 5, "^" + pid[5].split("^")[1])

@@ -29,12 +29,10 @@ from bridge.pdf.package import extract_cda
 from bridge.pdf.sign import PdfSigner
 from bridge.service import stages as worker
 
+from shared_data import CHECKOUT, REFERENCE, VALIDATOR
+
 from .strategies import Generated
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-SHARED = CHECKOUT / ".." / "shared"
-REFERENCE = SHARED / "reference"
-VALIDATOR = SHARED / "tools" / "validate_cda.py"
 HL7 = "urn:hl7-org:v3"
 
 

@@ -106,6 +106,10 @@ class Dimensions:
     """Times to the minute or with fractions of a second, not only YYYYMMDDHHMMSS."""
     structured_numeric: bool = True
     """LAB: SN results such as <^0.5 and >^200."""
+    foreign_patient: bool = True
+    """A patient without a CF: STP or ENI code (16 characters) in PID-3."""
+    sparse: bool = True
+    """Only what is needed: no ORC, no address or phone, no OBX-14, no PV1-19 (except a discharge letter)."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -126,6 +130,7 @@ class Generated:
     family: str
     given: str
     fiscal_code: str
+    """The patient's id in PID-3: a CF, or an STP/ENI code."""
     features: set[str] = field(default_factory=set)
     """The :class:`Dimensions` this message actually uses."""
     texts: list[str] = field(default_factory=list)
@@ -412,6 +417,8 @@ class _Context:
         self.prt_n += 1
 
     def orc(self) -> None:
+        if self.dims.sparse:
+            return
         self.b.add("ORC", "RE", self.placer, self.accession, "", "CM", "", "", "", self.observed, "", "",
                    "" if "ORC-12" in self.prt_roles else self.referrer.xcn())
 
@@ -599,7 +606,8 @@ def _lab(draw, ctx: _Context):
                     used.add("structured_numeric")
             if status == "X":
                 value, flag = "", ""
-            b.obx(n, value_type, obx3, value, unit=unit, ref=ref, flag=flag, status=status, when=ctx.observed)
+            b.obx(n, value_type, obx3, value, unit=unit, ref=ref, flag=flag, status=status,
+                  when="" if dims.sparse else ctx.observed)
             ctx.after_obx()
             if status != "D":
                 b.texts.append(name)
@@ -660,8 +668,15 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     b.add("MSH", "^~\\&", application, facility, "FSEBRIDGE", "RT", ts(sent), "", msh9,
           f"{doc_type}{draw(st.integers(1, 999999)):06d}", "P", version, "", "", "", "", "ITA", charset)
     pid3 = f"{patient.fiscal_code}^^^{draw(st.sampled_from((CF_ROOT, 'MEF')))}^NNITA"
+    if dims.foreign_patient and draw(st.booleans()):
+        # A foreigner without a CF: STP (temporarily present) or ENI (EU, not registered), 16 characters.
+        kind = draw(st.sampled_from(("STP", "ENI")))
+        patient.fiscal_code = f"{kind}090201{draw(st.integers(0, 9999999)):07d}"
+        pid3 = f"{patient.fiscal_code}^^^{kind}^{kind}"
+        used.add("foreign_patient")
     if dims.repetitions and draw(st.booleans()):
-        pid3 += f"~{draw(st.integers(1000, 999999))}^^^{facility}^PI"
+        local = f"{draw(st.integers(1000, 999999))}^^^{facility}^PI"
+        pid3 = f"{local}~{pid3}" if draw(st.booleans()) else f"{pid3}~{local}"     # the CF not always first
         used.add("repetitions")
     street = escape("Via " + rnd.choice(("Roma", "Garibaldi", "dell'Agnolo", "Niccolò Tommaseo")))
     address = f"{street} {rnd.randint(1, 200)}^^{escape(draw(st.sampled_from(CITIES)))}^^50100^IT^H"
@@ -672,12 +687,14 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
         name += f"~{escape(patient.family.upper())}^{escape(patient.given.upper())}^^^^^A"
         phones += f"~^PRN^CP^^^^^^^^^3{rnd.randint(100000000, 999999999)}"
         used.add("repetitions")
+    if dims.sparse:
+        address = phones = ""
     b.add("PID", "1", "", pid3, "", name, "", birth.strftime("%Y%m%d"), "F" if female else "M", "", "", address,
           "", phones)
     inpatient = doc_type == "LDO"
     pv1 = ["PV1", "1", "I" if inpatient else "O", f"{'MED^12^3' if inpatient else 'AMB'}^^^{facility}", "", "", "",
            "" if "PV1-7" in prt_roles else attending.xcn()] + [""] * 11 + [
-        f"V26-{draw(st.integers(1, 99999)):05d}", "SSN"]
+        "" if dims.sparse and not inpatient else f"V26-{draw(st.integers(1, 99999)):05d}", "SSN"]
     if inpatient:
         admitted = observed - dt.timedelta(days=draw(st.integers(1, 30)))
         pv1 += [""] * (44 - len(pv1)) + [ts(admitted), ts(observed)]
@@ -685,6 +702,8 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     if "PV1-7" in prt_roles:
         ctx.prt("AT", "Attending Provider", attending)
     ctx.orc()
+    if dims.sparse:
+        used.add("sparse")
 
     if doc_type == "LAB":
         draw(_lab(ctx))
