@@ -50,7 +50,7 @@ def make_stages(pki_dir: Path) -> worker.Stages:
 @dataclass
 class Outcome:
     stage: str
-    """"ok", or the first stage that failed: analyse, route, map, render, validate, content, package."""
+    """"ok", or the first stage that failed: analyse, route, map, notices, render, validate, content, package."""
     detail: str = ""
     cda: bytes | None = None
 
@@ -107,6 +107,9 @@ def run(stages: worker.Stages, generated: Generated, *, package: bool = True) ->
         report = analysis.mapped_report()
     except BridgeError as exc:
         return Outcome("map", f"{exc.ack_code} {exc.err_code} {exc.location}: {exc.message}")
+    notices = {(n.severity, n.location) for n in report.notices}
+    if notices != generated.notices:
+        return Outcome("notices", f"ERR {sorted(notices)}, expected {sorted(generated.notices)}")
     structure = stages.config.structure
     ids = document_ids(structure.fiscal_code, routed.doc_type.name, structure.repository, routed.accession,
                        repository_index=structure.repository_index)

@@ -137,6 +137,8 @@ class Generated:
     """Decoded sentences of the report's narrative: each must be readable in the CDA."""
     absent: list[str] = field(default_factory=list)
     """What must not be narrative text of the CDA (an attachment's Base64)."""
+    notices: set[tuple[str, str]] = field(default_factory=set)
+    """The ERR the ACK must carry for what the document leaves out: (severity, location)."""
 
     def describe(self) -> str:
         return (f"{self.doc_type} v{self.version} {self.charset} {len(self.raw)} bytes, "
@@ -300,6 +302,8 @@ class _Builder:
         self.segments: list[str] = []
         self.texts: list[str] = []
         self.absent: list[str] = []
+        self.notices: set[tuple[str, str]] = set()
+        self.obx_count = 0
         self.status = "F"
         """OBX-11 (and OBR-25) of a narrative report: F, or C when it corrects an earlier one."""
 
@@ -315,9 +319,12 @@ class _Builder:
         self.segments.append("|".join(fields).rstrip("|") if fields[0] != "MSH" else "|".join(fields))
 
     def obx(self, n: int, value_type: str, code: str, value: str, *, unit: str = "", ref: str = "",
-            flag: str = "", status: str = "", sub_id: str = "", when: str = "") -> None:
+            flag: str = "", status: str = "", sub_id: str = "", when: str = "") -> int:
+        """Add an OBX; its occurrence in the message (ERR-2 counts segments so)."""
+        self.obx_count += 1
         self.add("OBX", str(n), value_type, code, sub_id, value, unit, ref, flag, "", "", status or self.status,
                  "", "", when)
+        return self.obx_count
 
 
 # Narrative sections per type: (OBX-3 local code, title, required). The
@@ -438,10 +445,12 @@ class _Context:
         if self.prt_roles.get("OBR-32") == "PI":
             self.prt("PI", "Primary Interpreter", self.interpreter, self.reported)
 
-    def attachment(self, n: int) -> None:
-        """An OBX ED carrying a PDF: its Base64 must never become narrative text."""
+    def attachment(self, n: int, carried: bool) -> None:
+        """An OBX ED carrying a PDF: never narrative text; where the type has no place for it, a warning."""
         data = base64.b64encode(PDF_BYTES + self.rnd.randbytes(self.rnd.randint(200, 2000))).decode("ascii")
-        self.b.obx(n, "ED", "PDF^Referto firmato digitalmente^L", f"^application^pdf^Base64^{data}")
+        occurrence = self.b.obx(n, "ED", "PDF^Referto firmato digitalmente^L", f"^application^pdf^Base64^{data}")
+        if not carried:
+            self.b.notices.add(("W", f"OBX^{occurrence}^5"))
         self.after_obx()
         self.b.absent.append(data[:60])
         self.used.add("attachments")
@@ -547,7 +556,7 @@ def _narrative(draw, ctx: _Context, doc_type: str):
             b.texts.extend(line.sentences)
         _note_maybe(draw, ctx, 5)
     if dims.attachments and draw(st.booleans()):
-        ctx.attachment(n + 1)
+        ctx.attachment(n + 1, carried=False)     # RAP carries one only in Macro/Microscopia/Analisi
 
 
 def _value(rnd: random.Random, low: float, high: float) -> tuple[str, str]:
@@ -606,8 +615,10 @@ def _lab(draw, ctx: _Context):
                     used.add("structured_numeric")
             if status == "X":
                 value, flag = "", ""
-            b.obx(n, value_type, obx3, value, unit=unit, ref=ref, flag=flag, status=status,
-                  when="" if dims.sparse else ctx.observed)
+            occurrence = b.obx(n, value_type, obx3, value, unit=unit, ref=ref, flag=flag, status=status,
+                               when="" if dims.sparse else ctx.observed)
+            if status == "D":
+                b.notices.add(("I", f"OBX^{occurrence}^11"))
             ctx.after_obx()
             if status != "D":
                 b.texts.append(name)
@@ -616,7 +627,7 @@ def _lab(draw, ctx: _Context):
             else:
                 _note_maybe(draw, ctx, 6)
         if dims.attachments and k == len(orders) and draw(st.booleans()):
-            ctx.attachment(len(rows) + 1)
+            ctx.attachment(len(rows) + 1, carried=True)     # the LAB guide's observationMedia
         if spm:
             b.add("SPM", "1", f"^{ctx.accession}-{k}", "", f"{specimen}^{specimen}^HL70487", "", "", "", "", "",
                   "", "", "", "", "", "", "", ctx.observed)
@@ -732,4 +743,5 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     text = "\r".join(b.segments) + "\r"
     return Generated(raw=text.encode(CHARSETS[charset]), doc_type=doc_type, version=version, charset=charset,
                      family=patient.family, given=patient.given, fiscal_code=patient.fiscal_code,
-                     features=used, texts=b.texts, absent=b.absent)
+                     features=used, texts=b.texts, absent=b.absent,
+                     notices=b.notices)
