@@ -124,7 +124,8 @@ async def _process(ctx, entry: Entry, analysis) -> Outcome:
             return Outcome(code=AckCode.AA, operation="ignore",
                            text="not published: a later message for this accession was processed first")
         # Twice at most: a resumed uncertain version that turns out to have landed
-        # with other content is then replaced by this message's content.
+        # with other content is then replaced by this message's content; another
+        # patient's, settled as it was sent, then gives way to the wrong-patient plan.
         for _ in range(2):
             outcome = await _publish_once(ctx, pub, entry, analysis, routed, key)
             if outcome is not None:
@@ -148,6 +149,10 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     if routed.action is Action.PUBLISH:
         report = analysis.mapped_report()
         patient = person_code(report.patient.person_id)[0]
+        if uncertain is not None and await _patient_of(journal, uncertain) not in (None, patient):
+            # Another patient's version may have landed: settle it as it was sent, then
+            # decide again (the wrong-patient plan), never resend it with this content.
+            return await _resend_as_sent(ctx, pub, entry, uncertain, documents)
         live = current(documents)
         if live is not None and uncertain is None:
             live_patient = await _patient_of(journal, live)
@@ -218,6 +223,36 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     notices = tuple(ErrItem(code=n.code, text=n.text, location=n.location, severity=n.severity)
                     for n in report.notices)
     return dataclasses.replace(published, errors=published.errors + notices)
+
+
+async def _resend_as_sent(ctx, pub: Publisher, entry: Entry, uncertain: Document, documents) -> Outcome | None:
+    """Send an uncertain version again exactly as it was sent (its journaled PDF and
+    submission, the same ids), so the registry is certain; None once it is recorded as
+    landed (the caller decides again), else the AE or AR to answer."""
+    journal = ctx.journal
+    previous = previous_of(uncertain, documents)
+    sub = await _stored_submission(journal, uncertain)
+    pdf = await _stored_pdf(journal, uncertain)
+    if pdf is None:
+        raise GatewayUnavailable(f"{uncertain.document_id} may have been published and its PDF is no longer "
+                                 f"in the journal: an operator must check the gateway", operator_alert=True)
+    if previous is None:
+        operation, call = "create", pub.client.create(sub, pdf, resend=True)
+    else:
+        operation, call = "replace", pub.client.replace(previous.document_id, sub, pdf, resend=True)
+    result = await _submit(ctx, entry, operation, uncertain.document_id, call)
+    if result.outcome_class is not OutcomeClass.PUBLISHED:
+        return outcome_of(result, document_id=uncertain.document_id, operation=operation)
+    await _settle_published(journal, uncertain, documents)
+    return None
+
+
+async def _stored_pdf(journal, document: Document) -> bytes | None:
+    """The PDF *document*'s message packaged last (its artifact), None when absent or purged."""
+    for artifact in reversed(await journal.artifacts(document.message_id)):
+        if artifact.name == "document.pdf":
+            return artifact.content or None
+    return None
 
 
 async def _patient_of(journal, document: Document) -> str | None:

@@ -147,3 +147,30 @@ def test_a_crash_after_the_delete_landed_unanswered_is_completed(fresh):
     sim = _sim(fresh)
     assert sim[f"{ACCESSION}_2"]["status"] == "current" and sim[f"{ACCESSION}_2"]["version"] == 1
     assert [(r["seq"], r["state"]) for r in fresh.documents(ACCESSION)] == [(1, "deleted"), (2, "published")]
+
+
+def test_an_uncertain_version_of_the_first_patient_is_settled_as_sent_before_the_plan(fresh):
+    """A's correction left without an answer (AR), then B's: A's version is sent again as it
+    was (its own PDF, same ids), then deleted, and B's published as a new set; B's content
+    never goes out under A's ids (the registry would refuse a replace across patients)."""
+    assert fresh.exchange(corpus(FIRST)).code == "AA"
+    again = corpus(FIRST)
+    again.set("MSH", 10, "LIS-A-CORRECTION")
+    again.set("OBR", 25, "C")
+    again.all("OBX")[0][5] = "27.0"
+    fresh.faults({"operation": "replace", "action": "reset", "times": 2})
+    assert fresh.exchange(again).code == "AR"
+    assert [(r["seq"], r["state"]) for r in fresh.documents(ACCESSION)] == [(1, "published"), (2, "pending")]
+    correction = corpus(CORRECTION)
+    ack = fresh.exchange(correction)
+    assert ack.code == "AA", ack
+    entry = fresh.finished(ack.control_id)
+    assert [(c["operation"], c["http_status"]) for c in fresh.calls(entry["id"])] == [
+        ("replace", 202), ("delete", 200), ("create", 202)]
+    sim = _sim(fresh)
+    assert [(k, sim[k]["status"], sim[k]["patient"]) for k in sorted(sim)] == [
+        (f"{ACCESSION}_1", "replaced", patient_of(again)), (f"{ACCESSION}_2", "deleted", patient_of(again)),
+        (f"{ACCESSION}_3", "current", patient_of(correction))]
+    assert sim[f"{ACCESSION}_3"]["version"] == 1
+    assert [(r["seq"], r["state"]) for r in fresh.documents(ACCESSION)] == [
+        (1, "replaced"), (2, "deleted"), (3, "published")]
