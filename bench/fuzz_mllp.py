@@ -250,21 +250,26 @@ class Mutator:
 
 
 def readable(answer: bytes) -> bool:
-    """Is *answer* text in the charset its MSH-18 names (none: the default, Latin-1), with an MSA?"""
-    start = answer.find(b"MSH")
-    if start < 0 or len(answer) < start + 4:
+    """Is each ACK of *answer* text in the charset its own MSH-18 names (none: the default,
+    Latin-1), with an MSA? (A batch's members may each have their own charset.)"""
+    acks = [b"MSH" + part for part in re.split(rb"(?:^|\r)MSH", answer)[1:]]
+    return bool(acks) and all(_readable_ack(ack) for ack in acks)
+
+
+def _readable_ack(ack: bytes) -> bool:
+    sep = ack[3:4]
+    if not sep:
         return False
-    sep = answer[start + 3:start + 4]
-    msh = answer[start:].split(b"\r", 1)[0].split(sep)
+    msh = ack.split(b"\r", 1)[0].split(sep)
     named = msh[17].decode("ascii", "replace") if len(msh) > 17 else ""
     codec = declared_charset(named) if named else "iso-8859-1"
     if codec is None:
         return False
     try:
-        text = answer.decode(codec)
+        text = ack.decode(codec)
     except UnicodeDecodeError:
         return False
-    return re.search(r"(^|\r)MSA" + re.escape(sep.decode("latin-1")) + r"(AA|AE|AR|CA|CE|CR)", text) is not None
+    return re.search(r"\rMSA" + re.escape(sep.decode("latin-1")) + r"(AA|AE|AR|CA|CE|CR)", text) is not None
 
 
 class Tally:
