@@ -5,8 +5,10 @@ preliminary, cancellation) over several accessions is sent by three senders at o
 each sender owning its accessions and sending them in order, as a LIS does: one
 message, wait for its ACK; when the connection breaks, reconnect and send the same
 bytes again. The server is killed with SIGKILL at seeded moments (after a seeded
-number of answers, when the journal shows a seeded stage) and started again on the
-same state (journal, simulator registry, certificates).
+number of answers), once in each journal stage (in a seeded order; the server is
+stopped, the journal read, and killed only with an entry in that stage, which the
+test checks in the entry's state history at the end) and once at once, and started
+again on the same state (journal, simulator registry, certificates).
 
 At the end every message has an ACK, the simulator's registry holds exactly the
 document sets and versions the messages call for (nothing published twice, no
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import sqlite3
 import threading
@@ -35,9 +38,9 @@ from .test_e2e_chains import doc_id
 TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 SENDERS = 3
 ACCESSIONS = 12
-KILLS = 6
-#: Journal states a kill waits for (None: kill at once), so kills land in every stage.
+#: Journal states a kill lands in, one kill each (None: kill at once).
 STAGES = ("received", "routed", "rendered", "packaged", "submitting", None)
+KILLS = len(STAGES)
 
 
 @dataclass
@@ -170,9 +173,33 @@ class Run:
                 raise AssertionError("the connection broke and the server was not started again")
 
 
-def newest_state(bridge: Bridge) -> str | None:
-    rows = bridge.query("SELECT state FROM transitions ORDER BY id DESC LIMIT 1")
-    return rows[0]["state"] if rows else None
+def in_stage(bridge: Bridge, stage: str) -> list[int]:
+    """The unfinished entries whose newest journaled state is *stage*."""
+    return [r["id"] for r in bridge.query(
+        "SELECT m.id FROM messages m WHERE m.outcome IS NULL AND (SELECT t.state FROM transitions t"
+        " WHERE t.message_id = m.id ORDER BY t.id DESC LIMIT 1) = ?", stage)]
+
+
+def kill_in_stage(bridge: Bridge, run: "Run", stage: str, context: str) -> list[int]:
+    """SIGKILL the server while an entry's newest journaled state is *stage*; those entries.
+
+    Once the journal shows one, the server is stopped (SIGSTOP: nothing moves on) and, if the entry
+    is still there, killed; the journal is then read as the restart will find it (a commit being
+    written at the stop counts). Without an entry left in *stage*, the server goes on, or is started
+    again, for another try."""
+    for _ in range(20):
+        poll(lambda: in_stage(bridge, stage), 60, f"an entry in state {stage} {context}", interval=0.002)
+        bridge.proc.send_signal(signal.SIGSTOP)
+        if not in_stage(bridge, stage):
+            bridge.proc.send_signal(signal.SIGCONT)
+            continue
+        bridge.kill()
+        caught = in_stage(bridge, stage)
+        if caught:
+            return caught
+        bridge.start()
+        run.restarted()
+    raise AssertionError(f"no kill landed in state {stage} {context}")
 
 
 def test_sigkill_at_random_moments_loses_nothing_and_publishes_nothing_twice(tmp_path):
@@ -183,7 +210,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_publishes_nothing_twice(tmp
     tag = f"K{seed % 100000:05d}"
     steps, accessions = plan(rng, count, tag)
     kills = sorted(rng.sample(range(count // 10, count - count // 10), KILLS))
-    stages = [rng.choice(STAGES) for _ in kills]
+    stages = rng.sample(STAGES, KILLS)
     context = f"(FSE_E2E_SEED={seed}, kills after {kills} answers at {stages})"
 
     bridge = Bridge(tmp_path / "state").start()
@@ -191,17 +218,16 @@ def test_sigkill_at_random_moments_loses_nothing_and_publishes_nothing_twice(tmp
     threads = [threading.Thread(target=run.send, args=(i,), daemon=True) for i in range(SENDERS)]
     for thread in threads:
         thread.start()
+    caught = {}     # stage: the entries a kill caught in it
     try:
         for after, stage in zip(kills, stages):
             with run.condition:
                 assert run.condition.wait_for(lambda: run.answered >= after or run.done == SENDERS, timeout=120), \
                     f"no progress {context}"
-            if stage is not None:
-                try:
-                    poll(lambda: newest_state(bridge) == stage, 3.0, stage, interval=0.002)
-                except AssertionError:
-                    pass    # that stage did not come up in time: kill anyway
-            bridge.kill()
+            if stage is None:
+                bridge.kill()
+            else:
+                caught[stage] = kill_in_stage(bridge, run, stage, context)
             bridge.start()
             run.restarted()
         for thread in threads:
@@ -214,6 +240,16 @@ def test_sigkill_at_random_moments_loses_nothing_and_publishes_nothing_twice(tmp
         assert refused == [], f"{refused} {context}"
         # Every entry ends with an outcome (the last outcomes may still be committing).
         poll(lambda: not bridge.query("SELECT id FROM messages WHERE outcome IS NULL"), 30, "every outcome")
+        # A kill landed in every stage: in each caught entry's state history that stage is followed
+        # by the restart's routing of it again, and the entry has its outcome.
+        assert sorted(caught) == sorted(s for s in STAGES if s), context
+        for stage, entries in caught.items():
+            for entry in entries:
+                history = [r["state"] for r in bridge.query(
+                    "SELECT state FROM transitions WHERE message_id = ? ORDER BY id", entry)]
+                assert (stage, "routed") in zip(history, history[1:]), f"{entry}: {history} {context}"
+                [row] = bridge.query("SELECT outcome FROM messages WHERE id = ?", entry)
+                assert row["outcome"] == "AA", f"{entry}: {history} {context}"
 
         registry = bridge.registry()
         # No two registry documents for the same set and version, no id created twice.
@@ -240,7 +276,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_publishes_nothing_twice(tmp
     finally:
         if bridge.proc.poll() is None:
             bridge.kill()
-    print(f"crash recovery: {count} messages, {KILLS} kills, {len(registry)} documents {context}")
+    print(f"crash recovery: {count} messages, {KILLS} kills, {len(registry)} documents, entries caught "
+          f"by a kill per stage {caught} {context}")
 
 
 # -- kills at a known moment: the gateway call has left and its answer has not come back ----------
