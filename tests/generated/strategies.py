@@ -59,6 +59,28 @@ WORDS = ("paziente", "esame", "lesione", "reperto", "regolare", "nella norma", "
          "3,5 cm", "12 mm", "40%", "T2", "L4-L5", "l'esame", "dell'arto", "sinistro", "destro",
          "all'anamnesi", "riferita", "dispnea", "febbre", "ipertensione", "diabete", "follow-up",
          "PSA < 4 ng/mL", "> 10 cm", "<1 mm", "\"a vetro smerigliato\"", "Na+/K+")
+# Sentences as Italian reports write them (ISO-8859-1 letters only).
+PHRASES = (
+    "Esame eseguito in due proiezioni.", "Non lesioni pleuro-parenchimali in atto.",
+    "Seni costofrenici liberi. Ombra cardiaca nei limiti.", "Fegato di dimensioni nei limiti della norma, "
+    "a margini regolari, con ecostruttura omogenea.", "Colecisti distesa, a pareti sottili, alitiasica.",
+    "Vie biliari intra ed extraepatiche non dilatate.", "Reni in sede, di forma e dimensioni regolari.",
+    "Non versamento libero in addome.", "Lordosi lombare conservata.",
+    "Protrusione discale L4-L5 a larga base, senza significativa impronta sul sacco durale.",
+    "Paziente vigile, orientato e collaborante.", "PA 135/85 mmHg, FC 72 bpm ritmica.",
+    "Toni cardiaci validi, pause libere. Non soffi.", "Murmure vescicolare presente su tutto l'ambito.",
+    "ECG: ritmo sinusale, non alterazioni della ripolarizzazione.", "Quadro clinico stabile.",
+    "Proseguire la terapia in atto; controllo tra 12 mesi.", "Si consiglia controllo ecografico a 6 mesi.",
+    "Mucosa antrale con infiltrato linfoplasmacellulare della lamina propria.",
+    "Presenza di Helicobacter pylori.", "Margini di resezione indenni.",
+    "Adenoma tubulare con displasia di basso grado.", "Tre frammenti di mucosa gastrica di 2-3 mm.",
+    "Ricoverato per dispnea ingravescente ed edemi declivi.", "Apiressia dal 3° giorno di degenza.",
+    "Avviata terapia diuretica e.v. con progressivo miglioramento clinico.",
+    "Paziente in buone condizioni generali, apiretico, eupnoico.",
+    "Controllo ematochimico tra 15 giorni presso il medico curante.",
+    "Campione lievemente emolizzato.", "Si consiglia ripetizione del prelievo.",
+    "Valore confermato su secondo campione.", "Dieta iposodica; evitare sforzi intensi.",
+)
 # Only in UTF-8 messages (not in ISO-8859-1).
 UTF8_WORDS = ("dell’esame", "≥ 5 mm", "– quadro", "€ 36,15", "Ω")
 # Characters that must travel escaped in HL7 text (\F\ \S\ \T\ \R\ \E\).
@@ -215,6 +237,9 @@ def _hex_escaped(sentence: str, codec: str) -> str:
 
 
 def _sentence(rnd: random.Random, words: int, specials: bool, utf8: bool = False) -> str:
+    """A sentence: one a report would hold, or *words* words of the report's vocabulary."""
+    if not specials and rnd.random() < 0.4:
+        return rnd.choice(PHRASES)
     chosen = [rnd.choice(WORDS + UTF8_WORDS if utf8 else WORDS) for _ in range(words)]
     if specials:
         chosen.insert(rnd.randrange(len(chosen) + 1), rnd.choice(("A|B", "x^2", "R&D", "1~2", "C:\\ref")))
