@@ -35,6 +35,7 @@ from bridge.mapping.mapper import load_mappings, map_report
 from bridge.mapping.route import SenderDefault, load_routing, route
 from bridge.model import Action, DocumentType
 from bridge.cda.render import make_environment, render_cda
+from bridge.cda.validate import validate_cda
 from bridge.pdf.package import extract_cda, package_pdf
 from bridge.pdf.sign import PdfSigner
 
@@ -138,7 +139,6 @@ def outcome(parsed, routing, mappings, env, rules) -> tuple[str, bytes | None]:
         return f"{exc.ack_code} {exc.err_code} {exc.location}", None
     ids = document_ids(STRUCTURE.fiscal_code, routed.doc_type.name, STRUCTURE.repository, routed.accession)
     cda = render_cda(report, env, ids)
-    from bridge.cda.validate import validate_cda
     result = validate_cda(cda, rules, routed.doc_type)
     if not result.ok:
         return f"invalid {routed.doc_type.name}: " + "; ".join(str(i) for i in result.errors), cda
