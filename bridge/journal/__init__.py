@@ -285,7 +285,8 @@ class Journal(Protocol):
     def get(self, message_id: int) -> Deferred[Entry | None]: ...
 
     def find(self, key: str) -> Deferred[list[Entry]]:
-        """Entries whose id, control id, document id or X-Cart-id is *key*."""
+        """Entries whose id, control id, document id or X-Cart-id (of any of their gateway calls)
+        is *key*."""
 
     def entries(self, limit: int = 50, before: int | None = None) -> Deferred[list[Entry]]:
         """Newest first."""

@@ -251,9 +251,11 @@ class SqliteStore:
     def find(self, key: str) -> list[Entry]:
         key = key.strip()
         by_id = [self.get(int(key))] if key.isdigit() else []
+        # Any call's X-Cart-id finds its message (a retry's, or the first call of a plan of two).
         rows = self._entries(
-            "SELECT * FROM messages WHERE msh10 = ? OR document_id = ? OR x_cart_id = ? ORDER BY id",
-            (key, key, key))
+            "SELECT * FROM messages WHERE msh10 = ? OR document_id = ? OR x_cart_id = ?"
+            " OR id IN (SELECT message_id FROM gateway_calls WHERE x_cart_id = ?) ORDER BY id",
+            (key, key, key, key))
         seen = {e.id for e in by_id if e}
         return [e for e in by_id if e] + [e for e in rows if e.id not in seen]
 

@@ -10,8 +10,12 @@ delete's; an OPERATOR ALERT line is logged.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
+
+from fse_helpers import CHECKOUT
 
 from .e2e_kit import Bridge, Message, poll
 
@@ -82,6 +86,10 @@ def test_a_correction_for_another_patient_deletes_and_publishes_a_new_set(fresh)
     assert calls == [("delete", 200, delete_cart), ("create", 202, ack2.x_cart_id)]
     rows = [(r["seq"], r["state"], r["version"], local(r["set_id"])) for r in fresh.documents(ACCESSION)]
     assert rows == [(1, "deleted", 1, f"{ACCESSION}_1"), (2, "published", 1, f"{ACCESSION}_2")]
+    for cart in (delete_cart, ack2.x_cart_id):      # either X-Cart-id finds the message
+        shown = subprocess.run([sys.executable, "-m", "bridge", "journal", "show", cart, "--config",
+                                str(fresh.config_path)], cwd=CHECKOUT, capture_output=True, text=True)
+        assert shown.returncode == 0 and ack2.control_id in shown.stdout, shown.stdout + shown.stderr
     plan = json.loads(fresh.artifacts(entry["id"])["plan.json"])
     assert plan["plan"] == "wrong-patient" and local(plan["delete"]) == f"{ACCESSION}_1"
     submission = json.loads(fresh.artifacts(entry["id"])["submission.json"])
