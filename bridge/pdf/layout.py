@@ -69,9 +69,13 @@ class Layout:
     header_fill: colors.Color = colors.HexColor("#E4ECF4")
     labels: Labels = field(default_factory=Labels)
 
+    frame_padding: float = 6
+    """reportlab's frame keeps this much inside the margins on every side."""
+
     @property
     def frame_width(self) -> float:
-        return self.page_size[0] - self.margin_left - self.margin_right
+        """The width text and tables may fill (tables as wide as the margins overflowed them)."""
+        return self.page_size[0] - self.margin_left - self.margin_right - 2 * self.frame_padding
 
 
 #: reportlab's font registry is process-wide; reports are rendered on worker

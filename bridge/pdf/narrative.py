@@ -208,12 +208,13 @@ class NarrativeRenderer:
 
     @staticmethod
     def _grid(rows):
-        """Cells placed on a grid honouring colspan/rowspan; also the plain text per column."""
+        """Cells placed on a grid honouring colspan/rowspan; also per column the plain text of
+        each cell and whether it prints in bold (a header cell)."""
         grid: list[list] = []
         spans = []
-        texts: dict[int, list[str]] = {}
+        texts: dict[int, list[tuple[str, bool]]] = {}
         taken: set[tuple[int, int]] = set()
-        for r, (tr, _) in enumerate(rows):
+        for r, (tr, in_thead) in enumerate(rows):
             while len(grid) <= r:
                 grid.append([])
             c = 0
@@ -233,7 +234,8 @@ class NarrativeRenderer:
                 if colspan > 1 or rowspan > 1:
                     spans.append(((c, r), (c + colspan - 1, r + rowspan - 1)))
                 if colspan == 1:
-                    texts.setdefault(c, []).append(_WS.sub(" ", "".join(cell.itertext())).strip())
+                    text = _WS.sub(" ", "".join(cell.itertext())).strip()
+                    texts.setdefault(c, []).append((text, in_thead or _local(cell) == "th"))
                 c += colspan
         width = max((cc + 1 for _, cc in taken), default=1)
         last_row = max((rr + 1 for rr, _ in taken), default=len(grid))
@@ -243,31 +245,41 @@ class NarrativeRenderer:
             row.extend([None] * (width - len(row)))
         return grid, spans, texts
 
-    def _column_widths(self, texts: dict[int, list[str]], ncols: int, width: float) -> list[float]:
+    def _column_widths(self, texts: dict[int, list[tuple[str, bool]]], ncols: int,
+                       width: float) -> list[float]:
         """Widths that fit the table in *width* and starve no column (issue 13).
 
-        A column needs its longest word, but at most a third of the width (or
-        an equal share, when that is more): a longer token (a 400-character
-        URL) breaks anywhere inside its cell (the styles' splitLongWords)
+        A column needs its longest word. A token wider than a third of the
+        width (a 400-character URL) breaks anywhere inside its cell (the
+        styles' splitLongWords), so its column needs only an equal share
         instead of squeezing the other columns to a letter per line. When the
-        needs do not fit, they shrink in proportion, none below a floor (three
-        letters' width, or the equal share). A column wants its longest
-        text on one line, at most half the width; what is left above the
-        needs goes to the columns in proportion to what they want more.
+        needs do not fit, the words of the data come first and header words
+        may break; when even those do not fit, they shrink in proportion,
+        none below a floor (three letters' width, or the equal share). A
+        column wants its longest text on one line, at most half the width;
+        what is left above the needs goes to the columns in proportion to
+        what they want more.
         """
-        bold, size, pad = f"{self.layout.font}-Bold", self.layout.table_size, 7
+        size, pad = self.layout.table_size, 7
+        faces = {False: self.layout.font, True: f"{self.layout.font}-Bold"}
         fair = width / ncols
-        cap, floor = max(fair, width / 3), min(fair, 3 * size + pad)
-        need, wanted = [], []
-        for c in range(ncols):
-            cells = texts.get(c, [""])
-            longest = max((stringWidth(w, bold, size) for t in cells for w in t.split()), default=0)
-            natural = max((stringWidth(t, bold, size) for t in cells), default=0)
-            need.append(min(max(longest, 3 * size) + pad, cap))
-            wanted.append(max(min(natural + pad, width / 2 if ncols > 1 else width), need[-1]))
-        if sum(need) > width:
-            return _raise_to_floor([n * width / sum(need) for n in need], floor)
-        return _share(need, wanted, width)
+        floor = min(fair, 3 * size + pad)
+
+        def need(cells) -> float:
+            longest = max((stringWidth(w, faces[b], size) for t, b in cells for w in t.split()), default=0)
+            word = max(longest, 3 * size) + pad
+            return word if word <= max(fair, width / 3) else fair
+
+        columns = [texts.get(c, []) for c in range(ncols)]
+        words = [need(cells) for cells in columns]
+        data = [need([(t, b) for t, b in cells if not b]) for cells in columns]
+        wanted = [max(min(max((stringWidth(t, faces[b], size) for t, b in cells), default=0) + pad,
+                          width / 2 if ncols > 1 else width), w) for cells, w in zip(columns, words)]
+        if sum(words) <= width:
+            return _share(words, wanted, width)
+        if sum(data) <= width:
+            return _share(data, words, width)
+        return _raise_to_floor([d * width / sum(data) for d in data], floor)
 
 
 def _raise_to_floor(widths: list[float], floor: float) -> list[float]:
