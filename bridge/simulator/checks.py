@@ -308,6 +308,21 @@ def _check_date(name: str, value) -> None:
         raise Problem("invalid-format", f"{name} is not a real date") from None
 
 
+def _check_array(name: str, value) -> None:
+    """An array field: strings, at most MAX_ITEMS of them, each short enough and in its value set."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _mandatory(f"{name} must be an array of strings")
+    if len(value) > contract.MAX_ITEMS[name]:
+        raise _mandatory(f"{name}: more than {contract.MAX_ITEMS[name]} items")
+    limit = contract.ITEM_MAX_LENGTHS.get(name)
+    if limit is not None and any(len(v) > limit for v in value):
+        raise Problem("invalid-format", f"{name}: an item is longer than {limit}")
+    allowed = contract.ARRAY_ITEMS[name]
+    outside = [v for v in value if allowed is not None and v not in allowed]
+    if outside:
+        raise _mandatory(f"{name}: {outside[0]!r} is not an accepted value")
+
+
 def step_body(state: State) -> None:
     request, op = state.request, state.request.operation
     if op == "delete":
@@ -333,19 +348,9 @@ def step_body(state: State) -> None:
         value = body.get(name)
         if value is not None and (not isinstance(value, str) or value not in allowed):
             raise _mandatory(f"{name}: {value!r} is not an accepted value")
-    for name, allowed in contract.ARRAY_ITEMS.items():
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _mandatory(f"{name} must be an array of strings")
-        if len(value) > contract.MAX_ITEMS[name]:
-            raise _mandatory(f"{name}: more than {contract.MAX_ITEMS[name]} items")
-        limit = contract.ITEM_MAX_LENGTHS.get(name)
-        if limit is not None and any(len(v) > limit for v in value):
-            raise Problem("invalid-format", f"{name}: an item is longer than {limit}")
-        if allowed is not None and any(v not in allowed for v in value):
-            raise _mandatory(f"{name}: {next(v for v in value if v not in allowed)!r} is not an accepted value")
+    for name in contract.ARRAY_ITEMS:
+        if body.get(name) is not None:
+            _check_array(name, body[name])
     for name in set(body) - set(contract.ENUMS) - set(contract.ARRAY_ITEMS):
         if body[name] is not None and not isinstance(body[name], str):
             raise _mandatory(f"{name} must be a string")
