@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 import pytest
+from asn1crypto import x509 as asn1_x509
+from pyhanko_certvalidator import ValidationContext
 
 from bridge import certs
 from bridge.pdf import package
@@ -21,6 +23,13 @@ def pki(tmp_path_factory) -> certs.DevPki:
 @pytest.fixture(scope="session")
 def signer(pki) -> PdfSigner:
     return PdfSigner.from_credential(certs.load_credential(pki.sign_cert, pki.sign_key))
+
+
+@pytest.fixture(scope="session")
+def trust(pki) -> ValidationContext:
+    """pyHanko's validation context with the development CA as the trust root."""
+    ca = certs.load_credential(pki.ca_cert, pki.ca_key)
+    return ValidationContext(trust_roots=[asn1_x509.Certificate.load(ca.der)])
 
 
 @pytest.fixture(scope="session")

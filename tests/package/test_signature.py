@@ -5,12 +5,9 @@ import io
 import threading
 
 import pytest
-from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import ModificationLevel
-from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
-from pyhanko_certvalidator import ValidationContext
 
 from bridge import certs
 from bridge.pdf import package
@@ -18,29 +15,7 @@ from bridge.pdf import sign
 from bridge.errors import BridgeError
 
 from .package_samples import sample
-
-
-@pytest.fixture(scope="module")
-def trust(pki):
-    ca = certs.load_credential(pki.ca_cert, pki.ca_key)
-    return ValidationContext(trust_roots=[asn1_x509.Certificate.load(ca.der)])
-
-
-def off_loop(fn):
-    """Run fn() on a fresh thread: pytest-twisted keeps an asyncio loop running on
-    this one, where asyncio.run (used by pyHanko's synchronous API) refuses to run."""
-    box = []
-    thread = threading.Thread(target=lambda: box.append(fn()))
-    thread.start()
-    thread.join()
-    return box[0]
-
-
-def validate(pdf: bytes, trust):
-    reader = PdfFileReader(io.BytesIO(pdf))
-    assert len(reader.embedded_signatures) == 1
-    embedded = reader.embedded_signatures[0]
-    return embedded, off_loop(lambda: asyncio.run(async_validate_pdf_signature(embedded, trust)))
+from .signature_checks import off_loop, validate
 
 
 def test_signature_is_valid_and_covers_the_whole_file(packaged, trust):
