@@ -11,7 +11,8 @@ Rules are data the user installs (``fse-bridge rules install``):
 ``<rules_dir>/schema/POCD_MT000040UV02/CDA.xsd`` and ``<rules_dir>/schematron/*.sch``.
 :class:`Rules` compiles each schematron once, on first use, and serialises the
 calls into lxml's schema object and saxon behind one lock, so one ``Rules``
-may be shared by worker threads.
+may be shared by worker threads; saxon itself runs on its own thread
+(:mod:`bridge.cda.saxon`: a saxon object freed on another thread ends the process).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from lxml import etree
 
 from bridge.cda import schematron
+from bridge.cda.saxon import SAXON
 from bridge.errors import NotProcessable
 from bridge.model import DocumentType
 
@@ -158,16 +160,15 @@ class Rules:
         self.schematrons = dict(schematrons)
         self._lock = threading.Lock()
         self._xsd: etree.XMLSchema | None = None
-        self._saxon = None
-        self._xslt = None
-        self._compiled: dict[DocumentType, object] = {}
+        self._saxon_owner = SAXON.new_owner(self)
+        self._compiled: set[DocumentType] = set()
 
     def warm(self) -> None:
         """Load the XSD and compile every schematron now (RulesError names a broken file)."""
         with self._lock:
             self._schema()
             for doc_type in self.schematrons:
-                self._executable(doc_type)
+                self._compile_once(doc_type)
 
     def schematron_for(self, doc_type: DocumentType) -> SchematronFile | None:
         return self.schematrons.get(doc_type)
@@ -188,10 +189,9 @@ class Rules:
         from saxonche import PySaxonApiError
 
         with self._lock:
-            executable = self._executable(doc_type)
+            self._compile_once(doc_type)
             try:
-                node = self._saxon.parse_xml(xml_text=xml_text)
-                output = executable.transform_to_string(xdm_node=node)
+                output = SAXON.transform(self._saxon_owner, doc_type.name, xml_text)
             except PySaxonApiError as exc:
                 # A rule's XPath failed on this document (e.g. one item expected, two found):
                 # the document cannot be accepted, and the service must not crash.
@@ -210,22 +210,18 @@ class Rules:
                 raise RulesError(f"cannot load the CDA schema {main}: {exc}") from None
         return self._xsd
 
-    def _executable(self, doc_type: DocumentType):
-        compiled = self._compiled.get(doc_type)
-        if compiled is None:
-            from saxonche import PySaxonApiError, PySaxonProcessor  # slow import: only when used
+    def _compile_once(self, doc_type: DocumentType) -> None:
+        """The type's schematron compiled (once) on the saxon thread."""
+        if doc_type not in self._compiled:
+            from saxonche import PySaxonApiError  # slow import: only when used
 
-            if self._saxon is None:
-                self._saxon = PySaxonProcessor(license=False)
-                self._xslt = self._saxon.new_xslt30_processor()
             source = self.schematrons[doc_type].path
             try:
                 text = schematron.translate(source).decode("utf-8")
-                compiled = self._xslt.compile_stylesheet(stylesheet_text=text)
+                SAXON.compile(self._saxon_owner, doc_type.name, text)
             except (schematron.SchematronError, PySaxonApiError) as exc:
                 raise RulesError(f"cannot compile the schematron {source.name}: {exc}") from None
-            self._compiled[doc_type] = compiled
-        return compiled
+            self._compiled.add(doc_type)
 
 
 def _readable_path(doc: etree._ElementTree, path: str | None) -> str:
