@@ -1,8 +1,9 @@
 """Time per document of the four packaging steps: render, PDF/A, embed, sign.
 
-    python bench/bench_package.py [--docs 200] [--warmup 3] [--sample LAB|all]
+    python bench/bench_package.py [--docs 200] [--warmup 3] [--sample LAB|all] [--cda FILE.xml ...]
 
-Documents are the official samples (../shared/reference/cda/samples), cycled.
+Documents are the official samples (../shared/reference/cda/samples), cycled,
+or the CDAs given with --cda (e.g. long reports rendered from the corpus).
 Steps as the service runs them (bridge.pdf.package): render = parse the CDA and
 draw the report (reportlab); pdfa = open it with pikepdf and prepare PDF/A-3b;
 embed = attach cda.xml and write the PDF/A file; sign = PAdES B-B (pyHanko;
@@ -71,10 +72,16 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--sample", default="all", help="LAB, RAD, RSA, RAP, LDO or all")
+    parser.add_argument("--cda", nargs="+", type=Path, metavar="FILE.xml",
+                        help="these CDA documents instead of the samples")
     args = parser.parse_args(argv)
 
-    names = ["LAB", "RAD", "RSA", "RAP", "LDO"] if args.sample == "all" else [args.sample]
-    documents = [(SAMPLES / f"{n}.xml").read_bytes() for n in names]
+    if args.cda:
+        names = [p.name for p in args.cda]
+        documents = [p.read_bytes() for p in args.cda]
+    else:
+        names = ["LAB", "RAD", "RSA", "RAP", "LDO"] if args.sample == "all" else [args.sample]
+        documents = [(SAMPLES / f"{n}.xml").read_bytes() for n in names]
     with tempfile.TemporaryDirectory() as tmp:
         pki = certs.generate_development_pki(Path(tmp), fiscal_code="01386030488", vendor="BENCH")
         signer = PdfSigner.from_credential(certs.load_credential(pki.sign_cert, pki.sign_key))
