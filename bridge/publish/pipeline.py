@@ -21,7 +21,9 @@ the kill left behind); it is not applied again when a later message already
 changed its accession (its ACK may have gone out before its outcome was
 committed); a version whose call left without a final answer is sent again
 with the same ids and reconciled (409/404), never under a new id; and a
-cancellation deletes whatever such a version left live.
+cancellation deletes whatever such a version left live. The decisions are pure
+functions of what the journal holds (bridge.publish.recovery); this module
+loads it and records what they decide.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from typing import Any, Callable
 from twisted.internet import defer
 
 from bridge.alerts import Kind as AlertKind, raise_alert
+from bridge.publish.metadata import APPLIED_STAGE, NotCurrentVersion, UnknownTarget, apply_settings, check_settings
+from bridge.publish.recovery import (WRONG_PATIENT, settle_earlier, settled_deleted, settled_published,
+                                     was_sent)
 from bridge.publish.record import ACCEPTED, alert_for, answer_fields, gateway_record, outcome_of, published_outcome
 from bridge.publish.submission import (build_submission, keep_hidden, person_code, submission_from_record,
                                        submission_record)
@@ -59,8 +64,6 @@ MAX_ERR_SEGMENTS = 10
 #: An operator's metadata request as sent (under the publishing message); ``submission.json``
 #: there is only ever what the gateway took.
 REQUEST_ARTIFACT = "metadata-request.json"
-#: The plan name journaled with the calls of the wrong-patient plan (gateway.md section 9).
-WRONG_PATIENT = "wrong-patient"
 
 
 @dataclass(kw_only=True)
@@ -243,7 +246,7 @@ async def _resend_as_sent(ctx, pub: Publisher, entry: Entry, uncertain: Document
     result = await _submit(ctx, entry, operation, uncertain.document_id, call)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return outcome_of(result, document_id=uncertain.document_id, operation=operation)
-    await _settle_published(journal, uncertain, documents)
+    await _record_rows(journal, settled_published(uncertain, documents))
     return None
 
 
@@ -332,7 +335,7 @@ async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
     sub = await _stored_submission(journal, document)
     await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
     if resend is None:
-        resend = await _was_sent(journal, entry.id, "delete", document.document_id)
+        resend = was_sent(await journal.gateway_calls(entry.id), document.document_id, "delete")
     return await _submit(ctx, entry, "delete", document.document_id, pub.client.delete(sub, resend=resend),
                          plan_name=plan_name)
 
@@ -356,19 +359,8 @@ async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Docume
         result = await _send_delete(ctx, pub, entry, previous)
         if result.outcome_class is not OutcomeClass.PUBLISHED:
             return outcome_of(result, document_id=previous.document_id, operation="delete")
-    await _settle_deleted(journal, entry, uncertain, previous, previous_deleted=target is previous)
+    await _record_rows(journal, settled_deleted(entry.id, uncertain, previous, previous_deleted=target is previous))
     return outcome_of(result, document_id=target.document_id, operation="delete")
-
-
-async def _settle_deleted(journal, entry: Entry, uncertain: Document, previous: Document | None, *,
-                          previous_deleted: bool) -> None:
-    """Record the end of the cancellation of an *uncertain* version: the version it was to
-    replace is deleted (the uncertain one never landed) or replaced (it had), then the
-    uncertain one is marked deleted."""
-    if previous is not None and previous.state == PUBLISHED:
-        await journal.put_document(dataclasses.replace(previous, state=DELETED, message_id=entry.id)
-                                   if previous_deleted else dataclasses.replace(previous, state=REPLACED))
-    await journal.put_document(dataclasses.replace(uncertain, state=DELETED, message_id=entry.id))
 
 
 async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
@@ -386,8 +378,6 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
 async def _metadata_applied(journal, document: Document, sub: Submission) -> None:
     """Record *sub* as *document*'s metadata now (the gateway took it): the next update or the
     delete starts from it, whichever way it was made (bridge.publish.metadata.APPLIED_STAGE)."""
-    from bridge.publish.metadata import APPLIED_STAGE
-
     await journal.add_artifact(document.message_id, APPLIED_STAGE, "submission.json",
                                _json(submission_record(sub)))
 
@@ -395,8 +385,6 @@ async def _metadata_applied(journal, document: Document, sub: Submission) -> Non
 async def _metadata_submission(journal, target: Document, settings, submission_id: str) -> Submission:
     """The submission that published *target* with the ``KEY=VALUE`` *settings* applied, under a
     new submission id (bridge.publish.metadata.apply_settings)."""
-    from bridge.publish.metadata import apply_settings
-
     return apply_settings(await _stored_submission(journal, target), list(settings),
                           submission_id=submission_id)
 
@@ -428,8 +416,6 @@ def update_metadata(ctx, target: str, settings) -> defer.Deferred:
 
 
 async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> MetadataCall:
-    from bridge.publish.metadata import NotCurrentVersion, check_settings
-
     pub: Publisher = ctx.publisher
     journal = ctx.journal
     check_settings(settings)   # a mistyped key is refused before waiting for any lock
@@ -466,8 +452,6 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
 async def _document_named(journal, config, target: str) -> tuple[str, tuple[str, str, str]]:
     """The document *target* names (the newest matching entry's) and its accession's lock key,
     from the route the pipeline journaled for that entry."""
-    from bridge.publish.metadata import UnknownTarget
-
     target = target.strip()
     found = await journal.find(target) if target else []
     if not found:
@@ -535,80 +519,31 @@ async def _record_answers(journal, message_id: int, operation: str, document_id:
 
 
 async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
-    """This message's own gateway success from before the last stop, if any (registry settled).
-
-    The gateway's answer (gateway.json) is journaled before the registry is
-    updated and long before the outcome: a kill in between must neither lose
-    the publication nor make it again.
-    """
+    """This message's own gateway success from before the last stop, if any, with the
+    registry settled (bridge.publish.recovery.settle_earlier)."""
     records = [json.loads(a.content) for a in await journal.artifacts(entry.id) if a.name == "gateway.json"]
-    if not records or records[-1].get("outcome") != OutcomeClass.PUBLISHED.value:
+    settlement = settle_earlier(records, documents, entry.id)
+    await _record_rows(journal, settlement.writes)
+    if settlement.answer is None:
         return None
-    record = records[-1]
-    by_id = {d.document_id: d for d in documents}
-    operation, document_id = record["operation"], record["document_id"]
-    document = by_id.get(document_id)
-    if document is None:
-        return None
-    if operation == "delete" and record.get("plan") == WRONG_PATIENT:
-        # The wrong-patient plan's first step landed: its create is still to be made.
-        if document.state == PUBLISHED:
-            await journal.put_document(dataclasses.replace(document, state=DELETED, message_id=entry.id))
-        return None
-    if operation == "delete":
-        if document.state == PENDING:
-            # The cancelled version was uncertain (_delete_uncertain).
-            previous = previous_of(document, documents)
-            if record.get("reconciled") and previous is not None and previous.state == PUBLISHED:
-                return None   # it never landed: the live version it was to replace is still to delete
-            await _settle_deleted(journal, entry, document, previous, previous_deleted=False)
-        elif document.state == PUBLISHED:
-            uncertain = [by_id[r["document_id"]] for r in records[:-1] if r["operation"] == "delete"
-                         and r["document_id"] in by_id and by_id[r["document_id"]].state == PENDING]
-            if uncertain:
-                await _settle_deleted(journal, entry, uncertain[-1], document, previous_deleted=True)
-            else:
-                await journal.put_document(dataclasses.replace(document, state=DELETED, message_id=entry.id))
-    elif operation in ("create", "replace"):
-        await _settle_published(journal, document, documents)
-        if document.message_id != entry.id:
-            # A resumed version that landed with another message's content: this
-            # message's own content is still to be published.
-            return None
+    record = settlement.answer
     last = (record.get("attempts") or [{}])[-1]
-    return published_outcome(document_id, operation, x_cart_id=last.get("x_cart_id"),
-                              trace_id=last.get("trace_id"), workflow_instance_id=last.get("workflow_instance_id"))
+    return published_outcome(record["document_id"], record["operation"], x_cart_id=last.get("x_cart_id"),
+                             trace_id=last.get("trace_id"), workflow_instance_id=last.get("workflow_instance_id"))
 
 
-async def _settle_published(journal, document: Document, documents) -> None:
-    """Record *document* as landed (published, unless a later message replaced or deleted it
-    since) and the version it replaced as replaced; what is already recorded is kept."""
-    if document.state == PENDING:
-        await journal.put_document(dataclasses.replace(document, state=PUBLISHED))
-    previous = previous_of(document, documents)
-    if previous is not None and previous.state == PUBLISHED:
-        await journal.put_document(dataclasses.replace(previous, state=REPLACED))
+async def _record_rows(journal, rows) -> None:
+    for row in rows:
+        await journal.put_document(row)
 
 
 async def _uncertain_version(journal, documents) -> Document | None:
     """The newest pending version whose gateway call may have landed, if any."""
     for document in sorted((d for d in documents if d.state == PENDING), key=lambda d: -d.seq):
-        if document.message_id is not None and await _was_sent(
-                journal, document.message_id, None, document.document_id):
+        if document.message_id is not None and was_sent(await journal.gateway_calls(document.message_id),
+                                                        document.document_id):
             return document
     return None
-
-
-async def _was_sent(journal, message_id: int, operation: str | None, document_id: str) -> bool:
-    """True when a call for *document_id* left and may have landed (or did) without the registry saying so."""
-    for call in await journal.gateway_calls(message_id):
-        if call.document_id != document_id or (operation and call.operation != operation):
-            continue
-        # 2xx: it landed, and the registry was not updated before the stop (a resend reconciles).
-        if call.state == "sent" or call.http_status is None or call.http_status >= 500 \
-                or call.http_status in (404, 409, 429) or 200 <= call.http_status < 300:
-            return True
-    return False
 
 
 async def _stored_submission(journal, document: Document) -> Submission:
