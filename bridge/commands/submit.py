@@ -149,7 +149,7 @@ def run(args) -> int:
                                                      ("warning", attempt.warning)) if v is not None}
         if body:
             print("  " + json.dumps(body, ensure_ascii=False, indent=2).replace("\n", "\n  "))
-    alert = " (operator alert: check certificates and clock)" if result.operator_alert else ""
+    alert = f" (operator alert: {result.alert})" if result.operator_alert else ""
     reconciled = " (an earlier attempt had landed)" if result.reconciled else ""
     print(f"outcome: {result.outcome_class.value}{reconciled}{alert}")
     return ExitCode.DONE if result.published else ExitCode.FAILED
