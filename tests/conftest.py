@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import ssl
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,18 @@ def pytest_configure(config):
     """Without ../shared, one message says so, instead of skips and unrelated failures."""
     if missing := shared_data.missing():
         raise pytest.UsageError(shared_data.missing_message(missing))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Once a test module and its fixtures are done, its garbage is collected on a fresh thread:
+    an object that cannot be freed off the thread that made it (saxonche's ended the process with
+    status 99, issue 15) then fails with the module that made it, not with whichever later test's
+    thread the collector happened to run on; the outcome does not depend on the tests' order."""
+    if nextitem is None or getattr(nextitem, "module", None) is not getattr(item, "module", None):
+        collector = threading.Thread(target=gc.collect, name="gc-after-module")
+        collector.start()
+        collector.join()
 
 
 def make_oru(control_id: str = "CTRL0001", *, version: str = "2.5", facility: str = "OSP",
