@@ -7,7 +7,6 @@ exposition text is parsed strictly (format 0.0.4) before its values are checked.
 
 import os
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -22,11 +21,10 @@ from bridge.journal import metrics
 from bridge.journal.sqlite import SqliteStore
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.mllp.protocol import MllpDecoder, frame
 from bridge.web.site import MetricsResource, render_exposition
 from fse_helpers import CHECKOUT, make_oru
 from .test_status_page import PATIENT, _post_fault
-from .web_kit import answer_at_once, exchange, get, start
+from .web_kit import answer_at_once, exchange, get, open_exchange, start
 
 EXAMPLES = CHECKOUT / "examples"
 
@@ -109,7 +107,7 @@ def test_metrics_after_publications_a_gateway_refusal_and_an_unsupported_message
         assert (yield exchange(top.mllp_port, (EXAMPLES / "lab.hl7").read_bytes()))[0] == "AA"
         assert (yield exchange(top.mllp_port, (EXAMPLES / "lab-correction.hl7").read_bytes()))[0] == "AA"
         # An unsupported message type, on a connection that stays open during the scrape.
-        held, msa = yield deferToThread(_open_exchange, top.mllp_port,
+        held, msa = yield deferToThread(open_exchange, top.mllp_port,
                                         make_oru("ADT1", message_type="ADT", event="A01").encode())
         assert msa[0] == "AR"
         yield committed(top.context.journal)
@@ -156,19 +154,6 @@ def committed(journal) -> defer.Deferred:
     outcome's commit; the journal applies operations in order, so the next one's commit
     holds it). /metrics reads the last commit."""
     return journal.documents_for("", "", "")
-
-
-def _open_exchange(port: int, payload: bytes):
-    """One MLLP exchange on a connection left open: ``(socket, MSA fields)``."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    s.sendall(frame(payload))
-    decoder, frames = MllpDecoder(), []
-    while not frames:
-        data = s.recv(65536)
-        assert data, "connection closed"
-        frames += list(decoder.feed(data))
-    msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
-    return s, msa.decode().split("|")[1:4]
 
 
 # -- the journal closed, then gone (a handler answering at once) ---------------------------------

@@ -49,18 +49,30 @@ def get(url: str) -> defer.Deferred:
     return deferToThread(blocking)
 
 
+def open_exchange(port: int, payload: bytes):
+    """One blocking MLLP exchange on a connection left open: ``(socket, the ACK's MSA fields)``;
+    the socket is closed if the exchange fails (the caller closes it otherwise)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    try:
+        s.sendall(frame(payload))
+        decoder, frames = MllpDecoder(), []
+        while not frames:
+            data = s.recv(65536)
+            assert data, "connection closed"
+            frames += list(decoder.feed(data))
+    except BaseException:
+        s.close()
+        raise
+    msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
+    return s, msa.decode("utf-8").split("|")[1:4]
+
+
 def exchange(port: int, payload: bytes) -> defer.Deferred:
     """One MLLP exchange, in a thread; the ACK's MSA fields."""
     def blocking():
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-            s.sendall(frame(payload))
-            decoder, frames = MllpDecoder(), []
-            while not frames:
-                data = s.recv(65536)
-                assert data, "connection closed"
-                frames += list(decoder.feed(data))
-        msa = next(seg for seg in frames[0].split(b"\r") if seg.startswith(b"MSA"))
-        return msa.decode("utf-8").split("|")[1:4]
+        s, msa = open_exchange(port, payload)
+        s.close()
+        return msa
     return deferToThread(blocking)
 
 
