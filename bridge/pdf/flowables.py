@@ -8,7 +8,7 @@ its lines (issue 13: ``'Paragraph' object has no attribute 'blPara'``).
 
 from __future__ import annotations
 
-from reportlab.platypus import Flowable, KeepTogether
+from reportlab.platypus import Flowable, KeepTogether, Table
 from reportlab.platypus.doctemplate import FrameBreak
 
 
@@ -36,25 +36,64 @@ class KeepWithStart(KeepTogether):
     def split(self, aW, aH):
         parts = [*self._heads, self._body]
         frame = getattr(self, "_frame", None)
-        if (frame is not None and frame._atTop) or self.start_fits(self.canv, aW, aH):
+        if (frame is not None and frame._atTop) or self.start_fits(self.canv, aW, aH, frame):
             return parts
         return [FrameBreak(), *parts]
 
-    def start_fits(self, canv, aW, aH) -> bool:
-        """Whether the heads and the first piece of the body fit in *aH*."""
+    def start_fits(self, canv, aW, aH, frame) -> bool:
+        """Whether the heads and the first piece of the body fit in *aH* of *frame*."""
         room = aH
         for head in self._heads:
             room -= head.getSpaceBefore() + head.wrapOn(canv, aW, room)[1] + head.getSpaceAfter()
-        return room > 0 and starts_within(self._body, canv, aW, room)
+        return room > 0 and starts_within(self._body, canv, aW, room, frame)
 
 
-def starts_within(flowable: Flowable, canv, aW, aH) -> bool:
-    """Whether *flowable*, or the first piece of its own split, fits in *aH*."""
+def starts_within(flowable: Flowable, canv, aW, aH, frame) -> bool:
+    """Whether *flowable*, or the first piece of its own split where *frame* is, fits in *aH*."""
     if isinstance(flowable, KeepWithStart):
-        return flowable.start_fits(canv, aW, aH)
+        return flowable.start_fits(canv, aW, aH, frame)
     aH -= flowable.getSpaceBefore()
     if aH <= 0:
         return False
     if flowable.wrapOn(canv, aW, aH)[1] <= aH:
         return True
-    return bool(flowable.splitOn(canv, aW, aH))
+    flowable._frame = frame  # a ReportTable splits by where it is (see there)
+    try:
+        return bool(flowable.splitOn(canv, aW, aH))
+    finally:
+        del flowable._frame
+
+
+class ReportTable(Table):
+    """reportlab's Table, split so that its repeated header row only ever starts a page.
+
+    reportlab splits a table between rows and tries the rest (under its
+    repeated header row) again below the part that fit: when the first row
+    of the rest does not fit there, it splits inside that row, and the
+    header row prints again in the middle of the page. Here the choice is
+    made once, where the page ends: a row up to ``row_split_min`` tall moves
+    whole to the next page, a taller one (a long comment, a long token)
+    splits there and continues under the header row overleaf; the rest of a
+    table never starts below other content on the same page.
+    """
+
+    row_split_min: float = 72.0
+    _continued = False
+    """A part after the first: its header row must start a page."""
+
+    def split(self, aW, aH):
+        frame = getattr(self, "_frame", None)
+        at_top = frame is None or frame._atTop  # no frame: inside a table cell
+        if self._continued and not at_top:
+            return []
+        self._calc(aW, aH)
+        moved = self._getFirstPossibleSplitRowPosition(aH)  # the first row that does not fit
+        tall = moved < len(self._rowHeights) and self._rowHeights[moved] > self.row_split_min
+        parts = self._splitRows(aH, doInRowSplit=True) if tall else []
+        parts = parts or self._splitRows(aH, doInRowSplit=False)
+        if not parts and at_top:  # a row taller than the page
+            parts = self._splitRows(aH, doInRowSplit=True)
+        for part in parts[1:]:
+            part._continued = True
+            part.row_split_min = self.row_split_min
+        return parts

@@ -64,6 +64,8 @@ class Layout:
     title_size: float = 15
     heading_sizes: tuple[float, ...] = (12, 10.5, 9.5)
     footer_size: float = 7.5
+    row_split_min: float = 72
+    """Table rows up to this tall move whole to the next page; taller ones split where it ends."""
     accent: colors.Color = colors.HexColor("#1F4E79")
     rule: colors.Color = colors.HexColor("#9DB3C8")
     header_fill: colors.Color = colors.HexColor("#E4ECF4")

@@ -15,9 +15,9 @@ from xml.sax.saxutils import escape
 
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfbase.pdfmetrics import stringWidth
-from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, Paragraph, Spacer, TableStyle
 
-from bridge.pdf.flowables import KeepWithStart
+from bridge.pdf.flowables import KeepWithStart, ReportTable
 from bridge.pdf.view import NS
 from bridge.pdf.layout import Layout, Styles
 
@@ -202,8 +202,9 @@ class NarrativeRenderer:
         commands += [("SPAN", a, b) for a, b in spans]
         # splitInRow: a cell longer than a page continues on the next one
         repeat = header_rows if header_rows < len(data) else 0  # nothing to repeat them over
-        table = Table(data, colWidths=widths, repeatRows=repeat, hAlign="LEFT", splitInRow=1,
-                      style=TableStyle(commands))
+        table = ReportTable(data, colWidths=widths, repeatRows=repeat, hAlign="LEFT", splitInRow=1,
+                            style=TableStyle(commands))
+        table.row_split_min = self.layout.row_split_min
         return [KeepWithStart(caption, table) if caption else table, Spacer(1, 4)]
 
     @staticmethod
