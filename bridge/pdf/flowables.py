@@ -29,6 +29,12 @@ class KeepWithStart(KeepTogether):
         self._heads = list(heads)
         self._body = body
 
+    @property
+    def parts(self) -> list[Flowable]:
+        """The heads and the body, for where there are no pages to keep them on (a table cell)."""
+        body = self._body.parts if isinstance(self._body, KeepWithStart) else [self._body]
+        return [*self._heads, *body]
+
     def wrap(self, aW, aH):
         # never drawn whole: the frame splits it into its parts (see split)
         return aW, 0xFFFFFF

@@ -186,7 +186,7 @@ class NarrativeRenderer:
                     markup = self.inline(cell).strip()
                     cells.append(Paragraph(markup, cstyle) if markup else "")
                 else:
-                    cells.append(self.blocks(cell, widths[c] - 6, cstyle))
+                    cells.append(_in_cell(self.blocks(cell, widths[c] - 6, cstyle)))
             data.append(cells)
         commands = [
             ("FONT", (0, 0), (-1, -1), self.layout.font, self.layout.table_size),
@@ -281,6 +281,12 @@ class NarrativeRenderer:
         if sum(data) <= width:
             return _share(data, words, width)
         return _raise_to_floor([d * width / sum(data) for d in data], floor)
+
+
+def _in_cell(flowables: list[Flowable]) -> list[Flowable]:
+    """*flowables* for a table cell: a caption kept with its table is a page matter, and a cell
+    is drawn whole (reportlab's keep-together flowables draw nothing there)."""
+    return [f for block in flowables for f in (block.parts if isinstance(block, KeepWithStart) else [block])]
 
 
 def _raise_to_floor(widths: list[float], floor: float) -> list[float]:

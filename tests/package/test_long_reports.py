@@ -166,6 +166,15 @@ def test_long_url_wraps_inside_its_cell_and_the_other_columns_keep_their_words(s
     assert read.overflowing == []
 
 
+def test_captioned_table_inside_a_cell_is_printed(signer):
+    inner = ("<table><caption>Dettaglio interno</caption><tr><th>A#</th><th>B#</th></tr>"
+             "<tr><td>uno</td><td>due</td></tr></table>")
+    cda = cda_with_body([f"<component><section><title>Tabelle</title><text><table><tr><th>X#</th><th>Y#</th>"
+                         f"</tr><tr><td>cella</td><td>{inner}</td></tr></table></text></section></component>"])
+    read = packaged_pages(cda, signer)
+    assert "Tabelle" + "X#Y#cellaDettagliointernoA#B#unodue" in read.body[0]
+
+
 @given(texts=st.lists(st.lists(st.one_of(st.integers(0, 40).map(lambda n: "w" * n),
                                           st.integers(41, 600).map(lambda n: "u" * n),
                                           st.integers(1, 12).map(lambda n: " ".join(["parola"] * n))),
