@@ -1,6 +1,6 @@
 """MLLP throughput: fse-bridge (parse + durable journal + ACK) against python-hl7 and hl7apy.
 
-    python bench/bench_mllp.py [--connections 8] [--messages 2000] [--runs 3] [--workers 1]
+    python bench/bench_mllp.py [--connections 8] [--messages 2000] [--runs 5] [--workers 1]
 
 Each server runs in its own process; one asyncio client process drives it
 with N concurrent connections, each sending its share of the messages and
@@ -20,35 +20,32 @@ waiting for every ACK before the next message (as an MLLP sender does).
 Two scenarios, because hl7apy answers one message per connection:
 "persistent" (connections kept open: fse-bridge, python-hl7) and
 "per-message" (a new connection for each message: all three).
-Figures are messages per second (best of --runs); ratios are against fse-bridge.
 
-Recorded on the development machine (2 CPUs shared by the client, the server
-and other work; SQLite fsync 0.2 to 1 ms), 800-byte ORU^R01, 2000 messages
-(bench/RESULTS.md, "MLLP throughput", has the runs and where the CPU goes):
-
-    8 connections        fse-bridge  python-hl7  hl7apy
-      persistent               2335        2039       -
-      per-message              1808        1684      70
-    32 connections
-      persistent               2130        1894       -
-      per-message              2029        1583      66
-
-python-hl7's server is bound by one CPU (about 490 us per message, its parse
-about 400). fse-bridge parses in its worker process, on the other CPU (about
-430 us there), while its reactor journals the message and answers (about 360
-us: listener, durable journal, the pipe to the worker).
+As users run it: fse-bridge logs at its default level (INFO, to a file in its
+state folder, as a service manager would keep it), like ``fse-bridge serve``.
+The servers of a scenario run side by side and their runs are interleaved,
+the first server rotating (A B, B A, A B ...), so a slower or busier moment
+of the machine does not fall on one server only. Printed per server: the
+median messages per second and the spread (lowest and highest run), and
+beside it the median CPU per message of the server process and of its child
+processes (fse-bridge's worker processes), with the ratios to fse-bridge's.
+bench/RESULTS.md ("MLLP throughput") has the runs and where the CPU goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from proctime import cpu_seconds
@@ -77,20 +74,28 @@ MESSAGE = (
 def serve_bridge(port_file: Path, config_path: Path) -> None:
     """The fse-bridge service (MLLP listener, durable journal, ACK builder) with a handler that
     answers AA at once: the pipeline's stages have their own benchmarks."""
+    from bridge.cli import _configure_logging
     from bridge.service.tap import install_asyncio_reactor
     reactor = install_asyncio_reactor()
     from twisted.internet import defer
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     from bridge import config as config_module
     from bridge.model import AckCode
     from bridge.outcome import Outcome
     from bridge.service.tap import makeService
 
+    # The logging of `fse-bridge serve`: the configured level (INFO by default), Twisted's log too.
+    config = config_module.load(config_path)
+    _configure_logging(False)
+    logging.getLogger().setLevel(config.logging.level)
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
     def received(ctx, entry, analysis):
         # The message was parsed (in the service's worker process) before this is called.
         return defer.succeed(Outcome(code=AckCode.AA, text="received"))
 
-    top = makeService(config_module.load(config_path), reactor, handler=received)
+    top = makeService(config, reactor, handler=received)
 
     def start():
         top.startService()
@@ -208,18 +213,85 @@ class Server:
         config = state / "bridge.toml"
         config.write_text(
             f'state_dir = "{state}"\n[mllp]\nport = 0\nmax_connections = 1024\n'
-            f'[certificates]\ndevelopment = true\n[logging]\nlevel = "WARNING"\n[web]\nport = 0\n'
+            f'[certificates]\ndevelopment = true\n[web]\nport = 0\n'
             f'[workers]\nprocesses = {self.workers}\n'
             f'[mapping]\ndir = "{state / "mappings"}"\ntemplates = "{state / "templates"}"\npractitioners = ""\n')
         port_file = state / "mllp.port"
+        self._log = open(state / "server.log", "wb")
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", "fse-bridge", "--port-file",
                                       str(port_file), "--config", str(config)], cwd=CHECKOUT,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=self._log, stderr=subprocess.STDOUT)
         self.port = _wait_for_port(port_file, self.proc, self.name)
 
     def __exit__(self, *exc):
         self.proc.send_signal(signal.SIGTERM if self.name == "fse-bridge" else signal.SIGKILL)
         self.proc.wait(60)
+        if self.name == "fse-bridge":
+            self._log.close()
+
+    def measure(self, connections: int, messages: int, per_message: bool, tag: str) -> "Sample":
+        """One run: messages per second, and the CPU per message of the server and its children."""
+        before = cpu_seconds(self.proc.pid)
+        rate = asyncio.run(drive(self.port, connections, messages, per_message, tag))
+        after = cpu_seconds(self.proc.pid)
+        if None in (before, after):
+            return Sample(rate, None, None)
+        return Sample(rate, (after[0] - before[0]) / messages, (after[1] - before[1]) / messages)
+
+
+@dataclass(frozen=True)
+class Sample:
+    rate: float
+    """Messages per second."""
+    server_cpu: float | None
+    """CPU seconds per message of the server process (all its threads), None without /proc."""
+    children_cpu: float | None
+    """CPU seconds per message of its child processes (fse-bridge's workers)."""
+
+    @property
+    def cpu(self) -> float | None:
+        return None if self.server_cpu is None else self.server_cpu + self.children_cpu
+
+
+def interleaved(servers: dict, runs: int, measure) -> dict[str, list[Sample]]:
+    """*runs* samples of each server, their runs interleaved with the first server rotating."""
+    names = list(servers)
+    samples: dict[str, list[Sample]] = {name: [] for name in names}
+    for run in range(runs):
+        for name in names[run % len(names):] + names[:run % len(names)]:
+            samples[name].append(measure(servers[name], run))
+    return samples
+
+
+def report(samples: dict[str, list[Sample]]) -> None:
+    """Median and spread of the throughput, and the median CPU per message beside it."""
+    bridge = samples["fse-bridge"]
+    bridge_rate = statistics.median(s.rate for s in bridge)
+    bridge_cpu = _median_cpu(bridge)
+    print(f"  {'server':<11} {'msg/s median':>12} {'[lowest-highest]':>17}   {'CPU us/msg':>10}"
+          f" {'(server + children)':<22}")
+    for name, runs in samples.items():
+        rate = statistics.median(s.rate for s in runs)
+        spread = f"[{min(s.rate for s in runs):.0f}-{max(s.rate for s in runs):.0f}]"
+        cpu = _median_cpu(runs)
+        used = "" if cpu is None else (f"{sum(cpu) * 1e6:10.0f} ({cpu[0] * 1e6:.0f} + {cpu[1] * 1e6:.0f})"
+                                        if cpu[1] else f"{sum(cpu) * 1e6:10.0f} ({cpu[0] * 1e6:.0f})")
+        what = "parse + durable journal + ACK, log INFO" if name == "fse-bridge" else "parse + ACK"
+        ratio = ""
+        if name != "fse-bridge":
+            ratio = f"  fse-bridge/{name}: throughput {bridge_rate / rate:.2f}"
+            if cpu is not None and bridge_cpu is not None:
+                ratio += f", CPU per message {sum(bridge_cpu) / sum(cpu):.2f}"
+        print(f"  {name:<11} {rate:12.0f} {spread:>17}   {used:<33} {what}{ratio}")
+
+
+def _median_cpu(runs: list[Sample]) -> tuple[float, float] | None:
+    """(server, children) CPU per message of the run with the median total."""
+    measured = sorted((s for s in runs if s.cpu is not None), key=lambda s: s.cpu)
+    if not measured:
+        return None
+    middle = measured[(len(measured) - 1) // 2]
+    return middle.server_cpu, middle.children_cpu
 
 
 def _wait_for_port(port_file: Path, proc: subprocess.Popen, name: str) -> int:
@@ -236,7 +308,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per server, interleaved")
     parser.add_argument("--workers", type=int, default=1,
                         help="fse-bridge's worker processes (workers.processes; 0: parse in a thread)")
     parser.add_argument("--workdir", help="where fse-bridge keeps its journal (default: a temporary folder"
@@ -256,35 +328,19 @@ def main() -> int:
     base.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-mllp-", dir=base))
     print(f"{args.messages} messages of {len(MESSAGE.format(id='x'))} bytes, {args.connections} connections,"
-          f" best of {args.runs}; {os.cpu_count()} CPUs; fse-bridge journal under {workdir}")
+          f" {args.runs} runs per server, interleaved; {os.cpu_count()} CPUs; fse-bridge journal and log"
+          f" under {workdir}")
     scenarios = {"persistent": ["fse-bridge", "python-hl7"], "per-message": ["fse-bridge", "python-hl7", "hl7apy"]}
-    for scenario, servers in scenarios.items():
-        results = {}
-        for name in servers:
-            with Server(name, workdir, args.workers) as server:
-                # a short warm-up, then the measured runs
-                asyncio.run(drive(server.port, args.connections, min(200, args.messages), scenario != "persistent",
-                                  f"w{name}"))
-                runs = []
-                for run in range(args.runs):
-                    before = cpu_seconds(server.proc.pid)
-                    rate = asyncio.run(drive(server.port, args.connections, args.messages,
-                                             scenario != "persistent", f"r{run}{name}"))
-                    after = cpu_seconds(server.proc.pid)
-                    cpu = None if None in (before, after) else \
-                        tuple((a - b) / args.messages for a, b in zip(after, before))
-                    runs.append((rate, cpu))
-            results[name] = max(runs, key=lambda r: r[0])
-        print(f"\n{scenario} connections:")
-        bridge = results["fse-bridge"][0]
-        for name, (rate, cpu) in results.items():
-            extra = "  (parse + durable journal + ACK)" if name == "fse-bridge" else "  (parse + ACK)"
-            ratio = "" if name == "fse-bridge" else f"  fse-bridge/{name} = {bridge / rate:.2f}"
-            used = ""
-            if cpu is not None:
-                used = f"  server CPU {sum(cpu) * 1e6:4.0f} us/msg"
-                used += f" ({cpu[0] * 1e6:.0f} + workers {cpu[1] * 1e6:.0f})" if cpu[1] else ""
-            print(f"  {name:<11} {rate:9.0f} msg/s{used}{ratio}{extra}")
+    for scenario, names in scenarios.items():
+        per_message = scenario != "persistent"
+        with contextlib.ExitStack() as stack:
+            servers = {name: stack.enter_context(Server(name, workdir, args.workers)) for name in names}
+            for name, server in servers.items():   # a short warm-up, not measured
+                server.measure(args.connections, min(200, args.messages), per_message, f"w{name}")
+            samples = interleaved(servers, args.runs, lambda server, run: server.measure(
+                args.connections, args.messages, per_message, f"r{run}{server.name}"))
+        print(f"\n{scenario} connections ({args.runs} runs each, interleaved):")
+        report(samples)
     return 0
 
 
