@@ -15,11 +15,10 @@ makes the call itself.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from bridge.errors import BridgeError, InvalidValue
 from bridge.gateway.bodies import Submission, check_submission
-from bridge.publish.submission import submission_from_record
+from bridge.publish.submission import current_submission
 
 #: Gateway field name → (Submission field, is a list).
 FIELDS = {
@@ -84,9 +83,7 @@ def submission_for(store, document) -> tuple[Submission, int]:
     """*document*'s current submission (the publication's, or its latest metadata update the
     gateway took) and the journal entry that published it (sync store: the CLI's own path)."""
     if document.message_id is not None:
-        for artifact in reversed(store.artifacts(document.message_id)):
-            if artifact.name == "submission.json":
-                record = json.loads(artifact.content)
-                if record.get("document_id") == document.document_id:
-                    return submission_from_record(record), document.message_id
+        sub = current_submission(store.artifacts(document.message_id), document.document_id)
+        if sub is not None:
+            return sub, document.message_id
     raise UnknownTarget(f"no publication of {document.document_id} in the journal")

@@ -43,7 +43,7 @@ from bridge.publish.metadata import APPLIED_STAGE, NotCurrentVersion, UnknownTar
 from bridge.publish.recovery import (WRONG_PATIENT, settle_earlier, settled_deleted, settled_published,
                                      was_sent)
 from bridge.publish.record import ACCEPTED, alert_for, answer_fields, gateway_record, outcome_of, published_outcome
-from bridge.publish.submission import (build_submission, keep_hidden, person_code, submission_from_record,
+from bridge.publish.submission import (build_submission, current_submission, keep_hidden, person_code,
                                        submission_record)
 from bridge.service import stages
 from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide, previous_of
@@ -547,15 +547,11 @@ async def _uncertain_version(journal, documents) -> Document | None:
 
 
 async def _stored_submission(journal, document: Document) -> Submission:
-    """*document*'s current submission: the one that published it, or its latest metadata
-    update the gateway took (both recorded under the publishing message, and nothing else is
-    named so there)."""
-    for artifact in reversed(await journal.artifacts(document.message_id)):
-        if artifact.name == "submission.json":
-            record = json.loads(artifact.content)
-            if record.get("document_id") == document.document_id:
-                return submission_from_record(record)
-    raise GatewayUnavailable(f"no recorded submission for {document.document_id}")
+    """*document*'s current submission (bridge.publish.submission.current_submission)."""
+    sub = current_submission(await journal.artifacts(document.message_id), document.document_id)
+    if sub is None:
+        raise GatewayUnavailable(f"no recorded submission for {document.document_id}")
+    return sub
 
 
 def _json(value) -> bytes:

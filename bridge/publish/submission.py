@@ -5,6 +5,8 @@ metadata update and the accreditation run (gateway.md section 4, bridge filling 
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Sequence
 
 from bridge.gateway.bodies import Submission
 from bridge.gateway.identifiers import repository_id
@@ -42,6 +44,18 @@ def keep_hidden(sub: Submission, previous: Submission) -> Submission:
     if not hidden:
         return sub
     return dataclasses.replace(sub, event_codes=tuple(dict.fromkeys((*sub.event_codes, *hidden))))
+
+
+def current_submission(artifacts: Sequence, document_id: str) -> Submission | None:
+    """A document's current submission among the artifacts of the message that published it:
+    the publication's, or its latest metadata update the gateway took (both recorded as
+    ``submission.json`` there, and nothing else is named so there)."""
+    for artifact in reversed(artifacts):
+        if artifact.name == "submission.json" and artifact.content:
+            record = json.loads(artifact.content)
+            if record.get("document_id") == document_id:
+                return submission_from_record(record)
+    return None
 
 
 def submission_record(sub: Submission) -> dict:
