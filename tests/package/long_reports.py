@@ -144,13 +144,15 @@ class Pages:
     """Each page's text squeezed, its running header and footer taken out."""
     overflowing: list[tuple[int, float, str]]
     """Lines of text that start left of the frame or end right of it: (page, right edge, text)."""
+    lines: list[tuple[int, float, float, str]]
+    """Every line of text: (page, left edge, right edge, text)."""
 
 
 def read_pages(pdf: bytes, cda: bytes, signer_name: str | None, layout: Layout = Layout()) -> Pages:
     register_fonts(layout)
     left, right = layout.margin_left, layout.page_size[0] - layout.margin_right
     pages = PdfReader(io.BytesIO(pdf)).pages
-    body, overflowing = [], []
+    body, overflowing, lines = [], [], []
     for number, (page, decor) in enumerate(zip(pages, decorations(cda, signer_name, len(pages))), start=1):
         pieces = []
 
@@ -162,6 +164,7 @@ def read_pages(pdf: bytes, cda: bytes, signer_name: str | None, layout: Layout =
             face = _FACES.get(str(font.get("/BaseFont", "")).split("+")[-1], "Vera")
             x = cm[4] + tm[4] * cm[0]
             end = x + stringWidth(text, face, size) * cm[0]
+            lines.append((number, x, end, text))
             if x < left - 1 or end > right + 1:
                 overflowing.append((number, round(end, 1), text[:60]))
 
@@ -171,7 +174,7 @@ def read_pages(pdf: bytes, cda: bytes, signer_name: str | None, layout: Layout =
             assert line in text, (line, text[-300:])
             text = text.replace(line, "", 1)
         body.append(text)
-    return Pages(body, overflowing)
+    return Pages(body, overflowing, lines)
 
 
 def is_subsequence(needles: list[str], haystack: str) -> bool:

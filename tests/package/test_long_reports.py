@@ -166,6 +166,24 @@ def test_long_url_wraps_inside_its_cell_and_the_other_columns_keep_their_words(s
     assert read.overflowing == []
 
 
+def test_tokens_break_inside_their_own_cell(signer):
+    """A token wider than its column breaks anywhere, and no line of it reaches the next column."""
+    rng = random.Random(41)
+    body = Body()
+    body.open("Immagini")
+    rows = [[f"#R{r}#", token(rng, 400), words(rng, 30)] for r in range(6)]
+    body.close(body.table(["Esame#", "Collegamento#", "Nota#"], rows))
+    cda = cda_with_body(body.xml)
+    read = packaged_pages(cda, signer)
+    check_everything_printed(body, read)
+    starts = sorted({round(x) for _, x, _, t in read.lines if t.startswith("https://")})
+    assert len(starts) == 1  # every URL starts in the one column
+    column = starts[0]
+    notes = min(x for _, x, _, t in read.lines if round(x) > column and any(t in r[2] for r in rows))
+    inside = [end for _, x, end, _ in read.lines if round(x) == column]
+    assert len(inside) > 6 and max(inside) <= notes - 6  # the cell's right padding at least
+
+
 def test_captioned_table_inside_a_cell_is_printed(signer):
     inner = ("<table><caption>Dettaglio interno</caption><tr><th>A#</th><th>B#</th></tr>"
              "<tr><td>uno</td><td>due</td></tr></table>")
