@@ -1,6 +1,6 @@
 """End to end: MLLP in, FSE publication, ACK out, with a prompt and a slow gateway.
 
-    python bench/bench_e2e.py [--senders 16] [--window 1] [--messages 320] [--delay 0.5]
+    python bench/bench_e2e.py [--senders 16] [--window 1] [--messages 320] [--delay 0.5] [--repeat 3]
                               [--gateway embedded|external|both] [--cpu-docs 100]
                               [--no-rules] [--workers 1] [--workdir DIR] [--skip-e2e] [--skip-cpu]
 
@@ -13,15 +13,19 @@ issue 6, "Benchmark". Two parts:
    (``fse-bridge simulator``). N senders each keep one MLLP connection and send
    their share of the messages one at a time, waiting for each ACK (as a sender
    does). Messages are the examples/ ORU^R01 of the five types with fresh
-   control ids and accessions, so each one is a new publication. Each setup
-   runs twice, on a fresh server each time: with the simulator answering at
-   once, and with it holding every answer *--delay* seconds (``POST
-   /_sim/faults``). Prints messages/s over the whole run and "steady" (between
-   the 10th and 90th percent of the ACKs: without the start, where every
-   sender's first answer waits for the gateway, and the drain), ACK latency,
-   the CPU per message of each process, the ratio of the two throughputs
-   (goal: at least 0.9), and from the journal's timestamps where a message's
-   time goes.
+   control ids and accessions, so each one is a new publication. The service
+   logs at its default level (INFO, to server.log). Each setup runs with the
+   simulator answering at once and with it holding every answer *--delay*
+   seconds (``POST /_sim/faults``), on a fresh server each time, *--repeat*
+   times, the runs of all setups interleaved (A B C D, B C D A, ...). Prints
+   each run: messages/s over the whole run and "steady" (between the 10th and
+   90th percent of the ACKs: without the start, where every sender's first
+   answer waits for the gateway, and the drain), ACK latency, the CPU per
+   message of the service, of its worker processes and of an external
+   simulator; then per setup the median and the spread (lowest, highest) of
+   the throughput beside the median CPU per message, the ratio of the two
+   throughputs (goal: at least 0.9), and from the journal's timestamps where
+   a message's time goes.
 
 2. CPU per document, in this process, one stage after the other as the
    pipeline calls them: parse, route, map, render, validate (the installed
@@ -109,8 +113,7 @@ def write_config(workdir: Path, rules_dir: Path | None, name: str, *, gateway_ur
             f'practitioners = "{mappings / "practitioners.csv"}"\n'
             f'[validation]\nrules_dir = "{rules}"\n'
             f'[web]\nport = 0\n'
-            f'[workers]\nprocesses = {workers}\n'
-            f'[logging]\nlevel = "WARNING"\n')
+            f'[workers]\nprocesses = {workers}\n')
     if gateway_url != "embedded":
         text += f'[gateway]\nbase_url = "{gateway_url}"\n'
     if name == "simulator":
@@ -150,9 +153,9 @@ class Process:
             self.proc.wait()
         self._log.close()
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process and its worker processes so far (Linux /proc)."""
-        return sum(cpu_seconds(self.proc.pid))
+    def cpu_seconds(self) -> tuple[float, float]:
+        """User + system CPU time so far of the process and of its worker processes (Linux /proc)."""
+        return cpu_seconds(self.proc.pid)
 
 
 class Setup:
@@ -202,9 +205,9 @@ class Setup:
         if self.simulator:
             self.simulator.stop()
 
-    def cpu_seconds(self) -> tuple[float, float]:
-        """(bridge, external simulator) CPU seconds so far."""
-        return self.server.cpu_seconds(), self.simulator.cpu_seconds() if self.simulator else 0.0
+    def cpu_seconds(self) -> tuple[float, float, float]:
+        """(service, its worker processes, external simulator) CPU seconds so far."""
+        return (*self.server.cpu_seconds(), sum(self.simulator.cpu_seconds()) if self.simulator else 0.0)
 
     def simulator_hook(self, method: str, hook: str, payload=None):
         """Call the simulator's /_sim/ hook over its mutual TLS (the development client certificate)."""
@@ -231,7 +234,8 @@ class RunResult:
     latencies: list[float]
     completions: list[float]
     """When each ACK arrived, seconds from the start of the run, sorted."""
-    bridge_cpu_s: float
+    service_cpu_s: float
+    workers_cpu_s: float
     simulator_cpu_s: float
     not_aa: dict[str, int]
     unloaded_s: float
@@ -321,8 +325,9 @@ def run_e2e(label: str, workdir: Path, rules_dir: Path | None, templates: list[T
         seconds = time.perf_counter() - started
         cpu_after = setup.cpu_seconds()
     stages = stage_latencies(workdir / "journal.sqlite", f"{tag}x")
-    return RunResult(label, messages, seconds, latencies, completions, cpu_after[0] - cpu_before[0],
-                     cpu_after[1] - cpu_before[1], not_aa, statistics.median(unloaded), stages)
+    used = [after - before for after, before in zip(cpu_after, cpu_before)]
+    return RunResult(label, messages, seconds, latencies, completions, *used, not_aa, statistics.median(unloaded),
+                     stages)
 
 
 #: Where a message's time goes: the states the pipeline journals, in order ("answered": the
@@ -359,16 +364,29 @@ def stage_latencies(journal: Path, prefix: str) -> dict[str, float]:
 
 
 RUN_HEADER = (f"{'run':<28}{'msgs':>6}{'s':>7}{'msgs/s':>8}{'steady':>8}{'p50 ms':>8}{'p95 ms':>8}{'min ms':>8}"
-              f"{'bridge CPU ms/msg':>19}{'sim CPU ms/msg':>16}  ACKs")
+              f"{'CPU ms/msg: service':>21}{'workers':>9}{'sim':>14}  ACKs")
 
 
 def print_run(result: RunResult) -> None:
     lat = sorted(result.latencies)
-    sim = f"{result.simulator_cpu_s / result.messages * 1e3:>16.1f}" if result.simulator_cpu_s else f"{'(in bridge)':>16}"
+    per = 1e3 / result.messages
+    sim = f"{result.simulator_cpu_s * per:>14.1f}" if result.simulator_cpu_s else f"{'(in service)':>14}"
     print(f"{result.label:<28}{result.messages:>6}{result.seconds:>7.1f}{result.rate:>8.1f}{result.steady_rate:>8.1f}"
           f"{statistics.median(lat) * 1e3:>8.0f}{percentile(lat, 0.95) * 1e3:>8.0f}{lat[0] * 1e3:>8.0f}"
-          f"{result.bridge_cpu_s / result.messages * 1e3:>19.1f}{sim}"
+          f"{result.service_cpu_s * per:>21.1f}{result.workers_cpu_s * per:>9.1f}{sim}"
           f"  {', '.join(f'{k} {v}' for k, v in result.not_aa.items()) or 'all AA'}")
+
+
+def print_summary(label: str, runs: list[RunResult]) -> None:
+    """Median and spread of a setup's throughput, the median CPU per message beside it."""
+    rates = [r.rate for r in runs]
+    per = [1e3 / r.messages for r in runs]
+    service = statistics.median(r.service_cpu_s * p for r, p in zip(runs, per))
+    workers = statistics.median(r.workers_cpu_s * p for r, p in zip(runs, per))
+    sim = statistics.median(r.simulator_cpu_s * p for r, p in zip(runs, per))
+    print(f"{label:<28}{statistics.median(rates):>8.1f} msgs/s [{min(rates):.1f}-{max(rates):.1f}], steady "
+          f"{statistics.median(r.steady_rate for r in runs):.1f}; CPU ms/msg {service + workers:.1f} "
+          f"(service {service:.1f} + workers {workers:.1f})" + (f", simulator {sim:.1f}" if sim else ""))
 
 
 # -- CPU per document, in process ---------------------------------------------------------
@@ -461,6 +479,8 @@ def main(argv=None) -> int:
                              "the next message after the ACK; more: a pipelining sender)")
     parser.add_argument("--messages", type=int, default=320, help="messages per run (default 320)")
     parser.add_argument("--delay", type=float, default=0.5, help="gateway delay of the second run, seconds")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each setup (gateway x delay), interleaved, on a fresh server each (default 3)")
     parser.add_argument("--cpu-docs", type=int, default=100, help="documents for the in-process CPU figures")
     parser.add_argument("--no-rules", action="store_true", help="local validation OFF (no rules installed)")
     parser.add_argument("--workers", type=int, default=1,
@@ -496,28 +516,38 @@ def main(argv=None) -> int:
                   f"ack mode outcome, {args.messages} messages per run")
             print(RUN_HEADER)
             gateways = {"embedded": [False], "external": [True], "both": [False, True]}[args.gateway]
+            setups = [(external, delay) for external in gateways for delay in (0.0, args.delay)]
+            runs: dict[tuple[bool, float], list[RunResult]] = {setup: [] for setup in setups}
             all_runs = []
-            for external in gateways:
-                runs = []
-                where = "external simulator" if external else "embedded simulator"
-                for delay in (0.0, args.delay):
-                    workdir = tmp / f"run-{'x' if external else 'e'}-{len(runs)}"
+            for repeat in range(args.repeat):
+                for external, delay in setups[repeat % len(setups):] + setups[:repeat % len(setups)]:
+                    where = "external simulator" if external else "embedded simulator"
+                    workdir = tmp / f"run-{len(all_runs)}"
                     workdir.mkdir()
-                    runs.append(run_e2e(f"{where}, {delay * 1e3:.0f} ms", workdir, rules_dir, templates,
-                                        senders=args.senders, messages=args.messages, delay_s=delay,
-                                        window=args.window, external=external, workers=args.workers))
-                    print_run(runs[-1])
-                    all_runs.append(runs[-1])
-                ratio = runs[1].rate / runs[0].rate
-                steady = runs[1].steady_rate / runs[0].steady_rate
+                    result = run_e2e(f"{where}, {delay * 1e3:.0f} ms", workdir, rules_dir, templates,
+                                     senders=args.senders, messages=args.messages, delay_s=delay,
+                                     window=args.window, external=external, workers=args.workers)
+                    print_run(result)
+                    runs[(external, delay)].append(result)
+                    all_runs.append(result)
+            print(f"\nper setup, {args.repeat} runs each: median [lowest-highest]")
+            for external in gateways:
+                prompt, slow = runs[(external, 0.0)], runs[(external, args.delay)]
+                where = "external simulator" if external else "embedded simulator"
+                for delay, results in ((0.0, prompt), (args.delay, slow)):
+                    print_summary(f"{where}, {delay * 1e3:.0f} ms", results)
+                ratio = statistics.median(r.rate for r in slow) / statistics.median(r.rate for r in prompt)
+                steady = (statistics.median(r.steady_rate for r in slow)
+                          / statistics.median(r.steady_rate for r in prompt))
+                unloaded = statistics.median(r.unloaded_s for r in prompt)
                 # Each sender has *window* messages in flight: at most that many per (delay + latency).
-                ceiling = args.senders * args.window / (args.delay + runs[0].unloaded_s)
+                ceiling = args.senders * args.window / (args.delay + unloaded)
                 print(f"{'':<28}ratio {args.delay * 1e3:.0f} ms / 0 ms: {ratio:.2f}, steady {steady:.2f} "
-                      f"(goal >= 0.9); one message alone: {runs[0].unloaded_s * 1e3:.0f} ms; senders' "
+                      f"(goal >= 0.9); one message alone: {unloaded * 1e3:.0f} ms; senders' "
                       f"ceiling at {args.delay * 1e3:.0f} ms: {args.senders * args.window} / ({args.delay:.2f} s + "
-                      f"{runs[0].unloaded_s:.3f} s) = {ceiling:.1f} msgs/s")
-                if any(r.not_aa for r in runs):
-                    print("some ACKs were not AA: see server.log in the state folders (--workdir keeps them)")
+                      f"{unloaded:.3f} s) = {ceiling:.1f} msgs/s")
+            if any(r.not_aa for r in all_runs):
+                print("some ACKs were not AA: see server.log in the state folders (--workdir keeps them)")
             print("\nwhere a message's time goes (median ms between the states the journal recorded)")
             labels = interval_labels(all_runs)
             print(f"{'run':<28}" + "".join(f"{label:>21}" for label in labels))
