@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
 from pypdf import PdfReader
+from reportlab import rl_config
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from bridge.pdf.layout import Labels, Layout, register_fonts
@@ -163,7 +164,10 @@ def read_pages(pdf: bytes, cda: bytes, signer_name: str | None, layout: Layout =
                 return
             face = _FACES.get(str(font.get("/BaseFont", "")).split("+")[-1], "Vera")
             x = cm[4] + tm[4] * cm[0]
-            end = x + stringWidth(text, face, size) * cm[0]
+            # reportlab fits a line by shrinking its spaces up to spaceShrinkage (drawn with a
+            # negative word spacing that text extraction does not report)
+            shrunk = rl_config.spaceShrinkage * stringWidth(" ", face, size) * (text.count(" ") + 1)
+            end = x + (stringWidth(text, face, size) - shrunk) * cm[0]
             lines.append((number, x, end, text))
             if x < left - 1 or end > right + 1:
                 overflowing.append((number, round(end, 1), text[:60]))
