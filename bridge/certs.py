@@ -37,6 +37,8 @@ CN_PATTERNS = {
     "auth": re.compile(rf"^A[1-9][0-9]*#090#{_CODE}\S.*$"),
     "sign": re.compile(rf"^S[1-9][0-9]*#090#{_CODE}\S.*$"),
 }
+#: The structure's code in such a CN.
+_CN_CODE = re.compile(rf"^[AS][1-9][0-9]*#090#({_CODE})")
 
 _PKCS12_SUFFIXES = {".p12", ".pfx"}
 _PEM_KEY = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.+?-----END \1PRIVATE KEY-----", re.S)
@@ -206,6 +208,35 @@ def check_credential(cred: Credential, kind: Kind, now: dt.datetime) -> list[str
     key = cred.private_key
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
         problems.append(f"RSA key of {key.key_size} bits (at least 2048 needed)")
+    return problems
+
+
+def cn_fiscal_code(cn: str) -> str | None:
+    """The structure's P.IVA or fiscal code in a Region CN (``S1#090#01386030488VENDOR``), or None."""
+    match = _CN_CODE.match(cn)
+    return match.group(1) if match else None
+
+
+def identity_problem(config, kind: Kind, cred: Credential) -> str | None:
+    """Why *cred* does not belong to the structure of ``[structure] fiscal_code``, or None.
+
+    The gateway takes the structure from the certificates and the document ids from the
+    configuration: a mismatch files documents under another structure, or has every call refused.
+    """
+    expected = config.structure.fiscal_code.strip().upper()
+    code = cn_fiscal_code(cred.cn)
+    if code is None or code == expected:
+        return None   # a CN outside the pattern is check_credential's problem
+    return (f"the {kind} certificate ({cred.cn}) is issued to {code}, not to structure.fiscal_code {expected}")
+
+
+def bind_identities(config, auth: Credential, sign: Credential) -> list[str]:
+    """The identity problems of the A1 and S1 certificates; against a production gateway, none
+    is tolerated: ConfigError."""
+    problems = [p for p in (identity_problem(config, "auth", auth), identity_problem(config, "sign", sign)) if p]
+    if problems and config.production_gateway:
+        raise ConfigError("; ".join(problems) + ": refused against the production gateway "
+                          f"{config.gateway.base_url}", file=str(config.source or ""), key="structure.fiscal_code")
     return problems
 
 

@@ -15,6 +15,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from stdnum.it import codicefiscale, iva
 
 from bridge import __version__
 from bridge.errors import ConfigError
@@ -22,6 +25,10 @@ from bridge.hl7.message import ascii_compatible
 
 #: The checkout's embedded default profile.
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "bridge.toml"
+#: A value a shipped profile leaves for the installation to set (etc/production.toml): refused until set.
+PLACEHOLDER = "CHANGE-ME"
+#: gateway.md section 1: the production hosts (the Region's CART gateway and the national one).
+PRODUCTION_GATEWAY_HOSTS = frozenset({"fse20gw.regione.toscana.it", "modipa.fse.salute.gov.it"})
 
 
 def _path(*, must_exist: bool = False, relative_to: str = "config") -> dict:
@@ -110,7 +117,7 @@ class ApplicationSettings:
 class StructureSettings:
     fiscal_code: str = "01386030488"
     repository: str = "999"
-    """999 | 201 | 202 | 203 | "own"."""
+    """999 | 201 | 202 | 203 ("own" is refused: the retrieval service it needs is not implemented)."""
     repository_index: int | None = None
     name: str = "Struttura di prova"
     locality: str = "Struttura di prova^^^^^&2.16.840.1.113883.2.9.4.1.3&ISO^^^^090000000"
@@ -200,6 +207,11 @@ class Config:
     @property
     def embedded_gateway(self) -> bool:
         return self.gateway.base_url == "embedded"
+
+    @property
+    def production_gateway(self) -> bool:
+        """The gateway is a production one (compared by host): real citizens' records."""
+        return (urlsplit(self.gateway.base_url).hostname or "").lower() in PRODUCTION_GATEWAY_HOSTS
 
     def passphrase(self, which: str) -> bytes | None:
         """The passphrase of the ``auth`` or ``sign`` key, from its env variable or file."""
@@ -316,6 +328,8 @@ class _Loader:
             if not isinstance(value, str):
                 self.fail(key, "must be a path (string)")
             return self.resolve(value, key, meta)
+        if isinstance(value, str) and value.startswith(PLACEHOLDER):
+            self.fail(key, f"still the profile's placeholder ({value}): set it for this installation")
         if base is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if base is int and isinstance(value, bool) or not isinstance(value, base):
@@ -328,6 +342,20 @@ class _Loader:
         if meta.get("must_exist") and not path.exists():
             self.fail(key, f"no such file or folder: {path}")
         return path
+
+
+def _check_fiscal_codes(config: Config, file: str) -> None:
+    """The structure's P.IVA or fiscal code and the operator's fiscal code, check characters included:
+    the gateway refuses every call made with a wrong one (403), whatever the document."""
+    structure = config.structure.fiscal_code.strip().upper()
+    if not (iva.is_valid(structure) or codicefiscale.is_valid(structure)):
+        raise ConfigError("not a valid P.IVA (11 digits) or fiscal code (16 characters): check every character",
+                          file=file, key="structure.fiscal_code")
+    try:
+        codicefiscale.validate(config.operator.fiscal_code)
+    except ValueError as error:   # stdnum's ValidationError says which rule (never the value)
+        raise ConfigError(f"not a valid fiscal code ({error}): the gateway would refuse every call made on "
+                          "the operator's behalf", file=file, key="operator.fiscal_code") from None
 
 
 def _check(config: Config, file: str) -> None:
@@ -364,8 +392,14 @@ def _check(config: Config, file: str) -> None:
     if bool(config.mllp.tls_cert) != bool(config.mllp.tls_key):
         raise ConfigError("tls_cert and tls_key go together", file=file, key="mllp.tls_key")
     repo = config.structure.repository
-    if repo not in {"999", "201", "202", "203", "own"}:
-        raise ConfigError("must be 999, 201, 202, 203 or own", file=file, key="structure.repository")
+    if repo == "own":
+        raise ConfigError("own is not supported: the Region fetches the documents of a structure with its own "
+                          "repository through a retrieval service that fse-bridge does not implement (its "
+                          "specification is not public), so they could be published but never read; use 999, "
+                          "201, 202 or 203", file=file, key="structure.repository")
+    if repo not in {"999", "201", "202", "203"}:
+        raise ConfigError("must be 999, 201, 202 or 203", file=file, key="structure.repository")
+    _check_fiscal_codes(config, file)
     if not config.embedded_gateway and not config.gateway.base_url.startswith(("https://", "http://")):
         raise ConfigError('must be "embedded" or an http(s) URL', file=file, key="gateway.base_url")
     cert = config.certificates

@@ -13,7 +13,8 @@ from bridge.errors import ConfigError
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=("generate", "check"),
                         help="generate: development CA, A1 and S1 certificates, server certificate "
-                             "(existing files are kept); check: key matches, CN pattern, dates")
+                             "(existing files are kept); check: key matches, CN pattern, dates, and the CN's "
+                             "P.IVA/fiscal code is structure.fiscal_code")
     parser.add_argument("--out", metavar="DIR", type=Path,
                         help="generate into DIR (ca, auth, sign, server .pem/.key) instead of "
                              "the configured paths")
@@ -46,6 +47,7 @@ def run(args) -> int:
     for which in ("auth", "sign"):
         cred = certs.load_configured(config, which, check=False)
         problems = certs.check_credential(cred, which, now)
+        problems += filter(None, [certs.identity_problem(config, which, cred)])
         print(f"{which}: {cred.source}: {_describe(cred)}")
         for problem in problems:
             print(f"  problem: {problem}")
