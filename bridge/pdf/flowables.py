@@ -83,6 +83,8 @@ class ReportTable(Table):
     table never starts below other content on the same page.
     """
 
+    # Table._calc, _getFirstPossibleSplitRowPosition and _splitRows(doInRowSplit) are the
+    # ones Table.split itself uses, the same from reportlab 4.0 (setup.cfg's floor) to 5.1.
     row_split_min: float = 72.0
     _continued = False
     """A part after the first: its header row must start a page."""
