@@ -10,24 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-
-class DocumentType(enum.Enum):
-    """The five FSE document types with their LOINC document code."""
-
-    LAB = "11502-2"
-    RAD = "68604-8"
-    RSA = "11488-4"
-    RAP = "11526-1"
-    LDO = "34105-7"
-
-    @property
-    def loinc(self) -> str:
-        return self.value
-
-    @property
-    def resource_hl7_type(self) -> str:
-        """The JWT claim value that must equal the CDA's code (gateway.md section 3)."""
-        return f"('{self.value}^^2.16.840.1.113883.6.1')"
+# A document type's facts are data (mappings/<TYPE>.toml [document]); the type is re-exported here
+# because every stage speaks of it.
+from bridge.mapping.doctypes import DocumentType
 
 
 class Action(enum.Enum):
@@ -294,7 +279,7 @@ class Report:
     notes: tuple[Note, ...] = ()
     # What the gateway request body needs (gateway.md §4, bridge filling rules).
     document_class: str = "REF"
-    """tipoDocumentoLivAlto: REF or LDO."""
+    """tipoDocumentoLivAlto (the type's class_code)."""
     inpatient: bool = False
     """True → tipologiaStruttura Ospedale, else Territorio."""
     practice_setting: str = "AD_PSC999"

@@ -3,9 +3,10 @@
 Done in the gateway's order (cda.md section 1): XML syntax and XSD first; when
 they fail nothing else runs. The schematron is then picked by the ``@root`` of
 the document's FIRST ``templateId``, the highest version for that root; a
-failed assert is an error, a fired report a warning. The root-to-type table is
-the product's own (facts in the reference pack's README); versions come from
-the schematron file names (``schematronFSE_LAB_v27.1.sch`` is LAB 27.1).
+failed assert is an error, a fired report a warning. Which type a root and a
+schematron file name stand for is each type's declaration (mappings/<TYPE>.toml
+``[document]``: ``template_root``, ``schematron``); versions come from the
+schematron file names (``schematronFSE_LAB_v27.1.sch`` is LAB 27.1).
 
 Rules are data the user installs (``fse-bridge rules install``):
 ``<rules_dir>/schema/POCD_MT000040UV02/CDA.xsd`` and ``<rules_dir>/schematron/*.sch``.
@@ -36,18 +37,19 @@ XSD_FOLDER = "POCD_MT000040UV02"
 CATALOGUE_ARCHIVE = "https://github.com/ministero-salute/it-fse-catalogs/archive/refs/heads/main.zip"
 """The official catalogue repository's archive: ``fse-bridge rules install`` takes it as it is."""
 
-#: First ``templateId/@root`` of each document type (reference/README.md).
-TEMPLATE_ROOTS: dict[str, DocumentType] = {
-    "2.16.840.1.113883.2.9.10.1.1": DocumentType.LAB,
-    "2.16.840.1.113883.2.9.10.1.7.1": DocumentType.RAD,
-    "2.16.840.1.113883.2.9.10.1.9.1": DocumentType.RSA,
-    "2.16.840.1.113883.2.9.10.1.8.1": DocumentType.RAP,
-    "2.16.840.1.113883.2.9.10.1.5": DocumentType.LDO,
-}
-ROOT_OF_TYPE: dict[DocumentType, str] = {t: r for r, t in TEMPLATE_ROOTS.items()}
+# schematronFSE_LAB_v27.1.sch, schematron_RSA_v8.3.sch, schematronFSE_RAP_1.4.sch: the type's
+# ``schematron`` name (mappings/<TYPE>.toml [document]) and the version.
+_SCHEMATRON_NAME = re.compile(r"(?:^|[_-])([A-Za-z]+)[_-]v?(\d+(?:\.\d+)*)\.sch$")
 
-# schematronFSE_LAB_v27.1.sch, schematron_RSA_v8.3.sch, schematronFSE_RAP_1.4.sch
-_SCHEMATRON_NAME = re.compile(r"(?:^|[_-])(LAB|RAD|RSA|RAP|LDO)[_-]v?(\d+(?:\.\d+)*)\.sch$", re.I)
+
+def type_of_root(template_root: str) -> DocumentType | None:
+    """The declared type whose first templateId has this root."""
+    return next((t for t in DocumentType if t.template_root == template_root), None)
+
+
+def type_of_schematron(name: str) -> DocumentType | None:
+    """The declared type a schematron file name's type part names (LAB, rsa...)."""
+    return next((t for t in DocumentType if t.schematron and t.schematron.upper() == name.upper()), None)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class SchematronFile:
 
     @property
     def root(self) -> str:
-        return ROOT_OF_TYPE[self.doc_type]
+        return self.doc_type.template_root
 
     @property
     def version_text(self) -> str:
@@ -115,8 +117,11 @@ def parse_schematron_name(path: Path) -> SchematronFile | None:
     match = _SCHEMATRON_NAME.search(path.name)
     if not match:
         return None
+    doc_type = type_of_schematron(match.group(1))
+    if doc_type is None:
+        return None
     version = tuple(int(p) for p in match.group(2).split("."))
-    return SchematronFile(DocumentType[match.group(1).upper()], version, path)
+    return SchematronFile(doc_type, version, path)
 
 
 def latest_schematrons(paths) -> dict[DocumentType, SchematronFile]:
@@ -292,7 +297,7 @@ def select_type(root: etree._Element) -> tuple[DocumentType | None, str]:
     """The document type the first ``templateId/@root`` selects, and that root."""
     first = root.find(f"{{{CDA_NS}}}templateId")
     template_root = first.get("root", "") if first is not None else ""
-    return TEMPLATE_ROOTS.get(template_root), template_root
+    return type_of_root(template_root), template_root
 
 
 def validate_cda(xml: bytes, rules: Rules, doc_type: DocumentType | None = None) -> ValidationReport:
@@ -332,8 +337,11 @@ def validate_cda(xml: bytes, rules: Rules, doc_type: DocumentType | None = None)
         return report
     chosen = rules.schematron_for(doc_type) if doc_type else None
     if chosen is None:
-        why = (f"no schematron installed for {doc_type.name}" if doc_type else
-               f"the first templateId root {template_root!r} selects no schematron")
+        if doc_type is None:
+            why = f"the first templateId root {template_root!r} selects no schematron"
+        else:
+            why = (f"no schematron serves {doc_type.name} (template {doc_type.template_root}): "
+                   + ("none installed for it" if doc_type.schematron else "its declaration names none"))
         report.schematron_errors.append(Issue("SCHEMATRON", why, "/ClinicalDocument[1]/templateId[1]"))
         return report
     report.schematron = chosen.path.name

@@ -20,8 +20,6 @@ from bridge.errors import ConfigError, ExitCode
 from bridge.gateway import valuesets
 from bridge.model import DocumentType
 
-_TYPE_FOR_LOINC = {t.loinc: t for t in DocumentType}
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", nargs="?", metavar="FILE.pdf",
@@ -95,9 +93,10 @@ def run(args) -> int:
         return _fail("no document id: give --id (the PDF has no readable cda.xml id)")
     if args.op == "replace" and not args.old_id:
         return _fail("--op replace needs --old-id (the id being replaced)")
-    doc_type = DocumentType[args.type] if args.type else (_TYPE_FOR_LOINC.get(facts.code) if facts else None)
+    doc_type = DocumentType[args.type] if args.type else next(
+        (t for t in DocumentType if facts and t.loinc == facts.code), None)
     if doc_type is None:
-        return _fail("no document type: give --type (the CDA's code is not one of the five types)")
+        return _fail("no document type: give --type (the CDA's code is no declared type's)")
     patient = args.patient or next((ext for root, ext in (facts.patient_ids if facts else ()) if ext), None)
     if not patient:
         return _fail("no patient: give --patient")

@@ -39,7 +39,7 @@ class Submission:
     """The patient's fiscal code (or STP/ENI/TEAM code) for the person_id claim."""
     patient_root: str = valuesets.FISCAL_CODE_ROOT
     class_code: str | None = None
-    """tipoDocumentoLivAlto (set B); default: the one paired with the document type."""
+    """tipoDocumentoLivAlto (set B); default: the document type's declared class_code."""
     administrative_request: tuple[str, ...] = ()
     """Set D, e.g. ("SSN",)."""
     start: str | None = None
@@ -61,7 +61,7 @@ class Submission:
 
     @property
     def effective_class_code(self) -> str:
-        return self.class_code or valuesets.CLASS_FOR_LOINC[self.document_type.loinc]
+        return self.class_code or self.document_type.class_code
 
     @property
     def obscuring(self) -> bool:
@@ -77,6 +77,9 @@ def check_submission(sub: Submission) -> None:
     """Refuse values the gateway would refuse (value sets, formats, lengths: section 4, 5)."""
     if not isinstance(sub.document_type, DocumentType):
         raise _bad("document_type", "must be a DocumentType")
+    if sub.document_type.name not in valuesets.TOSCANA_DOCUMENT_TYPES:
+        raise _bad("identificativoDoc", f"the Region's identifiers know the document types "
+                   f"{', '.join(valuesets.TOSCANA_DOCUMENT_TYPES)}: a {sub.document_type.name} cannot be published")
     doc_id = sub.document_id or ""
     if not 0 < len(doc_id) <= 256 or "^" not in doc_id or not doc_id.rsplit("^", 1)[1]:
         raise _bad("identificativoDoc", "must hold '^' followed by the document's own id (max 256)")

@@ -48,10 +48,6 @@ DESCRIPTION_OIDS = frozenset({"2.16.840.1.113883.2.9.6.1.5", "2.16.840.1.113883.
                               "2.16.840.1.113883.2.9.4.3.13"})
 REGIONAL_DESCRIPTION_OID = re.compile(r"^2\.16\.840\.1\.113883\.2\.9\.2\.[0-9]+\.6\.1\.11$")
 
-#: Section 4 (IG section 15.4): document LOINC -> the class code it pairs with.
-CLASS_FOR_LOINC = {"11502-2": "REF", "68604-8": "REF", "11526-1": "REF", "11488-4": "REF",
-                   "34105-7": "LDO", "18842-5": "LDO"}
-
 #: Section 3: subject_role.
 ROLES = frozenset({"AAS", "APR", "PSS", "INF", "FAR", "DSA", "DAM", "OAM", "ASS", "TUT", "ING", "GEN",
                    "NOR", "DRS", "RSA", "MRP", "INI", "OGC", "OPI", "MDS", "GTW", "DAP"})
@@ -77,9 +73,13 @@ LOCALITY = re.compile(r"^[^^]*\^{5}&[^&]*&ISO\^{4}[^^&]*$")
 #: Section 7: identificativoRep as DSP checks it (group 1: the organisation code).
 REPOSITORY_ID = re.compile(r"^2\.16\.840\.1\.113883\.2\.9\.2\.(\d+)\.4\.5\..*$")
 
+#: Section 5: the document types the Region's identifiers know (identificativoDoc's <TYPE>).
+TOSCANA_DOCUMENT_TYPES = ("LAB", "RAD", "LDO", "RSA", "RAP")
+
 #: Section 5: Toscana identifiers.
 TOSCANA_DOCUMENT_ID = re.compile(
-    r"^2\.16\.840\.1\.113883\.2\.9\.2\.90\.4\.4\^(?P<code>[0-9]{11})\.(?P<type>LAB|RAD|LDO|RSA|RAP)\."
+    r"^2\.16\.840\.1\.113883\.2\.9\.2\.90\.4\.4\^(?P<code>[0-9]{11})\.(?P<type>" + "|".join(TOSCANA_DOCUMENT_TYPES)
+    + r")\."
     r"(?P<rep>999|201|202|203|[0-9]{11}(?:-[0-9]+)?)\.(?P<local>[A-Za-z0-9_-]+)$")
 TOSCANA_REPOSITORY_ID = re.compile(
     r"^2\.16\.840\.1\.113883\.2\.9\.2\.90\.4\.5\.(?:999|201|202|203|[0-9]{11}(?:-[0-9]+)?)$")

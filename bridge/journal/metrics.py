@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 from bridge.journal import State
+from bridge.model import DocumentType
 
 #: Outcome labels: the ACK codes a message ends with, and unfinished (no outcome yet).
 OUTCOMES = ("AA", "AE", "AR", "unfinished")
-#: Document registry states (schema v1 CHECK constraint) and the FSE document types.
+#: Document registry states (schema v1 CHECK constraint); the document types are the declared ones
+#: (mappings/<TYPE>.toml), any other name in the journal counts as "other".
 DOCUMENT_STATES = ("published", "replaced", "deleted", "pending")
-DOCUMENT_TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 #: Message types are what senders write in MSH-9: the most frequent this many get a label
 #: of their own, the rest count as "other" (a sender must not be able to grow the series).
 MAX_MESSAGE_TYPES = 20
@@ -102,9 +103,10 @@ def _read(db: sqlite3.Connection) -> dict:
         status_class = f"{status // 100}xx" if isinstance(status, int) and 100 <= status <= 599 else "none"
         key = (operation if _OPERATION.fullmatch(operation or "") else "other", status_class)
         calls[key] = calls.get(key, 0) + n
-    documents = {(state, kind): 0 for state in DOCUMENT_STATES for kind in DOCUMENT_TYPES}
+    kinds = tuple(t.name for t in DocumentType)
+    documents = {(state, kind): 0 for state in DOCUMENT_STATES for kind in kinds}
     for state, doc_type, n in db.execute(_DOCUMENTS):
-        key = (state if state in DOCUMENT_STATES else "other", doc_type if doc_type in DOCUMENT_TYPES else "other")
+        key = (state if state in DOCUMENT_STATES else "other", doc_type if doc_type in kinds else "other")
         documents[key] = documents.get(key, 0) + n
     return {"messages": messages, "messages_by_type": _message_types(by_type),
             "unfinished": dict(sorted(unfinished.items())), "gateway_calls": dict(sorted(calls.items())),

@@ -35,6 +35,7 @@ from bridge.hl7.message import ParsedMessage
 from bridge.hl7.path import Path, Reader, parse_path
 from bridge.mapping import participations
 from bridge.mapping.access import access_policies
+from bridge.mapping.doctypes import load_document_types
 from bridge.mapping.sections import check_declaration, fill_required
 from bridge.mapping.specimens import narrative_specimens, specimen_line
 from bridge.mapping.text import BREAK, paragraphs, text_lines
@@ -157,23 +158,20 @@ def _check_participations(table: dict, file: str) -> None:
 
 
 def load_mappings(mapping_dir: str | FsPath, practitioners_csv: str | FsPath | None) -> Mappings:
-    """Read header.toml, every <TYPE>.toml and the CSV tables of *mapping_dir*, once."""
+    """Read header.toml, every <TYPE>.toml (its [document] declares the type) and the CSV tables of
+    *mapping_dir*, once."""
     directory = FsPath(mapping_dir)
     header = _read_toml(directory / "header.toml")
     types = {}
-    for doc_type in DocumentType:
+    for doc_type in load_document_types(directory).values():
         path = directory / f"{doc_type.name}.toml"
-        if not path.is_file():
-            continue
         own = _read_toml(path)
+        own.pop("document")  # the type's facts: doc_type
         settings = _merge(header, own.pop("header", {}))
         settings.update(own)
         _check_paths(settings, str(path))
         _check_participations(settings.get("participations", {}), str(path))
         check_declaration(settings.get("sections", {}).get("required", {}), str(path))
-        for key in ("template", "template_version", "title"):
-            if key not in settings:
-                raise ConfigError("missing key", file=str(path), key=key)
         types[doc_type] = TypeMapping(doc_type=doc_type, settings=settings, file=str(path))
     practitioners_path = FsPath(practitioners_csv) if practitioners_csv else None
     tables = {p.name: _read_csv(p) for p in sorted(directory.glob("*.csv"))
@@ -1029,14 +1027,13 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
     encounter = m.encounter(facility, custodian)
     inpatient_classes = {c.upper() for c in mapping.settings.get("inpatient_classes", ["I"])}
     klass, _ = m.source(m.setting("patient_class"))
-    inpatient = klass.upper() in inpatient_classes if klass else bool(mapping.settings.get("inpatient", False))
+    inpatient = klass.upper() in inpatient_classes if klass else doc_type.inpatient
     practice, _ = m.source(m.setting("practice_setting"), groups[0]["scope"], what="practice setting")
     billing, _ = m.source(m.setting("billing"), groups[0]["scope"], what="billing regime")
     service_start = min(g["collected"] for g in groups)
     return Report(
-        doc_type=doc_type, title=mapping.settings["title"],
-        code_display=mapping.settings.get("code_display", mapping.settings["title"]), template=mapping.settings["template"],
-        template_version=str(mapping.settings["template_version"]),
+        doc_type=doc_type, title=doc_type.title, code_display=doc_type.display, template=doc_type.template,
+        template_version=doc_type.template_version,
         effective_time=effective, status=status, accession=route.accession,
         confidentiality=mapping.settings.get("confidentiality", "N"),
         language=mapping.settings.get("language", "it-IT"),
@@ -1046,8 +1043,8 @@ def map_report(parsed: ParsedMessage, route, mappings: Mappings, structure) -> R
         service_code=m.source(m.setting("service_code"), groups[0]["scope"], what="service code")[0],
         referrer=referrer, encounter=encounter, sections=sections, procedures=tuple(procedures),
         specimens=specimens,
-        document_class=mapping.settings.get("document_class", "REF"), inpatient=inpatient,
+        document_class=doc_type.class_code, inpatient=inpatient,
         practice_setting=practice or "AD_PSC999", billing=billing or "SSN",
-        clinical_activity=mapping.settings.get("clinical_activity", "ERP"),
+        clinical_activity=doc_type.clinical_activity,
         service_start_local=local_ts(service_start, m.tz), service_end_local=local_ts(effective, m.tz),
         access_policies=m.access_policies(), notices=tuple(m.notices))

@@ -15,6 +15,7 @@ from pathlib import Path as FsPath
 from bridge.errors import ConfigError, MissingField, UnknownDocumentType
 from bridge.hl7.message import ParsedMessage
 from bridge.hl7.path import Path, Reader, parse_path
+from bridge.mapping.doctypes import load_document_types
 from bridge.model import Action, DocumentType
 
 
@@ -62,12 +63,25 @@ class Route:
     """METADATA: ``KEY=VALUE`` changes (gateway field names), as bridge.publish.metadata takes them."""
 
 
-def _doc_type(value: str, file: str, key: str) -> DocumentType:
+def _doc_type(value: str, types: dict[str, DocumentType], file: str, key: str) -> DocumentType:
     try:
-        return DocumentType[value.strip().upper()]
+        return types[value.strip().upper()]
     except KeyError:
-        raise ConfigError(f"unknown document type {value!r} (LAB, RAD, RSA, RAP, LDO)",
+        raise ConfigError(f"unknown document type {value!r} (declared: {', '.join(types)})",
                           file=file, key=key) from None
+
+
+#: A rule's ``map`` given as this string: each declared type's own LOINC code gives that type.
+BY_LOINC = "document.loinc"
+
+
+def _type_map(spec, types: dict[str, DocumentType], file: str, key: str) -> dict[str, DocumentType]:
+    """A rule's value → type table: its own, or the declared types by their LOINC (:data:`BY_LOINC`)."""
+    if spec == BY_LOINC:
+        return {t.loinc.upper(): t for t in types.values()}
+    if not isinstance(spec, dict):
+        raise ConfigError(f'a table of value = "TYPE", or "{BY_LOINC}"', file=file, key=key)
+    return {str(k).upper(): _doc_type(v, types, file, f"{key}.{k}") for k, v in spec.items()}
 
 
 def _path(text, file: str, key: str) -> Path:
@@ -78,7 +92,12 @@ def _path(text, file: str, key: str) -> Path:
 
 
 def load_routing(mapping_dir: str | FsPath) -> RoutingRules:
-    """Read mapping_dir/routing.toml; errors name the file and key."""
+    """Read mapping_dir/routing.toml; errors name the file and key.
+
+    A rule's type is one the folder declares (a <TYPE>.toml with its [document]) or, for a folder
+    of rules only, one already declared in this process.
+    """
+    types = load_document_types(mapping_dir) or {t.name: t for t in DocumentType}
     path = FsPath(mapping_dir) / "routing.toml"
     file = str(path)
     try:
@@ -93,11 +112,11 @@ def load_routing(mapping_dir: str | FsPath) -> RoutingRules:
         sender = rule.get("sender", {})
         rules.append(TypeRule(
             path=_path(rule.get("path", ""), file, f"{key}.path"),
-            map={str(k).upper(): _doc_type(v, file, f"{key}.map.{k}") for k, v in rule.get("map", {}).items()},
+            map=_type_map(rule.get("map", {}), types, file, f"{key}.map"),
             application=sender.get("application", ""), facility=sender.get("facility", "")))
     defaults = tuple(
         SenderDefault(application=d.get("application", ""), facility=d.get("facility", ""),
-                      doc_type=_doc_type(d.get("type", ""), file, f"default[{i}].type"))
+                      doc_type=_doc_type(d.get("type", ""), types, file, f"default[{i}].type"))
         for i, d in enumerate(table.get("default", [])))
     action = table.get("action", {})
     return RoutingRules(

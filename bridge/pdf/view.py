@@ -19,14 +19,6 @@ _N = {"h": NS}
 CF_ROOT = "2.16.840.1.113883.2.9.4.3.2"
 """OID of the Italian fiscal code (codice fiscale) namespace."""
 
-DOCUMENT_TYPES = {
-    "11502-2": "Referto di laboratorio",
-    "68604-8": "Referto di radiologia",
-    "11488-4": "Referto di specialistica ambulatoriale",
-    "11526-1": "Referto di anatomia patologica",
-    "34105-7": "Lettera di dimissione ospedaliera",
-}
-
 SEXES = {"M": "Maschio", "F": "Femmina", "UN": "Non definito"}
 
 
@@ -166,7 +158,8 @@ def read_view(root: etree._Element) -> CdaView:
                  or _text(root, "h:author/h:assignedAuthor/h:representedOrganization/h:name"))
     return CdaView(
         document_code=code,
-        document_type=DOCUMENT_TYPES.get(code, _attr(root, "h:code", "displayName")),
+        # The PDF reads only the CDA (pdf.md): the type as its code names it, and its own title.
+        document_type=_attr(root, "h:code", "displayName") or _text(root, "h:title"),
         title=_text(root, "h:title"),
         document_id=ident(doc_id),
         set_id=ident(set_id),

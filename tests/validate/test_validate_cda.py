@@ -5,7 +5,7 @@ from lxml import etree
 
 from bridge.cda import schematron
 from bridge.model import DocumentType
-from bridge.cda.validate import TEMPLATE_ROOTS, load_rules, validate_cda
+from bridge.cda.validate import load_rules, validate_cda
 
 from .validate_support import NS, TYPES, mutate, sample
 
@@ -110,7 +110,7 @@ def test_wrong_type_id_is_a_syntax_error(rules):
 
 
 def test_first_template_id_picks_another_types_schematron(rules):
-    rad_root = next(root for root, t in TEMPLATE_ROOTS.items() if t is DocumentType.RAD)
+    rad_root = DocumentType.RAD.template_root
 
     def rad_first(root):
         first = root.find("h:templateId", NS)
