@@ -82,6 +82,9 @@ class SaxonThread:
             try:
                 result = fn(state, *args)
             except BaseException as exc:   # handed to the caller, whatever it is
+                # Without its traceback and chain: their frames hold this thread's saxon objects
+                # (the parsed document), which the caller would free on its own thread.
+                exc.__traceback__ = exc.__context__ = exc.__cause__ = None
                 if future is not None:
                     future.set_exception(exc)
             else:
