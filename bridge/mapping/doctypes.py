@@ -12,6 +12,8 @@ Every type loaded in this process is declared by name, so that
 ``DocumentType["LAB"]``, ``DocumentType.LAB`` and ``for t in DocumentType``
 keep working for callers that hold only a name (the journal, the CLI). Until
 a mappings folder is loaded, those read the checkout's own ``mappings/``.
+A worker process should load its configured folder before it looks a type up
+by name or root (validation's schematron names), as the service does.
 Loading a folder again returns the objects already declared when their facts
 are the same, so a type is one object however often it is loaded.
 """
@@ -29,6 +31,9 @@ LOINC = "2.16.840.1.113883.6.1"
 DEFAULT_MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 
 _declared: dict[str, "DocumentType"] = {}
+#: The folders loaded so far: until one is, the checkout's is (a type unpickled in a worker
+#: process declares itself alone; it must not hide the others).
+_folders: set[Path] = set()
 
 
 class _Declared(type):
@@ -113,7 +118,7 @@ def declare(doc_type: DocumentType) -> DocumentType:
 
 
 def _registry() -> dict[str, DocumentType]:
-    if not _declared:
+    if not _folders:
         load_document_types(DEFAULT_MAPPINGS)
     return _declared
 
@@ -148,4 +153,5 @@ def load_document_types(directory: str | Path) -> dict[str, DocumentType]:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
         out[path.stem] = declare(read_declaration(path.stem, table.get("document"), str(path)))
+    _folders.add(Path(directory).resolve())
     return out

@@ -11,7 +11,10 @@ schematron serves its template, and the gateway layer refuses to publish it
 from __future__ import annotations
 
 import io
+import pickle
 import shutil
+import subprocess
+import sys
 
 import pytest
 from lxml import etree
@@ -179,3 +182,19 @@ def test_a_type_file_without_its_declaration_is_a_config_error(tmp_path, monkeyp
     with pytest.raises(ConfigError) as no_table:
         doctypes.load_document_types(tmp_path)
     assert no_table.value.key == "document"
+
+
+def test_a_type_unpickled_in_a_worker_does_not_hide_the_others():
+    # A worker process gets its first document type by pickle, before it loads anything: its
+    # validation rules must still know every type's schematron.
+    code = ("import pickle, sys\n"
+            "doc_type = pickle.loads(sys.stdin.buffer.read())\n"
+            "from bridge.cda.validate import load_rules\n"
+            "from bridge.model import DocumentType\n"
+            f"rules = load_rules({str(REFERENCE)!r})\n"
+            "assert DocumentType['RAD'] is doc_type\n"
+            "print(' '.join(sorted(t.name for t in rules.schematrons)))\n")
+    done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(doctypes.DocumentType.RAD),
+                          capture_output=True, timeout=120, cwd=CHECKOUT)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == ["LAB", "LDO", "RAD", "RAP", "RSA"]
