@@ -44,6 +44,14 @@ GIVEN_M = ("Niccolò", "Tommaso", "Giosuè", "Noè", "Andrea", "Mattia", "Lorenz
            "Gian Marco", "Raffaele")
 GIVEN_F = ("Zoè", "Ilaria", "Lucrezia", "Aurora", "Francesca", "Maria Grazia", "Anna", "Noemi",
            "Giulia", "Benedetta")
+# Foreigners' names in ISO-8859-1 letters.
+FOREIGN_LATIN1 = (("Müller", "Jürgen"), ("García Núñez", "José"), ("Dupont", "Hélène"), ("Ørsted", "Søren"),
+                  ("Ó Briain", "Siobhán"))
+# Names in Latin letters beyond ISO-8859-1, as UTF-8 senders write the many residents born abroad
+# (Romanian, Polish, Czech, Hungarian, Vietnamese, Turkish, Croatian, Albanian).
+WIDE_NAMES = (("Ștefănescu", "Ioana"), ("Țurcanu", "Mihai"), ("Łukasiewicz", "Władysław"),
+              ("Wiśniewska", "Małgorzata"), ("Dvořák", "Jiří"), ("Němcová", "Božena"), ("Szőke", "Zoltán"),
+              ("Nguyễn", "Thị Hương"), ("Yılmaz", "Ayşe"), ("Kovačević", "Đurđa"), ("Çela", "Ëndri"))
 # Real cadastral codes: Roma, Firenze, Pisa, Milano, Prato, Lucca, Arezzo, Napoli, Forlì.
 MUNICIPALITIES = ("H501", "D612", "G702", "F205", "G999", "E715", "A390", "F839", "D704")
 CITIES = ("Firenze", "Prato", "Pisa", "Lucca", "Arezzo", "Forlì", "Città di Castello", "Poggibonsi")
@@ -128,6 +136,8 @@ class Dimensions:
     """Times to the minute or with fractions of a second, not only YYYYMMDDHHMMSS."""
     structured_numeric: bool = True
     """LAB: SN results such as <^0.5 and >^200."""
+    wide_names: bool = True
+    """UTF-8 messages: the patient's name in Latin letters beyond ISO-8859-1 (Ștefănescu, Dvořák, Nguyễn)."""
     foreign_patient: bool = True
     """A patient without a CF: STP or ENI code (16 characters) in PID-3."""
     sparse: bool = True
@@ -703,12 +713,20 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     msh9 = "ORU^R01" if version == "2.3" else "ORU^R01^ORU_R01"
     b.add("MSH", "^~\\&", application, facility, "FSEBRIDGE", "RT", ts(sent), "", msh9,
           f"{doc_type}{draw(st.integers(1, 999999)):06d}", "P", version, "", "", "", "", "ITA", charset)
+    if dims.wide_names and CHARSETS[charset] == "utf-8" and draw(st.booleans()):
+        # Born abroad (cadastral code Z…): a CF of their own, or an STP/ENI code below.
+        patient.family, patient.given = draw(st.sampled_from(WIDE_NAMES))
+        patient.fiscal_code = fiscal_code(patient.family, patient.given, birth, female,
+                                          draw(st.sampled_from(("Z129", "Z127", "Z156", "Z251", "Z243"))))
+        used.add("wide_names")
     pid3 = f"{patient.fiscal_code}^^^{draw(st.sampled_from((CF_ROOT, 'MEF')))}^NNITA"
     if dims.foreign_patient and draw(st.booleans()):
         # A foreigner without a CF: STP (temporarily present) or ENI (EU, not registered), 16 characters.
         kind = draw(st.sampled_from(("STP", "ENI")))
         patient.fiscal_code = f"{kind}090201{draw(st.integers(0, 9999999)):07d}"
         pid3 = f"{patient.fiscal_code}^^^{kind}^{kind}"
+        if "wide_names" not in used:
+            patient.family, patient.given = draw(st.sampled_from(FOREIGN_LATIN1))
         used.add("foreign_patient")
     if dims.repetitions and draw(st.booleans()):
         local = f"{draw(st.integers(1000, 999999))}^^^{facility}^PI"
