@@ -26,13 +26,29 @@ is journaled from here and processed at the service's next start.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
+import datetime
+import json
+import socket
 import sqlite3
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from bridge.commands._common import load_config
 from bridge.errors import BridgeError, ExitCode
+from bridge.gateway.client import GatewayClient, OutcomeClass
+from bridge.gateway.identifiers import new_submission_id
+from bridge.journal.retention import cutoffs
+from bridge.journal.sqlite import SqliteStore
+from bridge.publish import metadata
+from bridge.publish.context import gateway_url
+from bridge.publish.pipeline import REQUEST_ARTIFACT, MetadataCall, submission_record
+from bridge.publish.record import alert_for, answer_fields
+from bridge.web.site import TOKEN_FILE, URL_FILE, metadata_answer
 
 #: How long update-metadata waits for the running service (which may first wait for the accession's lock).
 SERVICE_TIMEOUT_S = 300.0
@@ -86,7 +102,6 @@ def add_arguments(parser) -> None:
 
 
 def open_store(args):
-    from bridge.journal.sqlite import SqliteStore
     path = load_config(args).journal.path
     if not Path(path).is_file():
         raise BridgeError(f"no journal at {path}")
@@ -197,7 +212,6 @@ def _resubmit_for_next_start(store, key: str) -> int:
 
 def _date(text: str):
     """``--before``: a date (midnight UTC) or an ISO 8601 time (UTC when it names no offset)."""
-    import datetime
     try:
         moment = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -207,7 +221,6 @@ def _date(text: str):
 
 def _purge(store, args) -> int:
     """Now, in batches; the same rules as the service's daily purge (bridge.journal.retention)."""
-    from bridge.journal.retention import cutoffs
     if args.vacuum and not args.dry_run:
         _refuse_if_service_runs(load_config(args))
     if args.before is not None:
@@ -235,11 +248,6 @@ def _refuse_if_service_runs(config) -> None:
     """VACUUM holds the journal's write lock for as long as it rewrites the file: a running
     service's writes would fail. The service is running when its status page (``web.url`` in
     state_dir, written at start and removed at stop) accepts a connection."""
-    import socket
-    import urllib.parse
-
-    from bridge.web.site import URL_FILE
-
     try:
         url = urllib.parse.urlsplit((config.state_dir / URL_FILE).read_text().strip())
         address = (url.hostname, url.port)
@@ -285,12 +293,6 @@ def _ask_service(config, action: str, payload: dict, *, timeout: float, what: st
     (*what* names the request): it must not then be carried out behind its back. *meanwhile*:
     what may still happen when the answer does not come in *timeout* seconds.
     """
-    import json
-    import urllib.error
-    import urllib.request
-
-    from bridge.web.site import TOKEN_FILE, URL_FILE
-
     try:
         url = (config.state_dir / URL_FILE).read_text().strip()
         token = (config.state_dir / TOKEN_FILE).read_text().strip()
@@ -332,17 +334,6 @@ def _ask_service(config, action: str, payload: dict, *, timeout: float, what: st
 
 def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
     """One metadata call from this process, journaled under the entry that published the document."""
-    import asyncio
-    import json
-
-    from bridge.publish import metadata
-    from bridge.gateway.client import GatewayClient, OutcomeClass
-    from bridge.gateway.identifiers import new_submission_id
-    from bridge.publish.pipeline import REQUEST_ARTIFACT, MetadataCall, submission_record
-    from bridge.publish.record import alert_for, answer_fields
-    from bridge.publish.context import gateway_url
-    from bridge.web.site import metadata_answer
-
     found = _find_one(store, key)
     document_id = next((e.document_id for e in reversed(found) if e.document_id), None)
     if document_id is None:

@@ -14,6 +14,7 @@ import sys
 from collections import deque
 from pathlib import Path
 
+from bridge.commands._common import load_config
 from bridge.errors import BridgeError, ExitCode, ParseError
 from bridge.hl7.message import parse_message, split_batch
 from bridge.mllp.protocol import MllpDecoder, frame
@@ -95,7 +96,6 @@ def _connect(args, host: str, port: int) -> socket.socket:
 def run(args) -> int:
     host, port = args.host, args.port
     if host is None or port is None:
-        from bridge.commands._common import load_config
         settings = load_config(args).mllp
         host = host or settings.host
         port = port if port is not None else settings.port

@@ -6,9 +6,12 @@ import logging
 import os
 import signal
 
+from twisted.logger import STDLibLogObserver, globalLogBeginner
+
 from bridge import certs
 from bridge.commands._common import describe_failure, load_config
 from bridge.errors import ExitCode
+from bridge.service.tap import install_asyncio_reactor, makeService
 
 log = logging.getLogger("bridge.serve")
 
@@ -23,9 +26,7 @@ def run(args) -> int:
     if not getattr(args, "debug", False):
         logging.getLogger().setLevel(config.logging.level)
     _check_identities(config)
-    from bridge.service.tap import install_asyncio_reactor, makeService
     reactor = install_asyncio_reactor()
-    from twisted.logger import STDLibLogObserver, globalLogBeginner
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
 
     top = makeService(config, reactor)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from twisted.internet import reactor   # the default reactor: this module is imported only to run the command
+
+from bridge import certs
 from bridge.commands._common import load_config
+from bridge.simulator import start_simulator
 
 
 def add_arguments(parser) -> None:
@@ -24,11 +28,6 @@ def run(args) -> int:
     changes = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
     if changes:
         config = dataclasses.replace(config, simulator=dataclasses.replace(config.simulator, **changes))
-
-    from twisted.internet import reactor
-
-    from bridge import certs
-    from bridge.simulator import start_simulator
 
     certs.ensure_development_certificates(config)
     handle = start_simulator(config, reactor, rules=False if args.no_rules else None)
