@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lxml import etree
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pypdf import PdfReader
 
 from bridge import certs
 from bridge.config import from_dict
@@ -50,7 +51,8 @@ def make_stages(pki_dir: Path) -> worker.Stages:
 @dataclass
 class Outcome:
     stage: str
-    """"ok", or the first stage that failed: analyse, route, map, notices, render, validate, content, package."""
+    """"ok", or the first stage that failed: analyse, route, map, notices, render, validate, content, package,
+    pdf text."""
     detail: str = ""
     cda: bytes | None = None
 
@@ -87,6 +89,18 @@ def unsigned_bytes(pdf: bytes) -> str:
     if start != 0 or after + rest != len(pdf):
         return "the signature does not cover the whole file"
     return ""
+
+
+def unreadable(pdf: bytes, generated: Generated) -> str:
+    """What of the PDF a reader cannot read: the patient's names not on page 1, letters the font lacks."""
+    pages = [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
+    first = _words(pages[0]).casefold()
+    names = [n for n in (generated.family, generated.given) if _words(n).casefold() not in first]
+    if names:
+        return f"page 1 does not read {names!r}"
+    # A character the font has no glyph for is drawn as nothing and read back as NUL.
+    blank = next((n for n, text in enumerate(pages, start=1) if "\x00" in text), 0)
+    return f"page {blank} has characters without a glyph" if blank else ""
 
 
 def run(stages: worker.Stages, generated: Generated, *, package: bool = True) -> Outcome:
@@ -134,6 +148,9 @@ def run(stages: worker.Stages, generated: Generated, *, package: bool = True) ->
         unsigned = unsigned_bytes(pdf)
         if unsigned:
             return Outcome("package", unsigned, cda)
+        unread = unreadable(pdf, generated)
+        if unread:
+            return Outcome("pdf text", unread, cda)
     return Outcome("ok", "", cda)
 
 

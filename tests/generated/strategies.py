@@ -90,7 +90,7 @@ PHRASES = (
     "Valore confermato su secondo campione.", "Dieta iposodica; evitare sforzi intensi.",
 )
 # Only in UTF-8 messages (not in ISO-8859-1).
-UTF8_WORDS = ("dell’esame", "≥ 5 mm", "– quadro", "€ 36,15", "Ω")
+UTF8_WORDS = ("dell’esame", "≥ 5 mm", "– quadro", "€ 36,15", "Ω", "“stabile”", "…")
 # Characters that must travel escaped in HL7 text (\F\ \S\ \T\ \R\ \E\).
 SPECIALS = ("|", "^", "&", "~", "\\")
 _ESCAPE = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
