@@ -35,14 +35,15 @@ from urllib.parse import urlparse
 
 from bridge.service import stages as stage_fns
 from bridge.mapping.analysis import analyse
-from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, content_hash, decide
+from bridge.publish.plan import DELETED, content_hash, decide, pending_row
 from bridge.errors import BridgeError, ConfigError, ValidationFailed
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult
 from bridge.gateway.identifiers import new_submission_id, repository_id
 from bridge.publish.record import answer_fields, gateway_record, outcome_of
+from bridge.publish.recovery import settled_published
 from bridge.publish.submission import build_submission, submission_record
-from bridge.journal import Document, Received
+from bridge.journal import Received
 from bridge.model import AckCode, Action, DocumentType
 from bridge.outcome import Outcome
 
@@ -395,11 +396,9 @@ class _Run:
 
         self.entry_id = self.open_entry(raw, control_id, step)
         step.journal_entry = self.entry_id
-        document = Document(structure=self.key()[0], doc_type=self.key()[1], accession=self.key()[2],
-                            seq=plan.seq, document_id=plan.ids.document_id,
-                            set_id=f"{plan.ids.set_root}^{plan.ids.set_extension}",
-                            version=plan.ids.version_number, state=PENDING, content_hash=content_hash(cda),
-                            message_id=self.entry_id)
+        structure, doc_type, accession = self.key()
+        document = pending_row(plan, structure=structure, doc_type=doc_type, accession=accession,
+                               content_hash=content_hash(cda), message_id=self.entry_id)
         sub = build_submission(report, plan.ids.document_id, self.config, new_submission_id())
 
         def journal_version():
@@ -422,9 +421,8 @@ class _Run:
         self.take(step, result)
         if result.published:
             def settle():
-                self.store.put_document(dataclasses.replace(document, state=PUBLISHED))
-                if plan.target is not None:
-                    self.store.put_document(dataclasses.replace(plan.target, state=REPLACED))
+                for row in settled_published(document, self.store.documents_for(*self.key())):
+                    self.store.put_document(row)
             self.transaction(settle)
         return result.published
 

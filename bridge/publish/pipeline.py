@@ -46,7 +46,8 @@ from bridge.publish.record import ACCEPTED, alert_for, answer_fields, gateway_re
 from bridge.publish.submission import (build_submission, current_submission, keep_hidden, person_code,
                                        submission_record)
 from bridge.service import stages
-from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide, previous_of
+from bridge.publish.plan import (DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide,
+                                 pending_row, previous_of)
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
@@ -185,12 +186,8 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     if refusal is not None:
         return refusal
 
-    document = Document(structure=key[0], doc_type=key[1], accession=key[2], seq=plan.seq,
-                        document_id=plan.ids.document_id,
-                        set_id=f"{plan.ids.set_root}^{plan.ids.set_extension}",
-                        version=plan.ids.version_number, state=PENDING,
-                        content_hash=plan.resumed.content_hash if plan.resumed else digest,
-                        message_id=plan.resumed.message_id if plan.resumed else entry.id)
+    document = pending_row(plan, structure=key[0], doc_type=key[1], accession=key[2], content_hash=digest,
+                           message_id=entry.id)
     await journal.put_document(document)
     pdf: bytes = await ctx.run_stage(stages.package, cda)
     await journal.add_artifact(entry.id, "package", "document.pdf", pdf)

@@ -103,6 +103,17 @@ def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, 
     return Plan(action=Action.REPLACE, seq=seq, ids=ids, target=live)
 
 
+def pending_row(plan: Plan, *, structure: str, doc_type: str, accession: str, content_hash: str,
+                message_id: int) -> Document:
+    """The registry row of the version *plan* publishes, pending until the gateway takes it
+    (a resumed version keeps its own content hash and message)."""
+    return Document(structure=structure, doc_type=doc_type, accession=accession, seq=plan.seq,
+                    document_id=plan.ids.document_id, set_id=f"{plan.ids.set_root}^{plan.ids.set_extension}",
+                    version=plan.ids.version_number, state=PENDING,
+                    content_hash=plan.resumed.content_hash if plan.resumed else content_hash,
+                    message_id=plan.resumed.message_id if plan.resumed else message_id)
+
+
 def previous_of(pending: Document, documents: Sequence[Document]) -> Document | None:
     """The version *pending* replaces: the same set's previous version that reached the gateway.
 
