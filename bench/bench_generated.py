@@ -1,7 +1,7 @@
 """Many generated Italian ORU^R01 through the product's stages: how many are published, and why not.
 
     python bench/bench_generated.py [--examples N] [--types LAB,RAD] [--without prt,blank_lines]
-                                    [--no-package] [--out DIR]
+                                    [--no-package] [--out DIR] [--refusals N]
 
 The messages come from tests/generated/strategies.py (the oracle of issue 13);
 each goes through analyse → render → validate → package as a worker runs
@@ -10,7 +10,9 @@ validator ../shared/tools/validate_cda.py in batches. Prints the count that
 passed, the failures by stage and by first line of their reason, and for each
 generator dimension the failure rate of the messages that use it against
 those that do not: the dimension that triggers a failure stands out. With
---out, the first message of each distinct failure is written there.
+--out, the first message of each distinct failure is written there. With
+--refusals N, N more messages each with one field the CDA needs broken must
+each get the AE naming that field.
 Exit status 0 when every message passed, 1 otherwise.
 """
 
@@ -29,6 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(CHECKOUT), str(CHECKOUT / "tests")]     # tests.generated, and the shared_data it reads
 
+from tests.generated.corruptions import misjudged, refused_messages  # noqa: E402
 from tests.generated.pipeline import make_stages, run, validate_independently  # noqa: E402
 from tests.generated.strategies import TYPES, Dimensions, messages  # noqa: E402
 
@@ -43,14 +46,33 @@ def _reason(stage: str, detail: str) -> str:
     return f"{stage}: {first[:160]}"
 
 
-def generate(examples: int, types: tuple[str, ...], dims: Dimensions, on_message) -> None:
+def generate(examples: int, strategy, on_example) -> None:
     @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(messages(types=types, dims=dims))
-    def one(generated):
-        on_message(generated)
+    @given(strategy)
+    def one(example):
+        on_example(example)
 
     one()
+
+
+def refusals(stages, examples: int, types: tuple[str, ...]) -> int:
+    """Messages with one broken field: how many got the AE naming it, and what the others got."""
+    kinds, wrong = collections.Counter(), collections.Counter()
+
+    def on_case(case):
+        _, refusal = case
+        kinds[refusal.what] += 1
+        verdict = misjudged(stages, refusal)
+        if verdict:
+            wrong[verdict[:160]] += 1
+
+    generate(examples, refused_messages(types=types), on_case)
+    print(f"refusals: {sum(kinds.values()) - sum(wrong.values())} of {sum(kinds.values())} AE naming the "
+          f"broken field ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})")
+    for verdict, count in wrong.most_common():
+        print(f"  {count:5d}  {verdict}")
+    return sum(wrong.values())
 
 
 def main(argv=None) -> int:
@@ -60,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--without", default="", help="dimensions to switch off: " + ", ".join(Dimensions.names()))
     parser.add_argument("--no-package", action="store_true", help="stop at the CDA (no PDF, faster)")
     parser.add_argument("--out", type=Path, help="folder for one message per distinct failure")
+    parser.add_argument("--refusals", type=int, default=0, metavar="N",
+                        help="also N messages with one field the CDA needs broken: each must be AE naming it")
     args = parser.parse_args(argv)
     unknown = {n for n in args.without.split(",") if n} - set(Dimensions.names())
     if unknown:
@@ -77,7 +101,7 @@ def main(argv=None) -> int:
         if len(results) % 50 == 0:
             print(f"  {len(results)} messages, {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
-    generate(args.examples, types, dims, on_message)
+    generate(args.examples, messages(types=types, dims=dims), on_message)
     # The reference validator over every CDA the product itself found valid, in batches.
     checked = [r for r in results if r[3] is not None and r[1] in ("ok", "content", "package")]
     for start in range(0, len(checked), BATCH):
@@ -122,7 +146,8 @@ def main(argv=None) -> int:
             (args.out / name).write_bytes(r[0].raw)
             (args.out / (name + ".txt")).write_text(f"{r[0].describe()}\n{r[1]}: {r[2]}\n", "utf-8")
         print(f"one message per failure written to {args.out}")
-    return 0 if passed == len(results) else 1
+    misjudged_count = refusals(stages, args.refusals, types) if args.refusals else 0
+    return 0 if passed == len(results) and not misjudged_count else 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
+from bridge.mapping.analysis import analyse
+
 from .strategies import CHARSETS, Generated, messages
 
 
@@ -107,5 +109,12 @@ def refused_messages(draw, types=("LAB", "RAD", "RSA", "RAP", "LDO")) -> tuple[G
     return generated, Refusal(what, _encode(segments, generated), code, location)
 
 
-def matches(refusal: Refusal, location: str) -> bool:
-    return re.fullmatch(refusal.location, location) is not None
+def misjudged(stages, refusal: Refusal) -> str:
+    """Why the product's answer to *refusal* is not the AE naming the broken field ("" when it is)."""
+    analysis = analyse(stages, refusal.raw)
+    error = analysis.route_error or analysis.mapping_error
+    if error is None:
+        return f"{refusal.what}: accepted"
+    if (error.ack_code, error.err_code) != ("AE", refusal.code) or not re.fullmatch(refusal.location, error.location):
+        return f"{refusal.what}: {error.ack_code} {error.err_code} {error.location} {error.message}"
+    return ""
