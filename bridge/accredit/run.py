@@ -59,14 +59,8 @@ SUPPORTED_TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 STEPS = ("create", "replace", "metadata", "delete")
 PEER = "accredit"
 
-#: OBR-4 (the document's own LOINC, routing's first rule) and OBR-24 per type.
-_ORDER = {
-    "LAB": ("11502-2^Referto di laboratorio^LN", "CH"),
-    "RAD": ("68604-8^Referto radiologico^LN", "RAD"),
-    "RSA": ("11488-4^Referto specialistico^LN", "OTH"),
-    "RAP": ("11526-1^Referto di anatomia patologica^LN", "SP"),
-    "LDO": ("34105-7^Lettera di dimissione ospedaliera^LN", "LDO"),
-}
+#: OBR-24 per type; OBR-4 is the type's declared LOINC and title (routing's first rule).
+_SECTION = {"LAB": "CH", "RAD": "RAD", "RSA": "OTH", "RAP": "SP", "LDO": "LDO"}
 #: The test physician of the document: a stage test CF too (never a real person).
 _PHYSICIAN = ("MNTMRA03M71C615V", "Prova", "Medico")
 
@@ -231,7 +225,8 @@ def test_message(*, doc_type: str, facility: str, patient: str, accession: str, 
     # Birth date and sex as the test CF encodes them (a consistent fictitious patient).
     birth = codicefiscale.get_birth_date(patient).strftime("%Y%m%d")
     sex = codicefiscale.get_gender(patient)
-    order, section = _ORDER[doc_type]
+    declared = DocumentType[doc_type]
+    order, section = f"{declared.loinc}^{declared.title}^LN", _SECTION[doc_type]
     cf, family, given = _PHYSICIAN
     result_status = "C" if status == "C" else "F"
     note = "versione corretta" if corrected_value else "prima versione"
