@@ -13,7 +13,7 @@ beside a running service (WAL, busy timeout). Purged content shows as
 "purged on DATE".
 
 ``update-metadata`` asks the running service to make the call (the status page's
-operator endpoint, bridge.web.site), so it waits for any correction or cancellation of
+operator endpoint, bridge.web.operator), so it waits for any correction or cancellation of
 the same accession the service is processing; with no service running (no
 ``web.url`` in ``state_dir``, or nobody listening there) it calls the gateway itself.
 
@@ -48,7 +48,7 @@ from bridge.publish import metadata
 from bridge.publish.context import gateway_url
 from bridge.publish.pipeline import REQUEST_ARTIFACT, MetadataCall, submission_record
 from bridge.publish.record import alert_for, answer_fields
-from bridge.web.site import TOKEN_FILE, URL_FILE, metadata_answer
+from bridge.web.operator import TOKEN_FILE, URL_FILE, metadata_answer
 
 #: How long update-metadata waits for the running service (which may first wait for the accession's lock).
 SERVICE_TIMEOUT_S = 300.0
@@ -286,7 +286,7 @@ def _print_call(answer: dict) -> int:
 def _ask_service(config, action: str, payload: dict, *, timeout: float, what: str,
                  meanwhile: str) -> dict | None:
     """The running service's answer to ``POST /operator/<action>`` with the JSON *payload*
-    (bridge.web.site.metadata_answer, resubmit_answer), or None when no service runs.
+    (bridge.web.operator.metadata_answer, resubmit_answer), or None when no service runs.
 
     No service: no ``web.url`` or token in state_dir, or nobody listening at the URL (a
     service killed leaves them behind). A service that answers but refuses is a BridgeError

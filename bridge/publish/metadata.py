@@ -7,7 +7,7 @@ journal) and the changes use the gateway's own field names, so what the
 operator types is what the Region's documentation says.
 
 ``fse-bridge journal update-metadata`` asks the running service to make the call
-(bridge.web.site's operator endpoint, bridge.publish.pipeline.update_metadata: under the
+(bridge.web.operator's endpoint, bridge.publish.pipeline.update_metadata: under the
 accession's lock, beside the messages it processes); with no service running it
 makes the call itself.
 """

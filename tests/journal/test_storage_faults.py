@@ -21,7 +21,7 @@ from bridge.journal.sqlite import SqliteJournal, SqliteStore
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 from bridge.service.tap import RECORD_RETRY_S, Receiver, ServiceContext
-from bridge.web.site import health
+from bridge.web.health import health
 from fse_helpers import config_table, make_oru, to_toml
 
 

@@ -9,7 +9,8 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from bridge.journal import Received
-from bridge.web.site import TOKEN_FILE, WARNING_WITHHELD
+from bridge.web.messages import WARNING_WITHHELD
+from bridge.web.operator import TOKEN_FILE
 from fse_helpers import make_oru
 from .web_kit import answer_at_once, start
 

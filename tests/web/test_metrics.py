@@ -1,4 +1,4 @@
-"""``GET /metrics`` (bridge.web.site) and the journal's counts (bridge.journal.metrics).
+"""``GET /metrics`` (bridge.web.metrics) and the journal's counts (bridge.journal.metrics).
 
 Over real sockets on the service built by makeService; the counts are read
 from the real SQLite journal file on a connection of their own. The
@@ -21,7 +21,7 @@ from bridge.journal import metrics
 from bridge.journal.sqlite import SqliteStore
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.web.site import MetricsResource, render_exposition
+from bridge.web.metrics import MetricsResource, render_exposition
 from fse_helpers import CHECKOUT, make_oru
 from .test_status_page import PATIENT, _post_fault
 from .web_kit import answer_at_once, exchange, get, open_exchange, start

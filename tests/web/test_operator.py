@@ -1,4 +1,4 @@
-"""The status page's operator endpoint, ``POST /operator/metadata`` (bridge.web.site), on the service
+"""The status page's operator endpoint, ``POST /operator/metadata`` (bridge.web.operator), on the service
 built by makeService, over real sockets.
 
 The full-pipeline tests run the real stages and the embedded simulator in process, so the
@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThread
 
 from bridge.publish.context import PublishingService
 from bridge.simulator.server import Fault
-from bridge.web.site import TOKEN_FILE, URL_FILE
+from bridge.web.operator import TOKEN_FILE, URL_FILE
 from fse_helpers import CHECKOUT
 from .web_kit import answer_at_once, exchange, operator_post, start
 
@@ -251,7 +251,7 @@ def test_update_waits_for_a_publication_of_the_same_accession_in_flight(tmp_path
 
 
 def test_operator_actions_come_from_this_host_only():
-    from bridge.web.site import same_host
+    from bridge.web.operator import same_host
 
     assert same_host("127.0.0.1", "0.0.0.0") and same_host("127.0.0.2", "127.0.0.1")
     assert same_host("::1", "::") and same_host("::ffff:127.0.0.1", "::")
@@ -265,7 +265,7 @@ def test_a_request_from_another_host_is_refused_even_with_the_token():
     from twisted.internet.address import IPv4Address
     from twisted.web.test.requesthelper import DummyRequest
 
-    from bridge.web.site import MetadataResource, OperatorEndpoint
+    from bridge.web.operator import MetadataResource, OperatorEndpoint
 
     operator = OperatorEndpoint("the-token")
     request = DummyRequest([b""])

@@ -1,4 +1,4 @@
-"""``journal resubmit`` through the running service: ``POST /operator/resubmit`` (bridge.web.site) and
+"""``journal resubmit`` through the running service: ``POST /operator/resubmit`` (bridge.web.operator) and
 the CLI asking it, on the service built by makeService, over real sockets.
 
 The full-pipeline tests run the real stages and the embedded simulator in process (the test

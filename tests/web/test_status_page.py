@@ -1,4 +1,4 @@
-"""The status page (bridge.web.site) over real sockets, on the service built by makeService.
+"""The status page (bridge.web.site, bridge.web.status) over real sockets, on the service built by makeService.
 
 Full-pipeline tests run the real stages and the embedded simulator in process;
 the others use a handler answering at once (their subject is the page, not
@@ -167,7 +167,7 @@ def test_healthz_reports_installed_rules_and_unfinished_messages(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_page_escapes_what_senders_wrote_and_pages_on(tmp_path):
-    from bridge.web import site as web_module
+    from bridge.web import status as web_module
 
     top, web = yield start(tmp_path, handler=answer_at_once)
     try:
@@ -299,7 +299,7 @@ def test_a_purged_message_says_so_instead_of_sizes(tmp_path):
 
     from bridge.journal import Received
     from bridge.journal.sqlite import SqliteJournal
-    from bridge.web.site import message_detail
+    from bridge.web.messages import message_detail
 
     journal = SqliteJournal(tmp_path / "journal.sqlite", reactor=reactor)
     try:
