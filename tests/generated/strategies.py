@@ -472,13 +472,19 @@ class _Context:
         by_prt_16 = "ORC-12" in self.prt_roles
         b.add("OBR", str(k), self.placer, self.accession, obr4, "", "", self.observed, "", "", "", "", "", "",
               self.observed, specimen, "" if by_prt_16 else self.referrer.xcn(), "", "", "", "", "",
-              self.reported, "", section, status or b.status, "", "", "", "", "", "",
-              "" if self.prt_roles else self.interpreter.table_id if self.obr32_id_only and self.interpreter.table_id
-              else self.interpreter.ndl())
+              self.reported, "", section, status or b.status, "", "", "", "", "", "", self.obr32())
         if by_prt_16:
             self.prt("OP", "Ordering Provider", self.referrer)
         if self.prt_roles.get("OBR-32") == "PI":
             self.prt("PI", "Primary Interpreter", self.interpreter, self.reported)
+
+    def obr32(self) -> str:
+        """The interpreter in OBR-32, unless a PRT names people."""
+        if self.prt_roles:
+            return ""
+        if self.obr32_id_only and self.interpreter.table_id:
+            return self.interpreter.table_id
+        return self.interpreter.ndl()
 
     def attachment(self, n: int, carried: bool) -> None:
         """An OBX ED carrying a PDF: never narrative text; where the type has no place for it, a warning."""
