@@ -143,7 +143,7 @@ class PurgeReport:
     """What a retention purge removed (or, ``dry_run``, would remove): counts and bytes only.
 
     Never purged: anything of an unfinished message; the messages' metadata, ACKs,
-    transitions, gateway calls, document registry and counters; the ``submission.json``
+    transitions, gateway calls and document registry; the ``submission.json``
     and ``route.json`` of messages whose document is still pending or published (the base
     of a later metadata update, replacement or delete).
     """
@@ -278,9 +278,6 @@ class Journal(Protocol):
 
     def put_document(self, document: Document) -> Deferred[None]:
         """Insert or update the registry entry with the same key."""
-
-    def next_value(self, name: str) -> Deferred[int]:
-        """The next value of counter *name* (1, 2, ...), never reused."""
 
     def get(self, message_id: int) -> Deferred[Entry | None]: ...
 

@@ -6,7 +6,7 @@ operations need stays. Never purged:
 
 - anything of an unfinished message (outcome NULL): it is still to be processed;
 - the messages' metadata and ACKs, transitions, gateway calls, the document
-  registry and the counters (the ACK holds no patient data, and it is what a
+  registry (the ACK holds no patient data, and it is what a
   resend of the message gets, however old: interface.md, ACK contract);
 - ``submission.json`` and ``route.json`` of a message whose document is still
   pending or published: the latest submission is the base of a later metadata

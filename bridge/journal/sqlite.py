@@ -288,7 +288,7 @@ class SqliteStore:
                             message_type=entry.message_type, charset=entry.charset)
         return self._insert(received, resend_of=entry.id)
 
-    # -- artifacts, gateway calls, documents, counters ---------------------
+    # -- artifacts, gateway calls, documents -----------------------------------
 
     def add_artifact(self, message_id: int, stage: str, name: str, content: bytes) -> None:
         self.db.execute("INSERT INTO artifacts (message_id, stage, name, content, at) VALUES (?, ?, ?, ?, ?)",
@@ -346,11 +346,6 @@ class SqliteStore:
             (document.structure, document.doc_type, document.accession, document.seq, document.document_id,
              document.set_id, document.version, document.state, document.content_hash, document.message_id,
              self.now()))
-
-    def next_value(self, name: str) -> int:
-        self.db.execute("INSERT INTO counters (name, value) VALUES (?, 1)"
-                        " ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,))
-        return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
 
     # -- retention -------------------------------------------------------------
 
@@ -663,9 +658,6 @@ class SqliteJournal:
 
     def put_document(self, document: Document) -> Deferred:
         return self._submit(self._store.put_document, document)
-
-    def next_value(self, name: str) -> Deferred:
-        return self._submit(self._store.next_value, name)
 
     def get(self, message_id: int) -> Deferred:
         return self._submit(self._store.get, message_id)

@@ -96,6 +96,8 @@ CREATE INDEX documents_document_id ON documents (document_id);
 CREATE INDEX documents_message ON documents (message_id);
 CREATE INDEX documents_state_type ON documents (state, doc_type);
 
+-- Unused since identificativoSottomissione is random per call (gateway.md section 5);
+-- kept so that journals of this schema version need no migration.
 CREATE TABLE counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
