@@ -21,7 +21,8 @@ from bridge.journal.sqlite import SqliteJournal
 from bridge.mllp.protocol import END, MllpDecoder, MllpFactory, frame
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.service.tap import Receiver, ServiceContext
+from bridge.service.context import ServiceContext
+from bridge.service.receiver import Receiver
 from fse_helpers import CORPUS, config_table, make_oru
 
 MAX_FRAME = 6000

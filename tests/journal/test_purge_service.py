@@ -1,4 +1,4 @@
-"""The service's own purge (bridge.service.tap.JournalService): at start, then every 24 h on
+"""The service's own purge (bridge.service.parts.JournalService): at start, then every 24 h on
 its clock, one INFO line of counts; none with the retention off."""
 
 import datetime
@@ -13,7 +13,9 @@ from bridge.journal import Document, Received
 from bridge.journal.sqlite import SqliteJournal, SqliteStore
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.service.tap import JournalService, Receiver, ServiceContext
+from bridge.service.context import ServiceContext
+from bridge.service.parts import JournalService
+from bridge.service.receiver import Receiver
 from fse_helpers import config_table, make_oru
 
 UTC = datetime.timezone.utc
@@ -86,7 +88,7 @@ def test_purges_at_start_then_every_day(tmp_path, caplog):
     now = Clock(T0)
     seed(tmp_path / "journal.sqlite", Clock(T0))
     service, clock = service_for(tmp_path, now, keep_artifacts_days=30, keep_messages_days=60)
-    caplog.set_level(logging.INFO, logger="bridge.service.tap")
+    caplog.set_level(logging.INFO, logger="bridge.service.parts")
     service.startService()
     first = yield service.runs[0]
     # Artifacts made more than 30 days before T0: messages 0..69; raw finished over 60 days ago: 0..39.
@@ -122,7 +124,7 @@ def test_a_failed_purge_is_logged_and_the_next_day_runs_again(tmp_path, caplog, 
         raise OSError("database or disk is full")
 
     monkeypatch.setattr(retention.Purge, "step", full_disk)
-    caplog.set_level(logging.INFO, logger="bridge.service.tap")
+    caplog.set_level(logging.INFO, logger="bridge.service.parts")
     service.startService()
     assert (yield service.runs[0]) is None
     assert "journal purge failed: database or disk is full" in caplog.text
@@ -136,7 +138,7 @@ def test_a_failed_purge_is_logged_and_the_next_day_runs_again(tmp_path, caplog, 
 def test_retention_off_never_purges(tmp_path, caplog):
     seed(tmp_path / "journal.sqlite", Clock(T0))
     service, clock = service_for(tmp_path, Clock(T0 + 1000 * DAY), keep_artifacts_days=0, keep_messages_days=0)
-    caplog.set_level(logging.INFO, logger="bridge.service.tap")
+    caplog.set_level(logging.INFO, logger="bridge.service.parts")
     service.startService()
     clock.advance(service.purge_interval_s * 3)
     assert service.runs == [] and service.purging is None

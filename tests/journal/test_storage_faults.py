@@ -20,7 +20,8 @@ from bridge.journal import Received
 from bridge.journal.sqlite import SqliteJournal, SqliteStore
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.service.tap import RECORD_RETRY_S, Receiver, ServiceContext
+from bridge.service.context import ServiceContext
+from bridge.service.receiver import RECORD_RETRY_S, Receiver
 from bridge.web.health import health
 from fse_helpers import config_table, make_oru, to_toml
 

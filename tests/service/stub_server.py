@@ -25,7 +25,8 @@ def main() -> int:
     from bridge import config
     from bridge.model import AckCode
     from bridge.outcome import Outcome
-    from bridge.service.tap import makeService, unsupported
+    from bridge.mapping.analysis import unsupported
+    from bridge.service.tap import makeService
 
     held = []   # patients named SLOW: answered only once the service is stopping
 

@@ -7,7 +7,8 @@ import pytest
 import pytest_twisted
 
 from bridge import config as config_module
-from bridge.service.tap import BridgeService, makeService
+from bridge.service.parts import BridgeService
+from bridge.service.tap import makeService
 from fse_helpers import config_table, make_oru
 from bridge.mllp.protocol import MllpDecoder, frame
 from mllp_server import msa_fields

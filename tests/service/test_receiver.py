@@ -11,7 +11,8 @@ from bridge.errors import MissingField
 from bridge.journal.sqlite import SqliteJournal
 from bridge.model import AckCode
 from bridge.outcome import Outcome
-from bridge.service.tap import Receiver, ServiceContext, route_message
+from bridge.service.context import ServiceContext
+from bridge.service.receiver import Receiver, route_message
 from fse_helpers import CORPUS, config_table, make_oru
 
 

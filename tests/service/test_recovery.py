@@ -19,7 +19,8 @@ from bridge.journal.sqlite import SqliteJournal
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 from bridge.service import retry
-from bridge.service.tap import Receiver, ServiceContext
+from bridge.service.context import ServiceContext
+from bridge.service.receiver import Receiver
 from fse_helpers import config_table, make_oru
 
 
