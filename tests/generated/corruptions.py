@@ -48,6 +48,11 @@ def _first(segments, name):
     return next(s for s in segments if s[0] == name)
 
 
+def _shown_number(segment: list[str]) -> bool:
+    """An NM result whose value the document shows (not X: no value, nor D/W: left out)."""
+    return segment[0] == "OBX" and segment[2] == "NM" and segment[11] in ("F", "C")
+
+
 BAD_DATES = ("19751304", "19750432", "19750230", "20990101", "1975-04-13")
 
 
@@ -62,7 +67,7 @@ def refused_messages(draw, types=("LAB", "RAD", "RSA", "RAP", "LDO")) -> tuple[G
     obr = _first(segments, "OBR")
     if len(obr) > 32 and obr[32]:
         choices.append("interpreter")
-    if any(s[0] == "OBX" and s[2] == "NM" for s in segments) and generated.doc_type == "LAB":
+    if any(_shown_number(s) for s in segments) and generated.doc_type == "LAB":
         choices.append("numeric result")
     what = draw(st.sampled_from(choices))
     if what == "birth date":
@@ -103,7 +108,7 @@ def refused_messages(draw, types=("LAB", "RAD", "RSA", "RAP", "LDO")) -> tuple[G
         code, location = "103", r"OBR\^\d+\^32(\^1)?"
     else:
         obx = [s for s in segments if s[0] == "OBX"]
-        occurrence, segment = next((k, s) for k, s in enumerate(obx, start=1) if s[2] == "NM")
+        occurrence, segment = next((k, s) for k, s in enumerate(obx, start=1) if _shown_number(s))
         segment[5] = "non dosabile"
         code, location = "102", rf"OBX\^{occurrence}\^5"      # ERR-2: the OBX's occurrence in the message
     return generated, Refusal(what, _encode(segments, generated), code, location)
