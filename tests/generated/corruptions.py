@@ -54,63 +54,94 @@ def _shown_number(segment: list[str]) -> bool:
 
 
 BAD_DATES = ("19751304", "19750432", "19750230", "20990101", "1975-04-13")
+BAD_TIMES = ("20260310253000", "20260230120000", "2026031")
+
+
+def _groups(segments, *names):
+    return [s for s in segments if s[0] in names]
+
+
+# Each breaker breaks one field of *segments* and says the refusal it must get:
+# (HL7 error code, regular expression of the ERR location).
+
+def _birth_date(draw, segments):
+    _set(_first(segments, "PID"), 7, draw(st.sampled_from(BAD_DATES)))
+    return "102", r"PID\^1\^7"
+
+
+def _fiscal_code(draw, segments):
+    pid = _first(segments, "PID")
+    ids = pid[3].split("~")
+    at = next(k for k, i in enumerate(ids) if i.endswith("^NNITA"))
+    cf = ids[at][:16]
+    ids[at] = cf[:15] + next(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c != cf[15]) + ids[at][16:]
+    pid[3] = "~".join(ids)
+    return "102", r"PID\^1\^3"
+
+
+def _family_name(draw, segments):
+    pid = _first(segments, "PID")
+    _set(pid, 5, "^" + pid[5].split("^")[1])
+    return "101", r"PID\^1\^5\^1"
+
+
+def _facility(draw, segments):
+    _set(_first(segments, "MSH"), 4, "SCONOSCIUTA")
+    return "103", r"MSH\^1\^4\^1"
+
+
+def _accession(draw, segments):
+    for segment in _groups(segments, "ORC", "OBR"):
+        _set(segment, 2, "")
+        _set(segment, 3, "")
+    return "101", r"OBR\^1\^3"
+
+
+def _observation_time(draw, segments):
+    _set(_first(segments, "OBR"), 7, "20261310080000")
+    return "102", r"OBR\^1\^7"
+
+
+def _report_time(draw, segments):
+    for obr in _groups(segments, "OBR"):
+        _set(obr, 22, draw(st.sampled_from(BAD_TIMES)))
+    return "102", r"OBR\^\d+\^22"
+
+
+def _interpreter(draw, segments):
+    for obr in _groups(segments, "OBR"):
+        _set(obr, 32, "M999&Nessuno&Mario")
+    return "103", r"OBR\^\d+\^32(\^1)?"
+
+
+def _numeric_result(draw, segments):
+    occurrence, obx = next((k, s) for k, s in enumerate(_groups(segments, "OBX"), start=1) if _shown_number(s))
+    obx[5] = "non dosabile"
+    return "102", rf"OBX\^{occurrence}\^5"     # ERR-2: the OBX's occurrence in the message
+
+
+# Breaker → whether a message has that field to break.
+BREAKERS = {
+    "birth date": (_birth_date, lambda g, segments: True),
+    "fiscal code": (_fiscal_code, lambda g, segments: "NNITA" in _first(segments, "PID")[3]),
+    "family name": (_family_name, lambda g, segments: True),
+    "facility": (_facility, lambda g, segments: True),
+    "accession": (_accession, lambda g, segments: True),
+    "observation time": (_observation_time, lambda g, segments: True),
+    "report time": (_report_time, lambda g, segments: True),
+    "interpreter": (_interpreter, lambda g, segments: len(_first(segments, "OBR")) > 32
+                    and bool(_first(segments, "OBR")[32])),
+    "numeric result": (_numeric_result, lambda g, segments: g.doc_type == "LAB"
+                       and any(_shown_number(s) for s in segments)),
+}
 
 
 @st.composite
 def refused_messages(draw, types=("LAB", "RAD", "RSA", "RAP", "LDO")) -> tuple[Generated, Refusal]:
     generated = draw(messages(types=types))
     segments = _segments(generated)
-    pid = _first(segments, "PID")
-    choices = ["birth date", "family name", "facility", "accession", "observation time", "report time"]
-    if "NNITA" in pid[3]:
-        choices.append("fiscal code")
-    obr = _first(segments, "OBR")
-    if len(obr) > 32 and obr[32]:
-        choices.append("interpreter")
-    if any(_shown_number(s) for s in segments) and generated.doc_type == "LAB":
-        choices.append("numeric result")
-    what = draw(st.sampled_from(choices))
-    if what == "birth date":
-        _set(pid, 7, draw(st.sampled_from(BAD_DATES)))
-        code, location = "102", r"PID\^1\^7"
-    elif what == "fiscal code":
-        ids = pid[3].split("~")
-        at = next(k for k, i in enumerate(ids) if i.endswith("^NNITA"))
-        cf = ids[at][:16]
-        ids[at] = cf[:15] + next(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c != cf[15]) + ids[at][16:]
-        pid[3] = "~".join(ids)
-        code, location = "102", r"PID\^1\^3"
-    elif what == "family name":
-        _set(pid, 5, "^" + pid[5].split("^")[1])
-        code, location = "101", r"PID\^1\^5\^1"
-    elif what == "facility":
-        _set(_first(segments, "MSH"), 4, "SCONOSCIUTA")
-        code, location = "103", r"MSH\^1\^4\^1"
-    elif what == "accession":
-        for s in segments:
-            if s[0] in ("ORC", "OBR"):
-                _set(s, 2, "")
-                _set(s, 3, "")
-        code, location = "101", r"OBR\^1\^3"
-    elif what == "observation time":
-        obr = _first(segments, "OBR")
-        _set(obr, 7, "20261310080000")
-        code, location = "102", r"OBR\^1\^7"
-    elif what == "report time":
-        for s in segments:
-            if s[0] == "OBR":
-                _set(s, 22, draw(st.sampled_from(("20260310253000", "20260230120000", "2026031"))))
-        code, location = "102", r"OBR\^\d+\^22"
-    elif what == "interpreter":
-        for s in segments:
-            if s[0] == "OBR":
-                _set(s, 32, "M999&Nessuno&Mario")
-        code, location = "103", r"OBR\^\d+\^32(\^1)?"
-    else:
-        obx = [s for s in segments if s[0] == "OBX"]
-        occurrence, segment = next((k, s) for k, s in enumerate(obx, start=1) if _shown_number(s))
-        segment[5] = "non dosabile"
-        code, location = "102", rf"OBX\^{occurrence}\^5"      # ERR-2: the OBX's occurrence in the message
+    what = draw(st.sampled_from([name for name, (_, applies) in BREAKERS.items() if applies(generated, segments)]))
+    code, location = BREAKERS[what][0](draw, segments)
     return generated, Refusal(what, _encode(segments, generated), code, location)
 
 
