@@ -674,6 +674,94 @@ def _lab(draw, ctx: _Context):
                   "", "", "", "", "", "", "", ctx.observed)
 
 
+def _prt_roles(draw, dims: Dimensions, v27: bool, doc_type: str, used: set[str]) -> dict[str, str]:
+    """Which people a v2.7+ sender names in PRT instead of OBR-32 (PI, or RO after each OBX), ORC-12, PV1-7."""
+    if not (dims.prt and v27 and draw(st.booleans())):
+        return {}
+    used.add("prt")
+    roles = {"OBR-32": draw(st.sampled_from(("PI", "RO") if doc_type == "LAB" else ("PI",)))}
+    if draw(st.booleans()):
+        roles["ORC-12"] = "OP"
+    if draw(st.booleans()):
+        roles["PV1-7"] = "AT"
+    return roles
+
+
+@st.composite
+def _patient(draw, ctx: _Context, patient: Person, birth: dt.date, female: bool, facility: str):
+    """PID: the patient's ids (CF, STP/ENI, a local number), names, birth, sex, address and phones."""
+    dims, used, rnd = ctx.dims, ctx.used, ctx.rnd
+    if dims.wide_names and ctx.utf8 and draw(st.booleans()):
+        # Born abroad (cadastral code Z…): a CF of their own, or an STP/ENI code below.
+        patient.family, patient.given = draw(st.sampled_from(WIDE_NAMES))
+        patient.fiscal_code = fiscal_code(patient.family, patient.given, birth, female,
+                                          draw(st.sampled_from(("Z129", "Z127", "Z156", "Z251", "Z243"))))
+        used.add("wide_names")
+    pid3 = f"{patient.fiscal_code}^^^{draw(st.sampled_from((CF_ROOT, 'MEF')))}^NNITA"
+    if dims.foreign_patient and draw(st.booleans()):
+        # A foreigner without a CF: STP (temporarily present) or ENI (EU, not registered), 16 characters.
+        kind = draw(st.sampled_from(("STP", "ENI")))
+        patient.fiscal_code = f"{kind}090201{draw(st.integers(0, 9999999)):07d}"
+        pid3 = f"{patient.fiscal_code}^^^{kind}^{kind}"
+        if "wide_names" not in used:
+            patient.family, patient.given = draw(st.sampled_from(FOREIGN_LATIN1))
+        used.add("foreign_patient")
+    name = f"{escape(patient.family)}^{escape(patient.given)}^^^^^L"
+    street = escape("Via " + rnd.choice(("Roma", "Garibaldi", "dell'Agnolo", "Niccolò Tommaseo")))
+    address = f"{street} {rnd.randint(1, 200)}^^{escape(draw(st.sampled_from(CITIES)))}^^50100^IT^H"
+    phones = "^PRN^PH^^^055^" + str(rnd.randint(200000, 9999999))
+    if dims.repetitions and draw(st.booleans()):
+        # The CF not always first; an alias name after the legal one; a mobile after the home phone.
+        local = f"{draw(st.integers(1000, 999999))}^^^{facility}^PI"
+        pid3 = f"{local}~{pid3}" if draw(st.booleans()) else f"{pid3}~{local}"
+        name += f"~{escape(patient.family.upper())}^{escape(patient.given.upper())}^^^^^A"
+        phones += f"~^PRN^CP^^^^^^^^^3{rnd.randint(100000000, 999999999)}"
+        used.add("repetitions")
+    if dims.sparse:
+        address = phones = ""
+    ctx.b.add("PID", "1", "", pid3, "", name, "", birth.strftime("%Y%m%d"), "F" if female else "M", "", "",
+              address, "", phones)
+
+
+@st.composite
+def _visit(draw, ctx: _Context, attending: Person, facility: str, inpatient: bool, stay: tuple[str, str]):
+    """PV1 (and PRT AT): outpatient, or the inpatient stay of a discharge letter (PV1-44, PV1-45)."""
+    by_prt = "PV1-7" in ctx.prt_roles
+    pv1 = ["PV1", "1", "I" if inpatient else "O", f"{'MED^12^3' if inpatient else 'AMB'}^^^{facility}", "", "",
+           "", "" if by_prt else attending.xcn()] + [""] * 11 + [
+        "" if ctx.dims.sparse and not inpatient else f"V26-{draw(st.integers(1, 99999)):05d}", "SSN"]
+    if inpatient:
+        pv1 += [""] * (44 - len(pv1)) + list(stay)
+    ctx.b.add(*pv1)
+    if by_prt:
+        ctx.prt("AT", "Attending Provider", attending)
+
+
+@st.composite
+def _narrative_report(draw, ctx: _Context, doc_type: str):
+    """The OBR groups of a narrative type (several exams for RAD and RSA), then its sections."""
+    if ctx.dims.statuses and draw(st.booleans()):
+        ctx.b.status = "C"          # the corrected version of a report sent before
+        ctx.used.add("statuses")
+    if doc_type == "LDO":
+        orders = [("34105-7^Lettera di dimissione ospedaliera^LN", "LDO")]
+    elif doc_type == "RAP":
+        orders = [("AP01^ESAME ISTOLOGICO^L", "SP")]
+    else:
+        count = draw(st.integers(1, 3)) if ctx.dims.several_orders else 1
+        picked = draw(st.lists(st.sampled_from(ORDERS[doc_type]), min_size=count, max_size=count,
+                               unique_by=lambda o: o[0][1]))
+        orders = [(f"{code}^{escape(name)}^I9CM", section) for (code, name), section in picked]
+        ctx.exam = f"RX{picked[0][0][0].replace('.', '')}"
+        if count > 1:
+            ctx.used.add("several_orders")
+    for k, (obr4, section) in enumerate(orders, start=1):
+        ctx.obr(k, obr4, section)
+        if k == 1:
+            _note_maybe(draw, ctx, 3)
+    draw(_narrative(ctx, doc_type))
+
+
 @st.composite
 def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions(),
              versions: tuple[str, ...] = VERSIONS):
@@ -689,108 +777,39 @@ def messages(draw, types: tuple[str, ...] = TYPES, dims: Dimensions = Dimensions
     precision = draw(st.sampled_from("msf")) if dims.time_precision else "s"
     if precision != "s":
         used.add("time_precision")
-    rnd = random.Random(draw(st.integers(0, 2 ** 32 - 1)))
+    if dims.sparse:
+        used.add("sparse")
     b = _Builder(version)
     application, facility = FACILITY[doc_type]
     patient, birth, female = draw(people(patient=True))
     interpreter, attending, referrer = draw(doctors()), draw(doctors()), draw(doctors())
     reported, sent = draw(_times())
     observed = reported - dt.timedelta(hours=draw(st.integers(1, 48)))
+    admitted = observed - dt.timedelta(days=draw(st.integers(1, 30)))
     offset = draw(st.booleans())
 
     def ts(when: dt.datetime) -> str:
         return _ts(when, offset, precision)
 
-    prt_roles: dict[str, str] = {}
-    if dims.prt and b.v27 and draw(st.booleans()):
-        used.add("prt")
-        prt_roles["OBR-32"] = draw(st.sampled_from(("PI", "RO") if doc_type == "LAB" else ("PI",)))
-        if draw(st.booleans()):
-            prt_roles["ORC-12"] = "OP"
-        if draw(st.booleans()):
-            prt_roles["PV1-7"] = "AT"
-    ctx = _Context(b=b, rnd=rnd, dims=dims, used=used, utf8=CHARSETS[charset] == "utf-8",
+    ctx = _Context(b=b, rnd=random.Random(draw(st.integers(0, 2 ** 32 - 1))), dims=dims, used=used,
+                   utf8=CHARSETS[charset] == "utf-8",
                    placer=f"PR-{draw(st.integers(1, 99999)):05d}",
                    accession=f"{doc_type[:2]}26-{draw(st.integers(1, 99999)):05d}",
-                   observed=ts(observed), reported=ts(reported),
-                   referrer=referrer, interpreter=interpreter, prt_roles=prt_roles,
-                   obr32_id_only=draw(st.booleans()))
+                   observed=ts(observed), reported=ts(reported), referrer=referrer, interpreter=interpreter,
+                   prt_roles=_prt_roles(draw, dims, b.v27, doc_type, used), obr32_id_only=draw(st.booleans()))
 
-    msh9 = "ORU^R01" if version == "2.3" else "ORU^R01^ORU_R01"
-    b.add("MSH", "^~\\&", application, facility, "FSEBRIDGE", "RT", ts(sent), "", msh9,
+    b.add("MSH", "^~\\&", application, facility, "FSEBRIDGE", "RT", ts(sent), "",
+          "ORU^R01" if version == "2.3" else "ORU^R01^ORU_R01",
           f"{doc_type}{draw(st.integers(1, 999999)):06d}", "P", version, "", "", "", "", "ITA", charset)
-    if dims.wide_names and CHARSETS[charset] == "utf-8" and draw(st.booleans()):
-        # Born abroad (cadastral code Z…): a CF of their own, or an STP/ENI code below.
-        patient.family, patient.given = draw(st.sampled_from(WIDE_NAMES))
-        patient.fiscal_code = fiscal_code(patient.family, patient.given, birth, female,
-                                          draw(st.sampled_from(("Z129", "Z127", "Z156", "Z251", "Z243"))))
-        used.add("wide_names")
-    pid3 = f"{patient.fiscal_code}^^^{draw(st.sampled_from((CF_ROOT, 'MEF')))}^NNITA"
-    if dims.foreign_patient and draw(st.booleans()):
-        # A foreigner without a CF: STP (temporarily present) or ENI (EU, not registered), 16 characters.
-        kind = draw(st.sampled_from(("STP", "ENI")))
-        patient.fiscal_code = f"{kind}090201{draw(st.integers(0, 9999999)):07d}"
-        pid3 = f"{patient.fiscal_code}^^^{kind}^{kind}"
-        if "wide_names" not in used:
-            patient.family, patient.given = draw(st.sampled_from(FOREIGN_LATIN1))
-        used.add("foreign_patient")
-    if dims.repetitions and draw(st.booleans()):
-        local = f"{draw(st.integers(1000, 999999))}^^^{facility}^PI"
-        pid3 = f"{local}~{pid3}" if draw(st.booleans()) else f"{pid3}~{local}"     # the CF not always first
-        used.add("repetitions")
-    street = escape("Via " + rnd.choice(("Roma", "Garibaldi", "dell'Agnolo", "Niccolò Tommaseo")))
-    address = f"{street} {rnd.randint(1, 200)}^^{escape(draw(st.sampled_from(CITIES)))}^^50100^IT^H"
-    name = f"{escape(patient.family)}^{escape(patient.given)}^^^^^L"
-    phones = "^PRN^PH^^^055^" + str(rnd.randint(200000, 9999999))
-    if dims.repetitions and draw(st.booleans()):
-        # An alias name after the legal one, a mobile after the home phone.
-        name += f"~{escape(patient.family.upper())}^{escape(patient.given.upper())}^^^^^A"
-        phones += f"~^PRN^CP^^^^^^^^^3{rnd.randint(100000000, 999999999)}"
-        used.add("repetitions")
-    if dims.sparse:
-        address = phones = ""
-    b.add("PID", "1", "", pid3, "", name, "", birth.strftime("%Y%m%d"), "F" if female else "M", "", "", address,
-          "", phones)
-    inpatient = doc_type == "LDO"
-    pv1 = ["PV1", "1", "I" if inpatient else "O", f"{'MED^12^3' if inpatient else 'AMB'}^^^{facility}", "", "", "",
-           "" if "PV1-7" in prt_roles else attending.xcn()] + [""] * 11 + [
-        "" if dims.sparse and not inpatient else f"V26-{draw(st.integers(1, 99999)):05d}", "SSN"]
-    if inpatient:
-        admitted = observed - dt.timedelta(days=draw(st.integers(1, 30)))
-        pv1 += [""] * (44 - len(pv1)) + [ts(admitted), ts(observed)]
-    b.add(*pv1)
-    if "PV1-7" in prt_roles:
-        ctx.prt("AT", "Attending Provider", attending)
+    draw(_patient(ctx, patient, birth, female, facility))
+    draw(_visit(ctx, attending, facility, doc_type == "LDO", (ts(admitted), ts(observed))))
     ctx.orc()
-    if dims.sparse:
-        used.add("sparse")
-
     if doc_type == "LAB":
         draw(_lab(ctx))
     else:
-        if dims.statuses and draw(st.booleans()):
-            b.status = "C"          # the corrected version of a report sent before
-            used.add("statuses")
-        if doc_type == "LDO":
-            orders = [("34105-7^Lettera di dimissione ospedaliera^LN", "LDO")]
-        elif doc_type == "RAP":
-            orders = [("AP01^ESAME ISTOLOGICO^L", "SP")]
-        else:
-            count = draw(st.integers(1, 3)) if dims.several_orders else 1
-            picked = draw(st.lists(st.sampled_from(ORDERS[doc_type]), min_size=count, max_size=count,
-                                   unique_by=lambda o: o[0][1]))
-            orders = [(f"{code}^{escape(name)}^I9CM", section) for (code, name), section in picked]
-            ctx.exam = f"RX{picked[0][0][0].replace('.', '')}"
-            if count > 1:
-                used.add("several_orders")
-        for k, (obr4, section) in enumerate(orders, start=1):
-            ctx.obr(k, obr4, section)
-            if k == 1:
-                _note_maybe(draw, ctx, 3)
-        draw(_narrative(ctx, doc_type))
+        draw(_narrative_report(ctx, doc_type))
 
     text = "\r".join(b.segments) + "\r"
     return Generated(raw=text.encode(CHARSETS[charset]), doc_type=doc_type, version=version, charset=charset,
                      family=patient.family, given=patient.given, fiscal_code=patient.fiscal_code,
-                     features=used, texts=b.texts, absent=b.absent,
-                     notices=b.notices)
+                     features=used, texts=b.texts, absent=b.absent, notices=b.notices)
