@@ -727,9 +727,12 @@ def _patient(draw, ctx: _Context, patient: Person, birth: dt.date, female: bool,
 def _visit(draw, ctx: _Context, attending: Person, facility: str, inpatient: bool, stay: tuple[str, str]):
     """PV1 (and PRT AT): outpatient, or the inpatient stay of a discharge letter (PV1-44, PV1-45)."""
     by_prt = "PV1-7" in ctx.prt_roles
-    pv1 = ["PV1", "1", "I" if inpatient else "O", f"{'MED^12^3' if inpatient else 'AMB'}^^^{facility}", "", "",
+    # Outpatient or emergency (PV1-2 E: a direct-access service); the NHS pays, or the patient (PV1-20 P).
+    patient_class = "I" if inpatient else draw(st.sampled_from("OOE"))
+    pv1 = ["PV1", "1", patient_class, f"{'MED^12^3' if inpatient else 'AMB'}^^^{facility}", "", "",
            "", "" if by_prt else attending.xcn()] + [""] * 11 + [
-        "" if ctx.dims.sparse and not inpatient else f"V26-{draw(st.integers(1, 99999)):05d}", "SSN"]
+        "" if ctx.dims.sparse and not inpatient else f"V26-{draw(st.integers(1, 99999)):05d}",
+        draw(st.sampled_from(("SSN", "SSN", "P")))]
     if inpatient:
         pv1 += [""] * (44 - len(pv1)) + list(stay)
     ctx.b.add(*pv1)
@@ -760,6 +763,26 @@ def _narrative_report(draw, ctx: _Context, doc_type: str):
         if k == 1:
             _note_maybe(draw, ctx, 3)
     draw(_narrative(ctx, doc_type))
+    if doc_type == "RAP" and ctx.dims.spm and ctx.b.version not in ("2.3", "2.3.1", "2.4"):
+        draw(_pathology_specimens(ctx))
+
+
+# Pathology specimens: SPM-8 site (SNOMED CT), SPM-14 description.
+RAP_SITES = (("60184004", "Colon sigmoideo"), ("485005", "Colon trasverso"), ("69695003", "Mucosa gastrica"),
+             ("76752008", "Mammella"), ("39607008", "Polmone"))
+
+
+@st.composite
+def _pathology_specimens(draw, ctx: _Context):
+    """One SPM per specimen after the OBX (the v2.5 SPECIMEN group), each described in Procedura."""
+    for n in range(1, draw(st.integers(1, 3)) + 1):
+        code, site = draw(st.sampled_from(RAP_SITES))
+        description = f"{chr(64 + n)}) Prelievo bioptico, {site.lower()}, {draw(st.integers(2, 25))} mm"
+        ctx.b.add("SPM", str(n), f"^{ctx.accession}-{chr(64 + n)}", "", "TISS^Tessuto^HL70487", "", "",
+                  "BIOPSIA^Biopsia^L", f"{code}^{escape(site)}^SCT", "", "", "", "", "", escape(description), "",
+                  "", ctx.observed)
+        ctx.b.texts.append(description)
+    ctx.used.add("spm")
 
 
 @st.composite
