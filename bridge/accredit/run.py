@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 from bridge.service import stages as stage_fns
 from bridge.mapping.analysis import analyse
-from bridge.publish.plan import DELETED, content_hash, decide, pending_row
+from bridge.publish.plan import content_hash, decide, pending_row
 from bridge.errors import BridgeError, ConfigError, ValidationFailed
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult
@@ -43,7 +43,7 @@ from bridge.gateway.identifiers import new_submission_id, repository_id
 from bridge.publish.record import answer_fields, gateway_record, outcome_of
 from bridge.publish.recovery import settled_published
 from bridge.publish.submission import build_submission, submission_record
-from bridge.journal import Received
+from bridge.journal import ArtifactName, DocumentState, Received
 from bridge.model import AckCode, Action, DocumentType
 from bridge.outcome import Outcome
 
@@ -328,7 +328,7 @@ class _Run:
         def work():
             for call_id, attempt in zip(self.calls, result.attempts):
                 self.store.gateway_call_answered(call_id, **answer_fields(attempt))
-            self.store.add_artifact(self.entry_id, "submit", "gateway.json",
+            self.store.add_artifact(self.entry_id, "submit", ArtifactName.GATEWAY,
                                     _json(gateway_record(result, step.operation, step.document_id)))
             self.store.finish(self.entry_id, outcome_of(result, document_id=step.document_id,
                                                         operation=step.operation))
@@ -398,9 +398,9 @@ class _Run:
 
         def journal_version():
             self.store.put_document(document)
-            self.store.add_artifact(self.entry_id, "render", "cda.xml", cda)
-            self.store.add_artifact(self.entry_id, "package", "document.pdf", pdf)
-            self.store.add_artifact(self.entry_id, "submit", "submission.json", _json(submission_record(sub)))
+            self.store.add_artifact(self.entry_id, "render", ArtifactName.CDA, cda)
+            self.store.add_artifact(self.entry_id, "package", ArtifactName.PDF, pdf)
+            self.store.add_artifact(self.entry_id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
         self.transaction(journal_version)
         self.submissions[plan.ids.document_id] = sub
         if version == 1:
@@ -463,7 +463,7 @@ class _Run:
         self.take(step, result)
         if result.published:
             self.transaction(self.store.put_document,
-                        dataclasses.replace(target, state=DELETED, message_id=self.entry_id))
+                        dataclasses.replace(target, state=DocumentState.DELETED, message_id=self.entry_id))
         return result.published
 
     def save_request(self, step: Step, body: dict | None, *, pdf: bytes | None = None) -> None:

@@ -42,11 +42,12 @@ from bridge.commands._common import load_config
 from bridge.errors import BridgeError, ExitCode
 from bridge.gateway.client import GatewayClient, OutcomeClass
 from bridge.gateway.identifiers import new_submission_id
+from bridge.journal import ArtifactName, DocumentState
 from bridge.journal.retention import cutoffs
 from bridge.journal.sqlite import SqliteStore
 from bridge.publish import metadata
 from bridge.publish.context import gateway_url
-from bridge.publish.pipeline import REQUEST_ARTIFACT, MetadataCall, submission_record
+from bridge.publish.pipeline import MetadataCall, submission_record
 from bridge.publish.record import alert_for, answer_fields
 from bridge.web.operator import TOKEN_FILE, URL_FILE, metadata_answer
 
@@ -339,7 +340,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
     if document_id is None:
         raise metadata.UnknownTarget(f"{key!r} names no published document")
     document = store.find_document(document_id)
-    if document is None or document.state != "published":
+    if document is None or document.state != DocumentState.PUBLISHED:
         state = document.state if document else "unknown"
         raise metadata.NotCurrentVersion(f"{document_id} is not the published version ({state}): "
                                          "metadata can be updated only on the current version")
@@ -353,7 +354,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
 
     store.begin()
     call_id = store.gateway_call_sent(entry_id, "metadata", document_id)
-    store.add_artifact(entry_id, "metadata", REQUEST_ARTIFACT, json.dumps(submission_record(sub)).encode())
+    store.add_artifact(entry_id, "metadata", ArtifactName.METADATA_REQUEST, json.dumps(submission_record(sub)).encode())
     store.commit()
     result = asyncio.run(call())
     store.begin()
@@ -363,7 +364,7 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
         store.gateway_call_answered(call_id, **answer_fields(attempt))
     if result.outcome_class is OutcomeClass.PUBLISHED:
         # What the gateway took: the next update starts from it (bridge.publish.metadata.submission_for).
-        store.add_artifact(entry_id, metadata.APPLIED_STAGE, "submission.json",
+        store.add_artifact(entry_id, metadata.APPLIED_STAGE, ArtifactName.SUBMISSION,
                            json.dumps(submission_record(sub)).encode())
     store.commit()
     alert_for(result, f"entry {entry_id}")

@@ -28,15 +28,49 @@ from bridge.outcome import Outcome
 
 
 class State:
-    """Message states. Later stages add their own (``rendered``, ``submitted``...)."""
+    """Message states (a message's ``state`` and its transitions). An unfinished message is
+    ``received`` or in a stage's state; a finished one ``done``, ``failed``, ``refused`` or
+    ``set aside``."""
 
     RECEIVED = "received"
     PROCESSING = "processing"
+    ROUTED = "routed"       # the stages' own, in the order they run (bridge.publish.pipeline)
+    RENDERED = "rendered"
+    VALIDATED = "validated"
+    PACKAGED = "packaged"
+    SUBMITTING = "submitting"  # a gateway call is about to be made
     DONE = "done"           # outcome AA
     FAILED = "failed"       # outcome AE
     REFUSED = "refused"     # outcome AR
     SET_ASIDE = "set aside"  # terminal: recovery will not try it again; an operator decides
     WAITING = "waiting"     # acknowledged, to be tried again (a temporary failure)
+
+
+class DocumentState:
+    """States of a row of the document registry (the schema's CHECK constraint)."""
+
+    PENDING = "pending"      # a call made or about to be made, its answer not journaled yet
+    PUBLISHED = "published"  # the current version at the gateway
+    REPLACED = "replaced"    # superseded by a later version
+    DELETED = "deleted"      # withdrawn at the gateway
+    ALL = (PUBLISHED, REPLACED, DELETED, PENDING)
+    LIVE = (PENDING, PUBLISHED)
+    """A document the gateway holds, or may hold."""
+
+
+class ArtifactName:
+    """Names of the artifacts a message's processing journals (``Journal.add_artifact``)."""
+
+    ROUTE = "route.json"              # routing: type, action, accession
+    PLAN = "plan.json"                # the wrong-patient plan
+    VALIDATION = "validation.json"    # the local validation's report
+    CDA = "cda.xml"
+    PDF = "document.pdf"              # signed, the CDA embedded
+    PDF_SHA256 = "pdf.sha256"         # its digest, hex
+    SUBMISSION = "submission.json"    # the metadata submitted (what a metadata update starts from)
+    GATEWAY = "gateway.json"          # one per gateway call: its answer
+    METADATA_REQUEST = "metadata-request.json"
+    NOTE = "note.txt"
 
 
 def state_for(outcome_code: str) -> str:
@@ -223,8 +257,8 @@ class Document:
     set_id: str
     seq: int = 0
     version: int = 1
-    state: str = "pending"
-    """'pending', 'published', 'replaced' or 'deleted'."""
+    state: str = DocumentState.PENDING
+    """A :class:`DocumentState`."""
     content_hash: str | None = None
     message_id: int | None = None
     updated_at: str = ""

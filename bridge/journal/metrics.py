@@ -19,14 +19,14 @@ import sqlite3
 import time
 from pathlib import Path
 
-from bridge.journal import State
+from bridge.journal import DocumentState, State
 from bridge.model import DocumentType
 
 #: Outcome labels: the ACK codes a message ends with, and unfinished (no outcome yet).
 OUTCOMES = ("AA", "AE", "AR", "unfinished")
 #: Document registry states (schema v1 CHECK constraint); the document types are the declared ones
 #: (mappings/<TYPE>.toml), any other name in the journal counts as "other".
-DOCUMENT_STATES = ("published", "replaced", "deleted", "pending")
+DOCUMENT_STATES = DocumentState.ALL
 #: Message types are what senders write in MSH-9: the most frequent this many get a label
 #: of their own, the rest count as "other" (a sender must not be able to grow the series).
 MAX_MESSAGE_TYPES = 20

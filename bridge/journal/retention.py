@@ -25,15 +25,15 @@ import datetime
 import sqlite3
 from typing import Callable
 
-from bridge.journal import PurgeReport
+from bridge.journal import ArtifactName, DocumentState, PurgeReport
 
 #: Rows emptied per transaction (per kind): a batch holds the write lock for milliseconds.
 BATCH = 200
 
 #: Artifacts kept while their message's document is pending or published.
-KEPT_NAMES = ("submission.json", "route.json")
+KEPT_NAMES = (ArtifactName.SUBMISSION, ArtifactName.ROUTE)
 
-_LIVE = "('pending', 'published')"
+_LIVE = repr(DocumentState.LIVE)
 
 _ARTIFACTS_DUE = f"""
     FROM artifacts a JOIN messages m ON m.id = a.message_id

@@ -46,13 +46,12 @@ from bridge.publish.record import ACCEPTED, alert_for, answer_fields, gateway_re
 from bridge.publish.submission import (build_submission, current_submission, keep_hidden, person_code,
                                        submission_record)
 from bridge.service import stages
-from bridge.publish.plan import (DELETED, PENDING, PUBLISHED, REPLACED, Plan, content_hash, current, decide,
-                                 pending_row, previous_of)
+from bridge.publish.plan import Plan, content_hash, current, decide, pending_row, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
 from bridge.gateway.identifiers import new_submission_id
-from bridge.journal import Document, Entry
+from bridge.journal import ArtifactName, Document, DocumentState, Entry, State
 from bridge.mapping.mapper import Mappings
 from bridge.model import AckCode, Action, DocumentType, Report
 from bridge.outcome import ErrItem, Outcome
@@ -62,9 +61,6 @@ log = logging.getLogger(__name__)
 
 #: At most this many validation findings become ERR segments (the journal keeps them all).
 MAX_ERR_SEGMENTS = 10
-#: An operator's metadata request as sent (under the publishing message); ``submission.json``
-#: there is only ever what the gateway took.
-REQUEST_ARTIFACT = "metadata-request.json"
 
 
 @dataclass(kw_only=True)
@@ -107,10 +103,10 @@ async def _process(ctx, entry: Entry, analysis) -> Outcome:
     pub: Publisher = ctx.publisher
     journal = ctx.journal
     routed = analysis.routed()
-    await journal.add_artifact(entry.id, "route", "route.json", _json({
+    await journal.add_artifact(entry.id, "route", ArtifactName.ROUTE, _json({
         "doc_type": routed.doc_type.name, "action": routed.action.value, "accession": routed.accession,
         "reason": routed.reason, "corrected": routed.corrected}))
-    await journal.set_state(entry.id, "routed", f"{routed.doc_type.name} {routed.action.value}")
+    await journal.set_state(entry.id, State.ROUTED, f"{routed.doc_type.name} {routed.action.value}")
     if routed.action is Action.IGNORE:
         return Outcome(code=AckCode.AA, text=f"not published: {routed.reason}", operation="ignore")
     structure = pub.config.structure
@@ -177,8 +173,8 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
 
     cda: bytes = await ctx.run_stage(stages.render, report, plan.ids)
     digest = content_hash(cda)
-    await journal.add_artifact(entry.id, "render", "cda.xml", cda)
-    await journal.set_state(entry.id, "rendered", plan.ids.document_id)
+    await journal.add_artifact(entry.id, "render", ArtifactName.CDA, cda)
+    await journal.set_state(entry.id, State.RENDERED, plan.ids.document_id)
     if plan.action is Action.REPLACE and plan.resumed is None and digest == plan.target.content_hash:
         return Outcome(code=AckCode.AA, text="already published: identical to the published version",
                        document_id=plan.target.document_id, operation="ignore")
@@ -190,14 +186,14 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
                            message_id=entry.id)
     await journal.put_document(document)
     pdf: bytes = await ctx.run_stage(stages.package, cda)
-    await journal.add_artifact(entry.id, "package", "document.pdf", pdf)
-    await journal.add_artifact(entry.id, "package", "pdf.sha256", hashlib.sha256(pdf).hexdigest().encode())
-    await journal.set_state(entry.id, "packaged", plan.ids.document_id)
+    await journal.add_artifact(entry.id, "package", ArtifactName.PDF, pdf)
+    await journal.add_artifact(entry.id, "package", ArtifactName.PDF_SHA256, hashlib.sha256(pdf).hexdigest().encode())
+    await journal.set_state(entry.id, State.PACKAGED, plan.ids.document_id)
 
     sub = build_submission(report, plan.ids.document_id, pub.config, pub.submission_ids())
     if plan.target is not None:
         sub = keep_hidden(sub, await _stored_submission(journal, plan.target))
-    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    await journal.add_artifact(entry.id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
     operation = "replace" if plan.action is Action.REPLACE else "create"
     resend = plan.resumed is not None
     if operation == "create":
@@ -210,14 +206,14 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
         return outcome_of(result, document_id=plan.ids.document_id, operation=operation)
     if plan.resumed is not None and result.reconciled and plan.resumed.content_hash != digest:
         # The earlier attempt landed with its own content: record it, then replace it with ours.
-        await journal.put_document(dataclasses.replace(document, state=PUBLISHED))
+        await journal.put_document(dataclasses.replace(document, state=DocumentState.PUBLISHED))
         if plan.target is not None:
-            await journal.put_document(dataclasses.replace(plan.target, state=REPLACED))
+            await journal.put_document(dataclasses.replace(plan.target, state=DocumentState.REPLACED))
         return None
-    await journal.put_document(dataclasses.replace(document, state=PUBLISHED, content_hash=digest,
+    await journal.put_document(dataclasses.replace(document, state=DocumentState.PUBLISHED, content_hash=digest,
                                                    message_id=entry.id))
     if plan.target is not None:
-        await journal.put_document(dataclasses.replace(plan.target, state=REPLACED))
+        await journal.put_document(dataclasses.replace(plan.target, state=DocumentState.REPLACED))
     published = outcome_of(result, document_id=plan.ids.document_id, operation=operation)
     # What the mapping left out (deleted results, attachments not carried) is said in the ACK.
     notices = tuple(ErrItem(code=n.code, text=n.text, location=n.location, severity=n.severity)
@@ -250,7 +246,7 @@ async def _resend_as_sent(ctx, pub: Publisher, entry: Entry, uncertain: Document
 async def _stored_pdf(journal, document: Document) -> bytes | None:
     """The PDF *document*'s message packaged last (its artifact), None when absent or purged."""
     for artifact in reversed(await journal.artifacts(document.message_id)):
-        if artifact.name == "document.pdf":
+        if artifact.name == ArtifactName.PDF:
             return artifact.content or None
     return None
 
@@ -277,12 +273,12 @@ async def _delete_wrong_patient(ctx, pub: Publisher, entry: Entry, plan: Plan) -
                 f"message {entry.msh10 or entry.id} (entry {entry.id}) corrects {old.document_id} for "
                 f"another patient: deleting it and publishing {plan.ids.document_id} as a new set "
                 f"(RT section 4.2); check whether the first patient was shown the report")
-    await journal.add_artifact(entry.id, "plan", "plan.json", _json({
+    await journal.add_artifact(entry.id, "plan", ArtifactName.PLAN, _json({
         "plan": WRONG_PATIENT, "delete": old.document_id, "create": plan.ids.document_id}))
     result = await _send_delete(ctx, pub, entry, old, plan_name=WRONG_PATIENT)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return outcome_of(result, document_id=old.document_id, operation="delete")
-    await journal.put_document(dataclasses.replace(old, state=DELETED, message_id=entry.id))
+    await journal.put_document(dataclasses.replace(old, state=DocumentState.DELETED, message_id=entry.id))
     return None
 
 
@@ -291,7 +287,7 @@ async def _plan_deletion(journal, entry: Entry) -> dict | None:
     if not any(call.operation == "delete" for call in await journal.gateway_calls(entry.id)):
         return None   # the common case, without reading the artifacts
     for artifact in reversed(await journal.artifacts(entry.id)):
-        if artifact.name == "gateway.json":
+        if artifact.name == ArtifactName.GATEWAY:
             record = json.loads(artifact.content)
             if record.get("plan") == WRONG_PATIENT and record.get("operation") == "delete" \
                     and record.get("outcome") == OutcomeClass.PUBLISHED.value:
@@ -320,7 +316,7 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return outcome_of(result, document_id=target.document_id, operation="delete")
     # The deleting message is recorded: the registry row was last changed by it.
-    await journal.put_document(dataclasses.replace(target, state=DELETED, message_id=entry.id))
+    await journal.put_document(dataclasses.replace(target, state=DocumentState.DELETED, message_id=entry.id))
     return outcome_of(result, document_id=target.document_id, operation="delete")
 
 
@@ -330,7 +326,7 @@ async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
     whether this message already sent that call (it may have landed)."""
     journal = ctx.journal
     sub = await _stored_submission(journal, document)
-    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    await journal.add_artifact(entry.id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
     if resend is None:
         resend = was_sent(await journal.gateway_calls(entry.id), document.document_id, "delete")
     return await _submit(ctx, entry, "delete", document.document_id, pub.client.delete(sub, resend=resend),
@@ -351,7 +347,7 @@ async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Docume
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return outcome_of(result, document_id=uncertain.document_id, operation="delete")
     target = uncertain
-    if result.reconciled and previous is not None and previous.state == PUBLISHED:
+    if result.reconciled and previous is not None and previous.state == DocumentState.PUBLISHED:
         target = previous
         result = await _send_delete(ctx, pub, entry, previous)
         if result.outcome_class is not OutcomeClass.PUBLISHED:
@@ -364,7 +360,7 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
     journal = ctx.journal
     target = plan.target
     sub = await _metadata_submission(journal, target, settings, pub.submission_ids())
-    await journal.add_artifact(entry.id, "submit", "submission.json", _json(submission_record(sub)))
+    await journal.add_artifact(entry.id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
     result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return outcome_of(result, document_id=target.document_id, operation="metadata")
@@ -375,7 +371,7 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
 async def _metadata_applied(journal, document: Document, sub: Submission) -> None:
     """Record *sub* as *document*'s metadata now (the gateway took it): the next update or the
     delete starts from it, whichever way it was made (bridge.publish.metadata.APPLIED_STAGE)."""
-    await journal.add_artifact(document.message_id, APPLIED_STAGE, "submission.json",
+    await journal.add_artifact(document.message_id, APPLIED_STAGE, ArtifactName.SUBMISSION,
                                _json(submission_record(sub)))
 
 
@@ -432,7 +428,7 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
         sub = await _metadata_submission(journal, live, settings, pub.submission_ids())
         entry_id = live.message_id
         call_id = await journal.gateway_call_sent(entry_id, "metadata", document_id)
-        await journal.add_artifact(entry_id, "metadata", REQUEST_ARTIFACT, _json(submission_record(sub)))
+        await journal.add_artifact(entry_id, "metadata", ArtifactName.METADATA_REQUEST, _json(submission_record(sub)))
         call = pub.client.metadata(sub)
         result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
         await _record_answers(journal, entry_id, "metadata", document_id, call_id, result)
@@ -456,7 +452,7 @@ async def _document_named(journal, config, target: str) -> tuple[str, tuple[str,
     entry = next((e for e in reversed(found) if e.document_id), None)
     if entry is None:
         raise UnknownTarget(f"{target!r} names no published document")
-    routes = [a for a in await journal.artifacts(entry.id) if a.name == "route.json"]
+    routes = [a for a in await journal.artifacts(entry.id) if a.name == ArtifactName.ROUTE]
     if not routes:
         raise UnknownTarget(f"entry {entry.id} has no recorded route: its document is not in the registry")
     try:
@@ -474,9 +470,9 @@ async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: Doc
     report = await ctx.run_stage(stages.validate, cda, doc_type)
     findings = [{"rule": i.rule_id, "message": i.message, "location": i.location, "severity": i.severity}
                 for i in (*report.xsd_errors, *report.schematron_errors, *report.warnings)]
-    await ctx.journal.add_artifact(entry.id, "validate", "validation.json",
+    await ctx.journal.add_artifact(entry.id, "validate", ArtifactName.VALIDATION,
                                    _json({"summary": report.summary(), "findings": findings}))
-    await ctx.journal.set_state(entry.id, "validated", report.summary())
+    await ctx.journal.set_state(entry.id, State.VALIDATED, report.summary())
     if report.ok:
         return None
     errors = report.errors
@@ -488,7 +484,7 @@ async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: Doc
 
 
 async def journal_note(ctx, entry: Entry, stage: str, text: str) -> None:
-    await ctx.journal.add_artifact(entry.id, stage, "note.txt", text.encode())
+    await ctx.journal.add_artifact(entry.id, stage, ArtifactName.NOTE, text.encode())
 
 
 async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
@@ -496,10 +492,10 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
     """Journal the call as sent (it may land even if no answer comes), await it, journal every answer."""
     journal = ctx.journal
     call_id = await journal.gateway_call_sent(entry.id, operation, document_id)
-    await journal.set_state(entry.id, "submitting", f"{operation} {document_id}")
+    await journal.set_state(entry.id, State.SUBMITTING, f"{operation} {document_id}")
     result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
     await _record_answers(journal, entry.id, operation, document_id, call_id, result)
-    await journal.add_artifact(entry.id, "submit", "gateway.json",
+    await journal.add_artifact(entry.id, "submit", ArtifactName.GATEWAY,
                                _json(gateway_record(result, operation, document_id, plan_name=plan_name)))
     log.info("message %s: %s", entry.msh10 or entry.id, result.summary())
     alert_for(result, f"message {entry.msh10 or entry.id} (entry {entry.id})")
@@ -518,7 +514,7 @@ async def _record_answers(journal, message_id: int, operation: str, document_id:
 async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
     """This message's own gateway success from before the last stop, if any, with the
     registry settled (bridge.publish.recovery.settle_earlier)."""
-    records = [json.loads(a.content) for a in await journal.artifacts(entry.id) if a.name == "gateway.json"]
+    records = [json.loads(a.content) for a in await journal.artifacts(entry.id) if a.name == ArtifactName.GATEWAY]
     settlement = settle_earlier(records, documents, entry.id)
     await _record_rows(journal, settlement.writes)
     if settlement.answer is None:
@@ -536,7 +532,7 @@ async def _record_rows(journal, rows) -> None:
 
 async def _uncertain_version(journal, documents) -> Document | None:
     """The newest pending version whose gateway call may have landed, if any."""
-    for document in sorted((d for d in documents if d.state == PENDING), key=lambda d: -d.seq):
+    for document in sorted((d for d in documents if d.state == DocumentState.PENDING), key=lambda d: -d.seq):
         if document.message_id is not None and was_sent(await journal.gateway_calls(document.message_id),
                                                         document.document_id):
             return document

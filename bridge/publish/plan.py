@@ -18,14 +18,8 @@ from typing import Sequence
 from lxml import etree
 
 from bridge.gateway.identifiers import DocumentIds, document_ids
-from bridge.journal import Document
+from bridge.journal import Document, DocumentState
 from bridge.model import Action
-
-PUBLISHED = "published"
-PENDING = "pending"
-DELETED = "deleted"
-REPLACED = "replaced"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
@@ -54,9 +48,9 @@ def current(documents: Sequence[Document]) -> Document | None:
     Only the newest can be: an older row still marked published (a stop between
     recording a replacement and marking the version it replaced) is not live.
     """
-    landed = [d for d in documents if d.state != PENDING]
+    landed = [d for d in documents if d.state != DocumentState.PENDING]
     newest = max(landed, key=lambda d: d.seq) if landed else None
-    return newest if newest is not None and newest.state == PUBLISHED else None
+    return newest if newest is not None and newest.state == DocumentState.PUBLISHED else None
 
 
 def decide(action: Action, documents: Sequence[Document], *, structure_cf: str, doc_type: str,
@@ -109,7 +103,7 @@ def pending_row(plan: Plan, *, structure: str, doc_type: str, accession: str, co
     (a resumed version keeps its own content hash and message)."""
     return Document(structure=structure, doc_type=doc_type, accession=accession, seq=plan.seq,
                     document_id=plan.ids.document_id, set_id=f"{plan.ids.set_root}^{plan.ids.set_extension}",
-                    version=plan.ids.version_number, state=PENDING,
+                    version=plan.ids.version_number, state=DocumentState.PENDING,
                     content_hash=plan.resumed.content_hash if plan.resumed else content_hash,
                     message_id=plan.resumed.message_id if plan.resumed else message_id)
 
@@ -123,7 +117,7 @@ def previous_of(pending: Document, documents: Sequence[Document]) -> Document | 
     if pending.version <= 1:
         return None
     earlier = [d for d in documents if d.set_id == pending.set_id and d.version == pending.version - 1
-               and d.state != PENDING and d.seq < pending.seq]
+               and d.state != DocumentState.PENDING and d.seq < pending.seq]
     return max(earlier, key=lambda d: d.seq, default=None)
 
 

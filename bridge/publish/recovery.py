@@ -14,13 +14,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from bridge.journal import Document, GatewayCall
-from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, previous_of
+from bridge.gateway.client import OutcomeClass
+from bridge.journal import Document, DocumentState, GatewayCall
+from bridge.publish.plan import previous_of
 
 #: The plan name journaled with the calls of the wrong-patient plan (gateway.md section 9).
 WRONG_PATIENT = "wrong-patient"
 #: A gateway.json record's outcome when the gateway took the call.
-TAKEN = "published"
+TAKEN = OutcomeClass.PUBLISHED.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,22 +51,22 @@ def settle_earlier(records: Sequence[dict], documents: Sequence[Document], messa
         return Settlement()
     if operation == "delete" and record.get("plan") == WRONG_PATIENT:
         # The wrong-patient plan's first step landed: its create is still to be made.
-        writes = (dataclasses.replace(document, state=DELETED, message_id=message_id),) \
-            if document.state == PUBLISHED else ()
+        writes = (dataclasses.replace(document, state=DocumentState.DELETED, message_id=message_id),) \
+            if document.state == DocumentState.PUBLISHED else ()
         return Settlement(writes=writes)
     writes: tuple[Document, ...] = ()
     if operation == "delete":
-        if document.state == PENDING:
+        if document.state == DocumentState.PENDING:
             # The cancelled version was uncertain (its deletion settled by the driver's cancellation).
             previous = previous_of(document, documents)
-            if record.get("reconciled") and previous is not None and previous.state == PUBLISHED:
+            if record.get("reconciled") and previous is not None and previous.state == DocumentState.PUBLISHED:
                 return Settlement()   # it never landed: the live version it was to replace is still to delete
             writes = settled_deleted(message_id, document, previous, previous_deleted=False)
-        elif document.state == PUBLISHED:
+        elif document.state == DocumentState.PUBLISHED:
             uncertain = [by_id[r["document_id"]] for r in records[:-1] if r["operation"] == "delete"
-                         and r["document_id"] in by_id and by_id[r["document_id"]].state == PENDING]
+                         and r["document_id"] in by_id and by_id[r["document_id"]].state == DocumentState.PENDING]
             writes = settled_deleted(message_id, uncertain[-1], document, previous_deleted=True) if uncertain \
-                else (dataclasses.replace(document, state=DELETED, message_id=message_id),)
+                else (dataclasses.replace(document, state=DocumentState.DELETED, message_id=message_id),)
     elif operation in ("create", "replace"):
         writes = settled_published(document, documents)
         if document.message_id != message_id:
@@ -79,11 +80,11 @@ def settled_published(document: Document, documents: Sequence[Document]) -> tupl
     """*document* recorded as landed (published, unless a later message replaced or deleted it
     since) and the version it replaced as replaced; what is already recorded is kept."""
     writes = []
-    if document.state == PENDING:
-        writes.append(dataclasses.replace(document, state=PUBLISHED))
+    if document.state == DocumentState.PENDING:
+        writes.append(dataclasses.replace(document, state=DocumentState.PUBLISHED))
     previous = previous_of(document, documents)
-    if previous is not None and previous.state == PUBLISHED:
-        writes.append(dataclasses.replace(previous, state=REPLACED))
+    if previous is not None and previous.state == DocumentState.PUBLISHED:
+        writes.append(dataclasses.replace(previous, state=DocumentState.REPLACED))
     return tuple(writes)
 
 
@@ -93,10 +94,10 @@ def settled_deleted(message_id: int, uncertain: Document, previous: Document | N
     deleted (the uncertain one never landed) or replaced (it had), then the uncertain one
     deleted (last: until then a restart finds the same uncertainty)."""
     writes = []
-    if previous is not None and previous.state == PUBLISHED:
-        writes.append(dataclasses.replace(previous, state=DELETED, message_id=message_id)
-                      if previous_deleted else dataclasses.replace(previous, state=REPLACED))
-    writes.append(dataclasses.replace(uncertain, state=DELETED, message_id=message_id))
+    if previous is not None and previous.state == DocumentState.PUBLISHED:
+        writes.append(dataclasses.replace(previous, state=DocumentState.DELETED, message_id=message_id)
+                      if previous_deleted else dataclasses.replace(previous, state=DocumentState.REPLACED))
+    writes.append(dataclasses.replace(uncertain, state=DocumentState.DELETED, message_id=message_id))
     return tuple(writes)
 
 

@@ -11,6 +11,7 @@ from typing import Sequence
 from bridge.gateway.bodies import Submission
 from bridge.gateway.identifiers import repository_id
 from bridge.gateway.valuesets import FISCAL_CODE_ROOT, HIDING_CODES
+from bridge.journal import ArtifactName
 from bridge.model import DocumentType, Report
 
 
@@ -51,7 +52,7 @@ def current_submission(artifacts: Sequence, document_id: str) -> Submission | No
     the publication's, or its latest metadata update the gateway took (both recorded as
     ``submission.json`` there, and nothing else is named so there)."""
     for artifact in reversed(artifacts):
-        if artifact.name == "submission.json" and artifact.content:
+        if artifact.name == ArtifactName.SUBMISSION and artifact.content:
             record = json.loads(artifact.content)
             if record.get("document_id") == document_id:
                 return submission_from_record(record)

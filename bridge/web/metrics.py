@@ -15,7 +15,7 @@ from twisted.web import resource
 from bridge import __version__
 from bridge.alerts import ALERTS, KINDS as ALERT_KINDS
 from bridge.cda import validate
-from bridge.journal import metrics
+from bridge.journal import State, metrics
 from bridge.web.answer import answer
 from bridge.web.health import JOURNAL_PROBE_TIMEOUT_S, listening_port
 
@@ -91,7 +91,7 @@ def metric_families(ctx, listener, counts: dict | None, journal_open: bool) -> l
             ("fse_bridge_messages_by_type_total", "counter", "Messages journaled, by message type (MSH-9).",
              [({"message_type": k}, n) for k, n in counts["messages_by_type"].items()]),
             ("fse_bridge_unfinished_messages", "gauge", "Messages journaled without an outcome, by state.",
-             [({"state": k}, n) for k, n in ({"received": 0} | counts["unfinished"]).items()]),
+             [({"state": k}, n) for k, n in ({State.RECEIVED: 0} | counts["unfinished"]).items()]),
             ("fse_bridge_gateway_calls_total", "counter",
              "Gateway calls, by operation and HTTP status class (none: no answer, or not yet).",
              [({"operation": op, "status_class": status}, n)

@@ -3,9 +3,9 @@ each step of the plan leaves behind: deciding again after any step completes the
 
 from __future__ import annotations
 
-from bridge.journal import Document
+from bridge.journal import Document, DocumentState
 from bridge.model import Action
-from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED, decide
+from bridge.publish.plan import decide
 
 ROOT = "2.16.840.1.113883.2.9.2.90.4.4"
 KEY = dict(structure_cf="01386030488", doc_type="LAB", repository="999", accession="A1")
@@ -20,7 +20,7 @@ def row(seq: int, version: int, state: str, *, set_seq: int = 1) -> Document:
 
 
 def test_a_new_version_for_another_patient_deletes_the_live_one_then_creates_a_new_set():
-    rows = [row(1, 1, REPLACED), row(2, 2, PUBLISHED)]
+    rows = [row(1, 1, DocumentState.REPLACED), row(2, 2, DocumentState.PUBLISHED)]
     plan = decide(Action.PUBLISH, rows, patient=B, live_patient=A, **KEY)
     assert plan.action is Action.CREATE and plan.wrong_patient and plan.deletes == rows[1]
     assert plan.target is None, "never a replace across patients"
@@ -30,21 +30,21 @@ def test_a_new_version_for_another_patient_deletes_the_live_one_then_creates_a_n
 
 
 def test_after_the_delete_deciding_again_is_the_same_create():
-    before = decide(Action.PUBLISH, [row(1, 1, PUBLISHED)], patient=B, live_patient=A, **KEY)
-    after = decide(Action.PUBLISH, [row(1, 1, DELETED)], patient=B, **KEY)
+    before = decide(Action.PUBLISH, [row(1, 1, DocumentState.PUBLISHED)], patient=B, live_patient=A, **KEY)
+    after = decide(Action.PUBLISH, [row(1, 1, DocumentState.DELETED)], patient=B, **KEY)
     assert after.action is Action.CREATE and not after.wrong_patient
     assert (after.seq, after.ids) == (before.seq, before.ids)
 
 
 def test_after_the_create_left_the_resend_uses_the_same_ids():
-    created = row(2, 1, PENDING, set_seq=2)
-    plan = decide(Action.PUBLISH, [row(1, 1, DELETED), created], patient=B, uncertain=created, **KEY)
+    created = row(2, 1, DocumentState.PENDING, set_seq=2)
+    plan = decide(Action.PUBLISH, [row(1, 1, DocumentState.DELETED), created], patient=B, uncertain=created, **KEY)
     assert plan.action is Action.CREATE and plan.resumed == created and plan.target is None
     assert plan.ids.document_id == created.document_id and plan.ids.version_number == 1
 
 
 def test_the_same_patient_or_an_unknown_one_is_an_ordinary_replace():
-    rows = [row(1, 1, PUBLISHED)]
+    rows = [row(1, 1, DocumentState.PUBLISHED)]
     for patient, live_patient in ((A, A), (A, None), (None, A)):
         plan = decide(Action.PUBLISH, rows, patient=patient, live_patient=live_patient, **KEY)
         assert plan.action is Action.REPLACE and not plan.wrong_patient and plan.target == rows[0]

@@ -3,8 +3,7 @@ and records each kill leaves behind (pure: no journal, no gateway)."""
 
 from __future__ import annotations
 
-from bridge.journal import Document, GatewayCall
-from bridge.publish.plan import DELETED, PENDING, PUBLISHED, REPLACED
+from bridge.journal import Document, DocumentState, GatewayCall
 from bridge.publish.recovery import WRONG_PATIENT, settle_earlier, settled_deleted, was_sent
 
 ROOT = "2.16.840.1.113883.2.9.2.90.4.4"
@@ -23,46 +22,46 @@ def record(operation: str, document: Document, *, outcome: str = "published", **
 
 
 def test_nothing_taken_nothing_settled():
-    rows = [row(1, 1, PENDING)]
+    rows = [row(1, 1, DocumentState.PENDING)]
     assert settle_earlier([], rows, 1).answer is None
     refused = settle_earlier([record("create", rows[0], outcome="refused")], rows, 1)
     assert refused.answer is None and refused.writes == ()
 
 
 def test_a_landed_replace_is_the_outcome_and_settles_both_versions():
-    rows = [row(1, 1, PUBLISHED), row(2, 2, PENDING, message=2)]
+    rows = [row(1, 1, DocumentState.PUBLISHED), row(2, 2, DocumentState.PENDING, message=2)]
     settlement = settle_earlier([record("replace", rows[1])], rows, 2)
-    assert [(d.seq, d.state) for d in settlement.writes] == [(2, PUBLISHED), (1, REPLACED)]
+    assert [(d.seq, d.state) for d in settlement.writes] == [(2, DocumentState.PUBLISHED), (1, DocumentState.REPLACED)]
     assert settlement.answer["operation"] == "replace"
 
 
 def test_a_resumed_version_with_another_messages_content_is_settled_and_processing_goes_on():
-    rows = [row(1, 1, PENDING, message=1)]
+    rows = [row(1, 1, DocumentState.PENDING, message=1)]
     settlement = settle_earlier([record("create", rows[0])], rows, 2)
-    assert [(d.seq, d.state) for d in settlement.writes] == [(1, PUBLISHED)] and settlement.answer is None
+    assert [(d.seq, d.state) for d in settlement.writes] == [(1, DocumentState.PUBLISHED)] and settlement.answer is None
 
 
 def test_the_wrong_patient_plans_answered_delete_leaves_its_create_to_do():
-    rows = [row(1, 1, PUBLISHED, message=1)]
+    rows = [row(1, 1, DocumentState.PUBLISHED, message=1)]
     settlement = settle_earlier([record("delete", rows[0], plan=WRONG_PATIENT)], rows, 2)
-    assert [(d.seq, d.state, d.message_id) for d in settlement.writes] == [(1, DELETED, 2)]
+    assert [(d.seq, d.state, d.message_id) for d in settlement.writes] == [(1, DocumentState.DELETED, 2)]
     assert settlement.answer is None, "the create is still to be made, not answered as a delete"
     # Once recorded as deleted, deciding again writes nothing and still goes on.
-    again = settle_earlier([record("delete", rows[0], plan=WRONG_PATIENT)], [row(1, 1, DELETED)], 2)
+    again = settle_earlier([record("delete", rows[0], plan=WRONG_PATIENT)], [row(1, 1, DocumentState.DELETED)], 2)
     assert again.writes == () and again.answer is None
 
 
 def test_a_cancellation_answered_before_the_stop_is_its_outcome():
-    rows = [row(1, 1, PUBLISHED)]
+    rows = [row(1, 1, DocumentState.PUBLISHED)]
     settlement = settle_earlier([record("delete", rows[0])], rows, 3)
-    assert [(d.state, d.message_id) for d in settlement.writes] == [(DELETED, 3)]
+    assert [(d.state, d.message_id) for d in settlement.writes] == [(DocumentState.DELETED, 3)]
     assert settlement.answer["operation"] == "delete"
 
 
 def test_settled_deleted_marks_the_uncertain_version_last():
-    previous, uncertain = row(1, 1, PUBLISHED), row(2, 2, PENDING)
+    previous, uncertain = row(1, 1, DocumentState.PUBLISHED), row(2, 2, DocumentState.PENDING)
     writes = settled_deleted(5, uncertain, previous, previous_deleted=False)
-    assert [(d.seq, d.state) for d in writes] == [(1, REPLACED), (2, DELETED)]
+    assert [(d.seq, d.state) for d in writes] == [(1, DocumentState.REPLACED), (2, DocumentState.DELETED)]
 
 
 def call(status, state="answered", operation="create", document_id="d") -> GatewayCall:
