@@ -4,7 +4,9 @@ bound, a worker up), and what it runs with (gateway, local validation ON or OFF)
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.web import resource
@@ -21,9 +23,79 @@ log = logging.getLogger(__name__)
 JOURNAL_PROBE_TIMEOUT_S = 5.0
 
 
+#: What /healthz says when local validation is off.
+VALIDATION_OFF_NOTICE = "local validation is OFF: install the rules with `fse-bridge rules install`"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHealth:
+    open: bool
+    writable: bool
+    backend: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayHealth:
+    embedded: bool
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationHealth:
+    local: str
+    """``ON`` or ``OFF``."""
+    rules_dir: str
+    notice: str | None = None
+    """Said only when local validation is OFF."""
+
+
+@dataclass(frozen=True, slots=True)
+class MllpHealth:
+    host: str
+    port: int
+    """The bound port; the configured one while not listening."""
+    listening: bool
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    total: int | None
+    """None: the journal did not answer."""
+    by_state: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Health:
+    """What /healthz and the status page say of the running service."""
+
+    healthy: bool
+    version: str
+    journal: JournalHealth
+    gateway: GatewayHealth
+    validation: ValidationHealth
+    mllp: MllpHealth
+    ack_mode: str
+    workers: dict
+    """:meth:`bridge.service.workers.WorkerPool.status` (``{"processes": 0}`` without workers)."""
+    unfinished: Unfinished
+    set_aside: int | None
+    """One bad message does not make the service unhealthy: counted, for an operator."""
+    operator_alerts: dict[str, int]
+
+    def as_dict(self) -> dict:
+        """The /healthz body: ``status`` first, the fields, ``validation.notice`` only when said."""
+        body = {"status": "ok" if self.healthy else "unavailable"} | dataclasses.asdict(self)
+        del body["healthy"]
+        if body["validation"]["notice"] is None:
+            del body["validation"]["notice"]
+        return body
+
+
 @defer.inlineCallbacks
 def health(ctx, listener=None):
-    """``(healthy, body)`` for /healthz. *listener*: the MLLP service, for its bound port."""
+    """The service's :class:`Health`. *listener*: the MLLP service, for its bound port."""
     config = ctx.config
     journal_open, unfinished, by_state, set_aside = False, None, {}, None
     if ctx.journal is not None:
@@ -53,25 +125,18 @@ def health(ctx, listener=None):
     write_failing = getattr(ctx.journal, "write_failing", None) if ctx.journal is not None else None
     healthy = journal_open and not write_failing and (listener is None or port is not None) and (
         workers is None or worker_status["up"] > 0)
-    body = {
-        "status": "ok" if healthy else "unavailable",
-        "version": __version__,
-        "journal": {"open": journal_open, "writable": not write_failing, "backend": config.journal.backend,
-                    "path": str(getattr(ctx.journal, "path", config.journal.path))},
-        "gateway": {"embedded": config.embedded_gateway, "url": gateway_url},
-        "validation": {"local": "ON" if rules_on else "OFF", "rules_dir": str(config.validation.rules_dir)},
-        "mllp": {"host": config.mllp.host, "port": port if port is not None else config.mllp.port,
-                 "listening": port is not None, "tls": config.mllp.tls_cert is not None},
-        "ack_mode": config.ack.mode,
-        "workers": worker_status,
-        "unfinished": {"total": unfinished, "by_state": by_state},
-        # One bad message does not make the service unhealthy: counted, for an operator.
-        "set_aside": set_aside,
-        "operator_alerts": ALERTS.counts(),
-    }
-    if not rules_on:
-        body["validation"]["notice"] = "local validation is OFF: install the rules with `fse-bridge rules install`"
-    return healthy, body
+    return Health(
+        healthy=healthy, version=__version__,
+        journal=JournalHealth(open=journal_open, writable=not write_failing, backend=config.journal.backend,
+                              path=str(getattr(ctx.journal, "path", config.journal.path))),
+        gateway=GatewayHealth(embedded=config.embedded_gateway, url=gateway_url),
+        validation=ValidationHealth(local="ON" if rules_on else "OFF", rules_dir=str(config.validation.rules_dir),
+                                    notice=None if rules_on else VALIDATION_OFF_NOTICE),
+        mllp=MllpHealth(host=config.mllp.host, port=port if port is not None else config.mllp.port,
+                        listening=port is not None, tls=config.mllp.tls_cert is not None),
+        ack_mode=config.ack.mode, workers=worker_status,
+        unfinished=Unfinished(total=unfinished, by_state=by_state),
+        set_aside=set_aside, operator_alerts=ALERTS.counts())
 
 
 def listening_port(listener) -> int | None:
@@ -90,5 +155,5 @@ class HealthResource(resource.Resource):
 
     def render_GET(self, request):
         d = health(self.ctx, self.listener)
-        d.addCallback(lambda r: (200 if r[0] else 503, JSON, to_json(r[1])))
+        d.addCallback(lambda report: (200 if report.healthy else 503, JSON, to_json(report.as_dict())))
         return answer(request, d, what="/healthz")

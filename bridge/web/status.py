@@ -7,7 +7,7 @@ import jinja2
 from twisted.internet import defer
 
 from bridge.alerts import ALERTS
-from bridge.web.health import health
+from bridge.web.health import Health, health
 
 #: Messages listed on the page (newest first).
 PAGE_SIZE = 50
@@ -16,10 +16,10 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge.web", "templ
                                 undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def render_page(healthy: bool, status: dict, entries: list) -> bytes:
+def render_page(status: Health, entries: list) -> bytes:
     """The status page: health in a line or two, then the recent messages."""
     page = _TEMPLATES.get_template("status.html.j2").render(
-        healthy=healthy, status=status, entries=entries, alerts=ALERTS.recent(),
+        status=status, entries=entries, alerts=ALERTS.recent(),
         more=len(entries) == PAGE_SIZE)
     return page.encode("utf-8")
 
@@ -27,8 +27,8 @@ def render_page(healthy: bool, status: dict, entries: list) -> bytes:
 @defer.inlineCallbacks
 def status_page(ctx, listener, before: int | None):
     """``(200, content type, page)``: the page of the *before* older messages (newest first)."""
-    healthy, status = yield health(ctx, listener)
+    status = yield health(ctx, listener)
     entries = []
-    if ctx.journal is not None and status["journal"]["open"]:
+    if ctx.journal is not None and status.journal.open:
         entries = yield ctx.journal.entries(PAGE_SIZE, before)
-    return 200, b"text/html; charset=utf-8", render_page(healthy, status, entries)
+    return 200, b"text/html; charset=utf-8", render_page(status, entries)

@@ -77,16 +77,16 @@ def test_a_full_disk_answers_ar_and_healthz_503_until_writes_work_again(service)
     ack = yield receiver.handle_frame(big, "peer")
     assert msa1(ack) == "AR"                       # never silence, never AA
     assert outcomes == []                          # nothing was journaled, so nothing processed
-    healthy, body = yield health(service)
-    assert not healthy and body["journal"]["writable"] is False
+    report = yield health(service)
+    assert not report.healthy and report.journal.writable is False
     assert ALERTS.counts() == {Kind.STORAGE: 1}
     free_the_disk(service.journal)
     ack = yield receiver.handle_frame(big, "peer")
     assert msa1(ack) == "AA"
     yield receiver.drain(5)
     yield service.journal.get(0)                   # after the outcome's commit
-    healthy, body = yield health(service)
-    assert healthy and body["journal"]["writable"] is True
+    report = yield health(service)
+    assert report.healthy and report.journal.writable is True
 
 
 @pytest_twisted.inlineCallbacks
