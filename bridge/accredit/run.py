@@ -7,7 +7,7 @@ replace (version 2 of the same set), metadata update, delete, stopping at the
 first step that is not OK (each depends on the one before).
 
 The document is made the way the service makes documents: an HL7 v2 ORU^R01
-built here (never read from examples or tests) goes through
+built from the type's template (:mod:`bridge.accredit.message`) goes through
 :func:`bridge.mapping.analysis.analyse`, :func:`bridge.publish.plan.decide`, the render,
 validate and package stages of :mod:`bridge.service.stages` and the gateway client,
 with the request bodies of :func:`bridge.publish.submission.build_submission`. The
@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from bridge.accredit.message import test_message
+from bridge.accredit.report import report_markdown
 from bridge.service import stages as stage_fns
 from bridge.mapping.analysis import analyse
 from bridge.publish.plan import content_hash, decide, pending_row
 from bridge.errors import BridgeError, ConfigError, ValidationFailed
 from bridge.gateway import bodies
-from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult
+from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult, problem_name
 from bridge.gateway.identifiers import new_submission_id, repository_id
 from bridge.publish.record import answer_fields, gateway_record, outcome_of
 from bridge.publish.recovery import settled_published
@@ -52,17 +54,10 @@ TEST_FISCAL_CODES = ("RMSLSO31M04Z404R", "MNTMRA03M71C615V", "MNZLSN99E05F205J",
                      "DRCGNN12A46A326K", "BRGLRZ80D58H501Q")
 #: gateway.md section 1: production hosts (CART and the national gateway).
 PRODUCTION_HOSTS = ("fse20gw.regione.toscana.it", "modipa.fse.salute.gov.it")
-#: Where RT wants the four X-Cart-ids (gateway.md section 9).
-REGION_EMAIL = "fseprivati@regione.toscana.it"
-#: Types the built-in test message is written for.
+#: Types the built-in test message is written for (bridge/accredit/templates/message/<TYPE>.hl7.j2).
 SUPPORTED_TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 STEPS = ("create", "replace", "metadata", "delete")
 PEER = "accredit"
-
-#: OBR-24 per type; OBR-4 is the type's declared LOINC and title (routing's first rule).
-_SECTION = {"LAB": "CH", "RAD": "RAD", "RSA": "OTH", "RAP": "SP", "LDO": "LDO"}
-#: The test physician of the document: a stage test CF too (never a real person).
-_PHYSICIAN = ("MNTMRA03M71C615V", "Prova", "Medico")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,58 +205,6 @@ def _doc_type(name: str) -> DocumentType:
     if name not in SUPPORTED_TYPES:
         raise ConfigError(f"--type must be one of {', '.join(SUPPORTED_TYPES)}")
     return DocumentType[name]
-
-
-# --------------------------------------------------------------------------- the test message
-
-def test_message(*, doc_type: str, facility: str, patient: str, accession: str, control_id: str,
-                 status: str, when: dt.datetime, corrected_value: bool = False) -> bytes:
-    """An ORU^R01 (v2.5, UTF-8) for *patient* with one result; *status* F, C or X (OBR-25)."""
-    from stdnum.it import codicefiscale
-
-    # With the offset: the mapping turns the times into the structure's local time.
-    stamp = when.strftime("%Y%m%d%H%M%S%z")
-    collected = (when - dt.timedelta(hours=2)).strftime("%Y%m%d%H%M%S%z")
-    # Birth date and sex as the test CF encodes them (a consistent fictitious patient).
-    birth = codicefiscale.get_birth_date(patient).strftime("%Y%m%d")
-    sex = codicefiscale.get_gender(patient)
-    declared = DocumentType[doc_type]
-    order, section = f"{declared.loinc}^{declared.title}^LN", _SECTION[doc_type]
-    cf, family, given = _PHYSICIAN
-    result_status = "C" if status == "C" else "F"
-    note = "versione corretta" if corrected_value else "prima versione"
-    pv1 = "PV1|1|O"
-    if doc_type == "LAB":
-        value = "5.4" if corrected_value else "5.1"
-        results = [f"OBX|1|NM|2345-7^Glucosio^LN||{value}|mmol/L|3.9-6.1|N|||{result_status}"]
-    elif doc_type == "LDO":
-        # A discharge letter needs the stay (PV1-19 visit, PV1-44/45 admission and discharge)
-        # and the three sections the LDO mapping requires.
-        admitted = (when - dt.timedelta(days=3)).strftime("%Y%m%d%H%M%S%z")
-        pv1 = "|".join(["PV1", "1", "I", f"MED^^^{facility}", "", "", "", f"{cf}^{family}^{given}"]
-                       + [""] * 11 + [accession] + [""] * 24 + [admitted, stamp])
-        collected = admitted
-        results = [
-            f"OBX|1|TX|MOTIVO^Motivo del ricovero^L||Ricovero di prova per l'accreditamento FSE "
-            f"({note}).||||||{result_status}",
-            f"OBX|2|TX|DECORSO^Decorso^L||Decorso di prova.||||||{result_status}",
-            f"OBX|3|TX|DIMISSIONE^Condizioni alla dimissione^L||Dimissione di prova.||||||{result_status}",
-        ]
-    else:
-        results = [f"OBX|1|TX|{order.split('^')[0]}^Referto^LN||Esame di prova per l'accreditamento FSE in "
-                   f"ambiente di stage ({note}).||||||{result_status}"]
-    obr = ["OBR", "1", accession, accession, order, "", "", collected] + [""] * 8 \
-        + [f"{cf}^{family}^{given}"] + [""] * 5 + [stamp, "", section, status] + [""] * 6 \
-        + [f"{cf}&{family}&{given}"]
-    segments = [
-        f"MSH|^~\\&|FSE-BRIDGE|{facility}|FSE|RT|{stamp}||ORU^R01^ORU_R01|{control_id}|P|2.5|||AL|NE||UNICODE UTF-8",
-        f"PID|1||{patient}^^^MEF&2.16.840.1.113883.2.9.4.3.2&ISO||Prova^Paziente||{birth}|{sex}",
-        pv1,
-        f"ORC|RE|{accession}|{accession}",
-        "|".join(obr),
-        *results,
-    ]
-    return ("\r".join(segments) + "\r").encode("utf-8")
 
 
 def _default_facility(mappings) -> str:
@@ -565,6 +508,7 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
 # --------------------------------------------------------------------------- the report
 
 def write_report(result: Accreditation) -> None:
+    """report.json for programs, report.md for people (bridge.accredit.report)."""
     (result.out_dir / "report.json").write_bytes(_json(result.as_dict(), indent=2))
     (result.out_dir / "report.md").write_text(report_markdown(result), encoding="utf-8")
 
@@ -579,92 +523,10 @@ def summary_lines(result: Accreditation) -> list[str]:
     return lines
 
 
-def report_markdown(result: Accreditation) -> str:
-    s, a, o = result.structure, result.application, result.operator
-    verdict = "all four steps OK" if result.ok else \
-        (f"NOT OK at step {result.failed_step.number} ({result.failed_step.operation})"
-         if result.failed_step else "incomplete")
-    lines = [
-        "# FSE 2.0 stage accreditation run",
-        "",
-        f"Result: **{verdict}**",
-        "",
-        f"- Structure: {s['name']}, fiscal code / P.IVA {s['fiscal_code']}, repository {s['repository']} "
-        f"({s['repository_id']})",
-        f"- Application: {a['id']} / vendor {a['vendor']} / version {a['version']}",
-        f"- Operator: {o['fiscal_code']} ({o['role']}), signature certificate {o['certificate_cn']}",
-        f"- Gateway: {result.gateway_url}",
-        f"- Test patient (RT §6 stage test fiscal code): {result.fiscal_code}",
-        f"- Document type: {result.doc_type}, accession {result.accession}",
-        f"- Local validation (XSD + schematron): "
-        f"{'ON' if result.local_validation else 'OFF: no rules installed (fse-bridge rules install)'}",
-        f"- Run: {result.started_at} to {result.ended_at}",
-        "- Paths under the base URL: " + ", ".join(f"{op} `{path}`" for op, path in result.paths.items()),
-    ]
-    if result.production:
-        # gateway.md section 1: RT §4.2 writes the production delete URL without documents/.
-        lines.append("- Production gateway: RT §4.2 gives the production delete URL as "
-                     "`.../gateway/v2/{identificativoDocUpdate}` (no `documents/`); the configured "
-                     f"delete path `{result.paths.get('delete')}` was used: confirm it with RT.")
-    lines += [
-        "",
-        "| step | operation | document id | HTTP | outcome | X-Cart-id | traceID | workflowInstanceId | start | end |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for step in result.steps:
-        lines.append(f"| {step.number} | {step.operation} | {step.document_id or '-'} | "
-                     f"{step.http_status if step.http_status is not None else '-'} | {step.outcome} | "
-                     f"{step.x_cart_id or '-'} | {step.trace_id or '-'} | {step.workflow_instance_id or '-'} | "
-                     f"{step.started_at} | {step.ended_at} |")
-    for step in result.steps:
-        if step.warning:
-            lines += ["", f"Step {step.number} ({step.operation}) warning from the gateway: {step.warning}"]
-        if step.error:
-            error = step.error if isinstance(step.error, str) else json.dumps(step.error, ensure_ascii=False,
-                                                                              indent=2)
-            lines += ["", f"## Step {step.number} ({step.operation}) failed", "", "```", error, "```"]
-    lines += ["", "## Email draft", ""]
-    if result.ok:
-        ids = "\n".join(f"{step.number}. {_OPERATION_NAMES[step.operation]}: X-Cart-id {step.x_cart_id}"
-                        for step in result.steps)
-        lines += [
-            "```",
-            f"To: {REGION_EMAIL}",
-            f"Subject: FSE 2.0 privati - esito test di accreditamento in stage - {s['name']} "
-            f"({s['fiscal_code']})",
-            "",
-            "Buongiorno,",
-            "",
-            f"la struttura {s['name']} (P.IVA/CF {s['fiscal_code']}, repository {s['repository']}) ha eseguito "
-            f"in ambiente di stage i 4 metodi del gateway con esito positivo, con l'applicativo "
-            f"{a['id']} (fornitore {a['vendor']}, versione {a['version']}).",
-            "",
-            "X-Cart-id delle quattro chiamate:",
-            ids,
-            "",
-            f"Tipo documento {result.doc_type}, codice fiscale di test {result.fiscal_code}, "
-            f"eseguito il {result.started_at}.",
-            "",
-            "Cordiali saluti",
-            "```",
-        ]
-    else:
-        lines.append("Not drafted: the Region wants the four X-Cart-ids of a run with every step OK.")
-    return "\n".join(lines) + "\n"
-
-
 def problem_text(problem: dict) -> str:
     """The gateway's error in one line: type and title, then its detail."""
-    from bridge.gateway.client import problem_name
-
     detail = problem.get("detail")
     return problem_name(problem) + (f": {detail}" if detail else "")
-
-
-_OPERATION_NAMES = {"create": "validate-and-create (POST documents/validate-and-create)",
-                    "replace": "replace (PUT documents/{id})",
-                    "metadata": "metadata update (PUT documents/{id}/metadata)",
-                    "delete": "delete (DELETE documents/{id})"}
 
 
 def _json(value, indent=None) -> bytes:

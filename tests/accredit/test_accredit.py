@@ -13,7 +13,7 @@ from asn1crypto import x509 as asn1_x509
 from twisted.internet import defer, threads
 
 from bridge import certs, cli
-from bridge.accredit import run as accredit
+from bridge.accredit import message as accredit_message, report as accredit_report, run as accredit
 from bridge.errors import ConfigError
 from bridge.journal.sqlite import SqliteStore
 from bridge.simulator.server import Fault
@@ -206,12 +206,12 @@ def test_the_test_message_routes_and_maps_for_every_supported_type(make_config):
     stages = Stages(make_config())
     when = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.timezone.utc)
     for kind in accredit.SUPPORTED_TYPES:
-        raw = accredit.test_message(doc_type=kind, facility="LABPRIV", patient="RMSLSO31M04Z404R",
+        raw = accredit_message.test_message(doc_type=kind, facility="LABPRIV", patient="RMSLSO31M04Z404R",
                                     accession="ACCR-1", control_id="C1", status="F", when=when)
         result = analyse(stages, raw)
         assert result.routed().action is Action.PUBLISH and result.routed().doc_type.name == kind
         assert result.mapped_report().patient.person_id.startswith("RMSLSO31M04Z404R")
-        cancel = accredit.test_message(doc_type=kind, facility="LABPRIV", patient="RMSLSO31M04Z404R",
+        cancel = accredit_message.test_message(doc_type=kind, facility="LABPRIV", patient="RMSLSO31M04Z404R",
                                        accession="ACCR-1", control_id="C2", status="X", when=when)
         assert analyse(stages, cancel).routed().action is Action.DELETE
 
@@ -228,7 +228,7 @@ def test_the_report_names_the_production_delete_path_ambiguity_and_gateway_warni
         paths={"create": "documents/validate-and-create", "delete": "documents/{id}"}, production=True,
         steps=[accredit.Step(number=1, operation="create", outcome="published", http_status=202, x_cart_id="c1",
                              warning="Attenzione, transazione presa in carico. Nuovo tentativo in corso")])
-    text = accredit.report_markdown(result)
+    text = accredit_report.report_markdown(result)
     assert "no `documents/`" in text and "delete path `documents/{id}`" in text
     assert "warning from the gateway: Attenzione, transazione presa in carico" in text
     assert "OFF: no rules installed" in text
