@@ -133,7 +133,7 @@ class JournalDamaged(BridgeError):
         super().__init__(
             f"the journal {path} is damaged ({cause}): stop the service, move the file aside (with its "
             f"-wal and -shm files, if any) and restore it from the last backup; with no backup, moving it "
-            f"aside lets the service start a new, empty journal")
+            f"aside lets the service start a new, empty journal (`fse-bridge journal check` lists the damage)")
         self.path = path
 
 

@@ -1,4 +1,4 @@
-"""`fse-bridge journal list / show ID / export / resubmit ID / update-metadata ID --set K=V / purge`.
+"""`fse-bridge journal list / show ID / export / resubmit ID / update-metadata ID --set K=V / purge / check`.
 
 interface.md, "Commands".
 
@@ -102,6 +102,10 @@ def add_arguments(parser) -> None:
                             "stopped, and free disk as large as the journal")
 
 
+    action("check", "SQLite's full integrity check of the journal (the service runs a quick one at start); "
+           "exit 4 when it is damaged")
+
+
 def open_store(args):
     path = load_config(args).journal.path
     if not Path(path).is_file():
@@ -116,10 +120,25 @@ def run(args) -> int:
         return _resubmit(args)
     store = open_store(args)
     try:
-        actions = {"list": _list, "show": _show, "export": _export, "purge": _purge}
+        actions = {"list": _list, "show": _show, "export": _export, "purge": _purge, "check": _check}
         return actions[args.action](store, args)
     finally:
         store.close()
+
+
+def _check(store, args) -> int:
+    """The full check reads every page: slow on a large journal, harmless beside the service."""
+    problems = store.integrity()
+    if not problems:
+        count = store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        print(f"journal {store.path}: ok ({count} messages)")
+        return ExitCode.DONE
+    print(f"journal {store.path}: damaged ({len(problems)} problems), the first ones:")
+    for problem in problems[:20]:
+        print(f"  {problem}")
+    print("Stop the service, keep a copy of the file (with its -wal and -shm files), and restore the "
+          "journal from the last backup; with no backup, move it aside and the service starts a new one.")
+    return ExitCode.JOURNAL_DAMAGED
 
 
 def _list(store, args) -> int:

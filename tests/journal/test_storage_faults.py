@@ -163,3 +163,21 @@ def test_serve_on_a_damaged_journal_exits_4_naming_the_file(tmp_path):
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 4, result.stderr[-2000:]
     assert str(path) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_journal_check_reports_the_damage_with_exit_4(tmp_path, capsys):
+    from bridge import cli
+    path = tmp_path / "journal.sqlite"
+    make_journal(path)
+    config = tmp_path / "bridge.toml"
+    config.write_text(to_toml(config_table(tmp_path, journal={"path": str(path)})))
+    assert cli.main(["journal", "check", "--config", str(config)]) == 0
+    assert "ok (300 messages)" in capsys.readouterr().out
+    size = os.path.getsize(path)
+    damage(path, at=size // 2 - (size // 2) % 4096, garbage=os.urandom(4096))
+    assert cli.main(["journal", "check", "--config", str(config)]) == 4
+    # The damage is found by the check, or already when the journal is opened.
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert str(path) in said and "damaged" in said and "restore" in said
+    assert "Traceback" not in said
