@@ -272,7 +272,7 @@ class _Run:
             for call_id, attempt in zip(self.calls, result.attempts):
                 self.store.gateway_call_answered(call_id, **answer_fields(attempt))
             self.store.add_artifact(self.entry_id, "submit", ArtifactName.GATEWAY,
-                                    _json(gateway_record(result, step.operation, step.document_id)))
+                                    gateway_record(result, step.operation, step.document_id).to_json())
             self.store.finish(self.entry_id, outcome_of(result, document_id=step.document_id,
                                                         operation=step.operation))
         self.transaction(work)

@@ -42,7 +42,8 @@ from bridge.alerts import Kind as AlertKind, raise_alert
 from bridge.publish.metadata import APPLIED_STAGE, NotCurrentVersion, UnknownTarget, apply_settings, check_settings
 from bridge.publish.recovery import (WRONG_PATIENT, settle_earlier, settled_deleted, settled_published,
                                      was_sent)
-from bridge.publish.record import ACCEPTED, alert_for, answer_fields, gateway_record, outcome_of, published_outcome
+from bridge.publish.record import (ACCEPTED, GatewayRecord, alert_for, answer_fields, gateway_record, outcome_of,
+                                   published_outcome)
 from bridge.publish.submission import (build_submission, current_submission, keep_hidden, person_code,
                                        submission_record)
 from bridge.service import stages
@@ -282,15 +283,14 @@ async def _delete_wrong_patient(ctx, pub: Publisher, entry: Entry, plan: Plan) -
     return None
 
 
-async def _plan_deletion(journal, entry: Entry) -> dict | None:
+async def _plan_deletion(journal, entry: Entry) -> GatewayRecord | None:
     """The wrong-patient plan's delete this message made (its gateway.json record), if any."""
     if not any(call.operation == "delete" for call in await journal.gateway_calls(entry.id)):
         return None   # the common case, without reading the artifacts
     for artifact in reversed(await journal.artifacts(entry.id)):
         if artifact.name == ArtifactName.GATEWAY:
-            record = json.loads(artifact.content)
-            if record.get("plan") == WRONG_PATIENT and record.get("operation") == "delete" \
-                    and record.get("outcome") == OutcomeClass.PUBLISHED.value:
+            record = GatewayRecord.from_json(artifact.content)
+            if record.plan == WRONG_PATIENT and record.operation == "delete" and record.taken:
                 return record
     return None
 
@@ -301,11 +301,11 @@ async def _with_plan(journal, entry: Entry, outcome: Outcome) -> Outcome:
     record = await _plan_deletion(journal, entry)
     if record is None:
         return outcome
-    x_cart_id = ((record.get("attempts") or [{}])[-1]).get("x_cart_id")
-    text = f"deleted {record['document_id']} (another patient's)" + (f" X-Cart-id {x_cart_id}" if x_cart_id else "")
+    x_cart_id = record.last_attempt.get("x_cart_id")
+    text = f"deleted {record.document_id} (another patient's)" + (f" X-Cart-id {x_cart_id}" if x_cart_id else "")
     return dataclasses.replace(outcome, errors=(*outcome.errors, ErrItem(code=ACCEPTED, severity="W", text=text)),
                                details={**outcome.details, WRONG_PATIENT: {
-                                   "deleted": record["document_id"], "delete_x_cart_id": x_cart_id,
+                                   "deleted": record.document_id, "delete_x_cart_id": x_cart_id,
                                    "create_x_cart_id": outcome.x_cart_id}})
 
 
@@ -496,7 +496,7 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
     result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
     await _record_answers(journal, entry.id, operation, document_id, call_id, result)
     await journal.add_artifact(entry.id, "submit", ArtifactName.GATEWAY,
-                               _json(gateway_record(result, operation, document_id, plan_name=plan_name)))
+                               gateway_record(result, operation, document_id, plan_name=plan_name).to_json())
     log.info("message %s: %s", entry.msh10 or entry.id, result.summary())
     alert_for(result, f"message {entry.msh10 or entry.id} (entry {entry.id})")
     return result
@@ -514,14 +514,15 @@ async def _record_answers(journal, message_id: int, operation: str, document_id:
 async def _earlier_outcome(journal, entry: Entry, documents) -> Outcome | None:
     """This message's own gateway success from before the last stop, if any, with the
     registry settled (bridge.publish.recovery.settle_earlier)."""
-    records = [json.loads(a.content) for a in await journal.artifacts(entry.id) if a.name == ArtifactName.GATEWAY]
+    records = [GatewayRecord.from_json(a.content) for a in await journal.artifacts(entry.id)
+               if a.name == ArtifactName.GATEWAY]
     settlement = settle_earlier(records, documents, entry.id)
     await _record_rows(journal, settlement.writes)
     if settlement.answer is None:
         return None
     record = settlement.answer
-    last = (record.get("attempts") or [{}])[-1]
-    return published_outcome(record["document_id"], record["operation"], x_cart_id=last.get("x_cart_id"),
+    last = record.last_attempt
+    return published_outcome(record.document_id, record.operation, x_cart_id=last.get("x_cart_id"),
                              trace_id=last.get("trace_id"), workflow_instance_id=last.get("workflow_instance_id"))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 
 from bridge.alerts import Kind as AlertKind, raise_alert
 from bridge.gateway.client import Attempt, GatewayResult, OutcomeClass
@@ -31,15 +32,51 @@ def answer_fields(attempt: Attempt) -> dict:
                 problem=json.dumps(attempt.problem) if attempt.problem else attempt.error)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayRecord:
+    """What the journal keeps of one call's answers (the ``gateway.json`` artifact, JSON with
+    sorted keys): recovery reads it back."""
+
+    operation: str
+    document_id: str
+    outcome: str
+    """The gateway client's :class:`OutcomeClass` value."""
+    reconciled: bool = False
+    operator_alert: bool = False
+    attempts: tuple[dict, ...] = ()
+    """Each attempt's answer (:class:`~bridge.gateway.client.Attempt` fields), in order."""
+    plan: str | None = None
+    """The plan the call is a step of (``wrong-patient``), if any."""
+
+    @property
+    def taken(self) -> bool:
+        """The gateway took the call."""
+        return self.outcome == OutcomeClass.PUBLISHED.value
+
+    @property
+    def last_attempt(self) -> dict:
+        return self.attempts[-1] if self.attempts else {}
+
+    def to_json(self) -> bytes:
+        data = {"operation": self.operation, "document_id": self.document_id, "outcome": self.outcome,
+                "reconciled": self.reconciled, "operator_alert": self.operator_alert,
+                "attempts": list(self.attempts)} | ({"plan": self.plan} if self.plan else {})
+        return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str).encode()
+
+    @classmethod
+    def from_json(cls, content: bytes) -> GatewayRecord:
+        data = json.loads(content)
+        return cls(operation=data["operation"], document_id=data["document_id"], outcome=data["outcome"],
+                   reconciled=bool(data.get("reconciled")), operator_alert=bool(data.get("operator_alert")),
+                   attempts=tuple(data.get("attempts") or ()), plan=data.get("plan"))
+
+
 def gateway_record(result: GatewayResult, operation: str, document_id: str, *,
-                   plan_name: str | None = None) -> dict:
-    """What the journal keeps of a call's answers (``gateway.json``): recovery reads it back."""
-    record = {"operation": operation, "document_id": document_id, "outcome": result.outcome_class.value,
-              "reconciled": result.reconciled, "operator_alert": result.operator_alert,
-              "attempts": [dataclasses.asdict(a) for a in result.attempts]}
-    if plan_name:
-        record["plan"] = plan_name
-    return record
+                   plan_name: str | None = None) -> GatewayRecord:
+    """What the journal keeps of a call's answers (``gateway.json``)."""
+    return GatewayRecord(operation=operation, document_id=document_id, outcome=result.outcome_class.value,
+                         reconciled=result.reconciled, operator_alert=result.operator_alert,
+                         attempts=tuple(dataclasses.asdict(a) for a in result.attempts), plan=plan_name)
 
 
 def alert_for(result: GatewayResult, what: str) -> None:

@@ -14,14 +14,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from bridge.gateway.client import OutcomeClass
 from bridge.journal import Document, DocumentState, GatewayCall
 from bridge.publish.plan import previous_of
+from bridge.publish.record import GatewayRecord
 
 #: The plan name journaled with the calls of the wrong-patient plan (gateway.md section 9).
 WRONG_PATIENT = "wrong-patient"
-#: A gateway.json record's outcome when the gateway took the call.
-TAKEN = OutcomeClass.PUBLISHED.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,26 +28,26 @@ class Settlement:
 
     writes: tuple[Document, ...] = ()
     """Registry rows to record, in this order."""
-    answer: dict | None = None
+    answer: GatewayRecord | None = None
     """The gateway.json record that is the message's outcome (the gateway took it); None:
     the message is processed on."""
 
 
-def settle_earlier(records: Sequence[dict], documents: Sequence[Document], message_id: int) -> Settlement:
+def settle_earlier(records: Sequence[GatewayRecord], documents: Sequence[Document], message_id: int) -> Settlement:
     """The settlement of a message's own gateway success from before the last stop, if any.
 
     The gateway's answer (*records*, in order) is journaled before the registry is
     updated and long before the outcome: a kill in between must neither lose the
     publication nor make it again.
     """
-    if not records or records[-1].get("outcome") != TAKEN:
+    if not records or not records[-1].taken:
         return Settlement()
     record = records[-1]
     by_id = {d.document_id: d for d in documents}
-    operation, document = record["operation"], by_id.get(record["document_id"])
+    operation, document = record.operation, by_id.get(record.document_id)
     if document is None:
         return Settlement()
-    if operation == "delete" and record.get("plan") == WRONG_PATIENT:
+    if operation == "delete" and record.plan == WRONG_PATIENT:
         # The wrong-patient plan's first step landed: its create is still to be made.
         writes = (dataclasses.replace(document, state=DocumentState.DELETED, message_id=message_id),) \
             if document.state == DocumentState.PUBLISHED else ()
@@ -59,12 +57,12 @@ def settle_earlier(records: Sequence[dict], documents: Sequence[Document], messa
         if document.state == DocumentState.PENDING:
             # The cancelled version was uncertain (its deletion settled by the driver's cancellation).
             previous = previous_of(document, documents)
-            if record.get("reconciled") and previous is not None and previous.state == DocumentState.PUBLISHED:
+            if record.reconciled and previous is not None and previous.state == DocumentState.PUBLISHED:
                 return Settlement()   # it never landed: the live version it was to replace is still to delete
             writes = settled_deleted(message_id, document, previous, previous_deleted=False)
         elif document.state == DocumentState.PUBLISHED:
-            uncertain = [by_id[r["document_id"]] for r in records[:-1] if r["operation"] == "delete"
-                         and r["document_id"] in by_id and by_id[r["document_id"]].state == DocumentState.PENDING]
+            uncertain = [by_id[r.document_id] for r in records[:-1] if r.operation == "delete"
+                         and r.document_id in by_id and by_id[r.document_id].state == DocumentState.PENDING]
             writes = settled_deleted(message_id, uncertain[-1], document, previous_deleted=True) if uncertain \
                 else (dataclasses.replace(document, state=DocumentState.DELETED, message_id=message_id),)
     elif operation in ("create", "replace"):

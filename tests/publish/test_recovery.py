@@ -4,6 +4,7 @@ and records each kill leaves behind (pure: no journal, no gateway)."""
 from __future__ import annotations
 
 from bridge.journal import Document, DocumentState, GatewayCall
+from bridge.publish.record import GatewayRecord
 from bridge.publish.recovery import WRONG_PATIENT, settle_earlier, settled_deleted, was_sent
 
 ROOT = "2.16.840.1.113883.2.9.2.90.4.4"
@@ -16,9 +17,9 @@ def row(seq: int, version: int, state: str, *, set_seq: int = 1, message: int = 
                     content_hash="h", message_id=message)
 
 
-def record(operation: str, document: Document, *, outcome: str = "published", **extra) -> dict:
-    return {"operation": operation, "document_id": document.document_id, "outcome": outcome,
-            "reconciled": False, "attempts": [{"x_cart_id": "cart"}], **extra}
+def record(operation: str, document: Document, *, outcome: str = "published", **extra) -> GatewayRecord:
+    return GatewayRecord(operation=operation, document_id=document.document_id, outcome=outcome,
+                         attempts=({"x_cart_id": "cart"},), **extra)
 
 
 def test_nothing_taken_nothing_settled():
@@ -32,7 +33,7 @@ def test_a_landed_replace_is_the_outcome_and_settles_both_versions():
     rows = [row(1, 1, DocumentState.PUBLISHED), row(2, 2, DocumentState.PENDING, message=2)]
     settlement = settle_earlier([record("replace", rows[1])], rows, 2)
     assert [(d.seq, d.state) for d in settlement.writes] == [(2, DocumentState.PUBLISHED), (1, DocumentState.REPLACED)]
-    assert settlement.answer["operation"] == "replace"
+    assert settlement.answer.operation == "replace"
 
 
 def test_a_resumed_version_with_another_messages_content_is_settled_and_processing_goes_on():
@@ -55,7 +56,7 @@ def test_a_cancellation_answered_before_the_stop_is_its_outcome():
     rows = [row(1, 1, DocumentState.PUBLISHED)]
     settlement = settle_earlier([record("delete", rows[0])], rows, 3)
     assert [(d.state, d.message_id) for d in settlement.writes] == [(DocumentState.DELETED, 3)]
-    assert settlement.answer["operation"] == "delete"
+    assert settlement.answer.operation == "delete"
 
 
 def test_settled_deleted_marks_the_uncertain_version_last():
