@@ -45,7 +45,7 @@ from bridge.gateway.identifiers import new_submission_id, repository_id
 from bridge.publish.record import answer_fields, gateway_record, outcome_of
 from bridge.publish.recovery import settled_published
 from bridge.publish.submission import build_submission, submission_record
-from bridge.journal import ArtifactName, DocumentState, Received
+from bridge.journal import ArtifactName, ArtifactStage, DocumentState, Received
 from bridge.model import AckCode, Action, DocumentType
 from bridge.outcome import Outcome
 
@@ -271,7 +271,7 @@ class _Run:
         def work():
             for call_id, attempt in zip(self.calls, result.attempts):
                 self.store.gateway_call_answered(call_id, **answer_fields(attempt))
-            self.store.add_artifact(self.entry_id, "submit", ArtifactName.GATEWAY,
+            self.store.add_artifact(self.entry_id, ArtifactStage.SUBMIT, ArtifactName.GATEWAY,
                                     gateway_record(result, step.operation, step.document_id).to_json())
             self.store.finish(self.entry_id, outcome_of(result, document_id=step.document_id,
                                                         operation=step.operation))
@@ -341,9 +341,10 @@ class _Run:
 
         def journal_version():
             self.store.put_document(document)
-            self.store.add_artifact(self.entry_id, "render", ArtifactName.CDA, cda)
-            self.store.add_artifact(self.entry_id, "package", ArtifactName.PDF, pdf)
-            self.store.add_artifact(self.entry_id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
+            self.store.add_artifact(self.entry_id, ArtifactStage.RENDER, ArtifactName.CDA, cda)
+            self.store.add_artifact(self.entry_id, ArtifactStage.PACKAGE, ArtifactName.PDF, pdf)
+            self.store.add_artifact(self.entry_id, ArtifactStage.SUBMIT, ArtifactName.SUBMISSION,
+                                    _json(submission_record(sub)))
         self.transaction(journal_version)
         self.submissions[plan.ids.document_id] = sub
         if version == 1:

@@ -42,7 +42,7 @@ from bridge.commands._common import load_config
 from bridge.errors import BridgeError, ExitCode
 from bridge.gateway.client import GatewayClient, OutcomeClass
 from bridge.gateway.identifiers import new_submission_id
-from bridge.journal import ArtifactName, DocumentState
+from bridge.journal import ArtifactName, ArtifactStage, DocumentState
 from bridge.journal.retention import cutoffs
 from bridge.journal.sqlite import SqliteStore
 from bridge.publish import metadata
@@ -373,7 +373,8 @@ def _update_in_process(store, config, key: str, settings: list[str]) -> dict:
 
     store.begin()
     call_id = store.gateway_call_sent(entry_id, "metadata", document_id)
-    store.add_artifact(entry_id, "metadata", ArtifactName.METADATA_REQUEST, json.dumps(submission_record(sub)).encode())
+    store.add_artifact(entry_id, ArtifactStage.METADATA, ArtifactName.METADATA_REQUEST,
+                       json.dumps(submission_record(sub)).encode())
     store.commit()
     result = asyncio.run(call())
     store.begin()

@@ -58,6 +58,18 @@ class DocumentState:
     """A document the gateway holds, or may hold."""
 
 
+class ArtifactStage:
+    """The stage an artifact is journaled under (``Journal.add_artifact``)."""
+
+    ROUTE = "route"
+    PLAN = "plan"
+    RENDER = "render"
+    VALIDATE = "validate"
+    PACKAGE = "package"
+    SUBMIT = "submit"
+    METADATA = "metadata"   # an operator's metadata update
+
+
 class ArtifactName:
     """Names of the artifacts a message's processing journals (``Journal.add_artifact``)."""
 

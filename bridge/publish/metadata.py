@@ -18,6 +18,7 @@ import dataclasses
 
 from bridge.errors import BridgeError, InvalidValue
 from bridge.gateway.bodies import Submission, check_submission
+from bridge.journal import ArtifactStage
 from bridge.publish.submission import current_submission
 
 #: Gateway field name → (Submission field, is a list).
@@ -76,7 +77,7 @@ def apply_settings(sub: Submission, settings: list[str], *, submission_id: str) 
 
 #: The stage under which a metadata update the gateway took is recorded, as ``submission.json``
 #: under the message that published the document: the next update starts from it.
-APPLIED_STAGE = "metadata"
+APPLIED_STAGE = ArtifactStage.METADATA
 
 
 def submission_for(store, document) -> tuple[Submission, int]:

@@ -52,7 +52,7 @@ from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
 from bridge.gateway.identifiers import new_submission_id
-from bridge.journal import ArtifactName, Document, DocumentState, Entry, State
+from bridge.journal import ArtifactName, ArtifactStage, Document, DocumentState, Entry, State
 from bridge.mapping.mapper import Mappings
 from bridge.model import AckCode, Action, DocumentType, Report
 from bridge.outcome import ErrItem, Outcome
@@ -104,7 +104,7 @@ async def _process(ctx, entry: Entry, analysis) -> Outcome:
     pub: Publisher = ctx.publisher
     journal = ctx.journal
     routed = analysis.routed()
-    await journal.add_artifact(entry.id, "route", ArtifactName.ROUTE, _json({
+    await journal.add_artifact(entry.id, ArtifactStage.ROUTE, ArtifactName.ROUTE, _json({
         "doc_type": routed.doc_type.name, "action": routed.action.value, "accession": routed.accession,
         "reason": routed.reason, "corrected": routed.corrected}))
     await journal.set_state(entry.id, State.ROUTED, f"{routed.doc_type.name} {routed.action.value}")
@@ -174,7 +174,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
 
     cda: bytes = await ctx.run_stage(stages.render, report, plan.ids)
     digest = content_hash(cda)
-    await journal.add_artifact(entry.id, "render", ArtifactName.CDA, cda)
+    await journal.add_artifact(entry.id, ArtifactStage.RENDER, ArtifactName.CDA, cda)
     await journal.set_state(entry.id, State.RENDERED, plan.ids.document_id)
     if plan.action is Action.REPLACE and plan.resumed is None and digest == plan.target.content_hash:
         return Outcome(code=AckCode.AA, text="already published: identical to the published version",
@@ -187,14 +187,15 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
                            message_id=entry.id)
     await journal.put_document(document)
     pdf: bytes = await ctx.run_stage(stages.package, cda)
-    await journal.add_artifact(entry.id, "package", ArtifactName.PDF, pdf)
-    await journal.add_artifact(entry.id, "package", ArtifactName.PDF_SHA256, hashlib.sha256(pdf).hexdigest().encode())
+    await journal.add_artifact(entry.id, ArtifactStage.PACKAGE, ArtifactName.PDF, pdf)
+    await journal.add_artifact(entry.id, ArtifactStage.PACKAGE, ArtifactName.PDF_SHA256,
+                               hashlib.sha256(pdf).hexdigest().encode())
     await journal.set_state(entry.id, State.PACKAGED, plan.ids.document_id)
 
     sub = build_submission(report, plan.ids.document_id, pub.config, pub.submission_ids())
     if plan.target is not None:
         sub = keep_hidden(sub, await _stored_submission(journal, plan.target))
-    await journal.add_artifact(entry.id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
+    await journal.add_artifact(entry.id, ArtifactStage.SUBMIT, ArtifactName.SUBMISSION, _json(submission_record(sub)))
     operation = "replace" if plan.action is Action.REPLACE else "create"
     resend = plan.resumed is not None
     if operation == "create":
@@ -274,7 +275,7 @@ async def _delete_wrong_patient(ctx, pub: Publisher, entry: Entry, plan: Plan) -
                 f"message {entry.msh10 or entry.id} (entry {entry.id}) corrects {old.document_id} for "
                 f"another patient: deleting it and publishing {plan.ids.document_id} as a new set "
                 f"(RT section 4.2); check whether the first patient was shown the report")
-    await journal.add_artifact(entry.id, "plan", ArtifactName.PLAN, _json({
+    await journal.add_artifact(entry.id, ArtifactStage.PLAN, ArtifactName.PLAN, _json({
         "plan": WRONG_PATIENT, "delete": old.document_id, "create": plan.ids.document_id}))
     result = await _send_delete(ctx, pub, entry, old, plan_name=WRONG_PATIENT)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
@@ -326,7 +327,7 @@ async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
     whether this message already sent that call (it may have landed)."""
     journal = ctx.journal
     sub = await _stored_submission(journal, document)
-    await journal.add_artifact(entry.id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
+    await journal.add_artifact(entry.id, ArtifactStage.SUBMIT, ArtifactName.SUBMISSION, _json(submission_record(sub)))
     if resend is None:
         resend = was_sent(await journal.gateway_calls(entry.id), document.document_id, "delete")
     return await _submit(ctx, entry, "delete", document.document_id, pub.client.delete(sub, resend=resend),
@@ -360,7 +361,7 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
     journal = ctx.journal
     target = plan.target
     sub = await _metadata_submission(journal, target, settings, pub.submission_ids())
-    await journal.add_artifact(entry.id, "submit", ArtifactName.SUBMISSION, _json(submission_record(sub)))
+    await journal.add_artifact(entry.id, ArtifactStage.SUBMIT, ArtifactName.SUBMISSION, _json(submission_record(sub)))
     result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
         return outcome_of(result, document_id=target.document_id, operation="metadata")
@@ -428,7 +429,8 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
         sub = await _metadata_submission(journal, live, settings, pub.submission_ids())
         entry_id = live.message_id
         call_id = await journal.gateway_call_sent(entry_id, "metadata", document_id)
-        await journal.add_artifact(entry_id, "metadata", ArtifactName.METADATA_REQUEST, _json(submission_record(sub)))
+        await journal.add_artifact(entry_id, ArtifactStage.METADATA, ArtifactName.METADATA_REQUEST,
+                                   _json(submission_record(sub)))
         call = pub.client.metadata(sub)
         result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
         await _record_answers(journal, entry_id, "metadata", document_id, call_id, result)
@@ -465,12 +467,12 @@ async def _document_named(journal, config, target: str) -> tuple[str, tuple[str,
 async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> Outcome | None:
     """Local XSD + schematron; the AE to answer when the CDA fails (one ERR per finding, rule id first)."""
     if pub.rules is None:
-        await journal_note(ctx, entry, "validate", "local validation OFF: no rules installed")
+        await journal_note(ctx, entry, ArtifactStage.VALIDATE, "local validation OFF: no rules installed")
         return None
     report = await ctx.run_stage(stages.validate, cda, doc_type)
     findings = [{"rule": i.rule_id, "message": i.message, "location": i.location, "severity": i.severity}
                 for i in (*report.xsd_errors, *report.schematron_errors, *report.warnings)]
-    await ctx.journal.add_artifact(entry.id, "validate", ArtifactName.VALIDATION,
+    await ctx.journal.add_artifact(entry.id, ArtifactStage.VALIDATE, ArtifactName.VALIDATION,
                                    _json({"summary": report.summary(), "findings": findings}))
     await ctx.journal.set_state(entry.id, State.VALIDATED, report.summary())
     if report.ok:
@@ -495,7 +497,7 @@ async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
     await journal.set_state(entry.id, State.SUBMITTING, f"{operation} {document_id}")
     result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
     await _record_answers(journal, entry.id, operation, document_id, call_id, result)
-    await journal.add_artifact(entry.id, "submit", ArtifactName.GATEWAY,
+    await journal.add_artifact(entry.id, ArtifactStage.SUBMIT, ArtifactName.GATEWAY,
                                gateway_record(result, operation, document_id, plan_name=plan_name).to_json())
     log.info("message %s: %s", entry.msh10 or entry.id, result.summary())
     alert_for(result, f"message {entry.msh10 or entry.id} (entry {entry.id})")
