@@ -38,6 +38,7 @@ CORPUS = CHECKOUT.parent / "shared" / "corpus" / "hl7-public"
 sys.path.insert(0, str(CHECKOUT))
 
 from bridge.hl7.message import declared_charset  # noqa: E402
+from proctime import cpu_seconds  # noqa: E402
 from bridge.mllp.protocol import END, MllpDecoder, frame  # noqa: E402
 
 #: Small enough for oversize frames to be cheap to send.
@@ -126,6 +127,19 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def settle(self, limit: float) -> float:
+        """Wait (at most *limit* seconds) until the service and its workers are idle: in commit
+        mode, processing goes on after the answers. The seconds waited."""
+        began = time.monotonic()
+        last = sum(cpu_seconds(self.proc.pid) or (0, 0))
+        while time.monotonic() - began < limit:
+            time.sleep(2)
+            now = sum(cpu_seconds(self.proc.pid) or (0, 0))
+            if now - last < 0.1:   # under 5 % of a CPU over 2 s
+                break
+            last = now
+        return time.monotonic() - began
 
 
 def rss_kb(pid: int) -> int:
@@ -354,6 +368,8 @@ def main() -> int:
     parser.add_argument("--answer-timeout", type=float, default=180,
                         help="seconds a sender waits for one answer before counting it unanswered")
     parser.add_argument("--keep-log", metavar="FILE", help="copy the service's log here")
+    parser.add_argument("--settle", type=float, default=180,
+                        help="at most this many seconds to wait for the service to be idle after the run")
     args = parser.parse_args()
     mutator = Mutator(args.seed, corpus_messages())
     frames = (mutator.frame() for _ in range(args.frames))
@@ -366,6 +382,8 @@ def main() -> int:
                                   args.answer_timeout))
         elapsed = time.monotonic() - started
         after = service.memory()
+        waited = service.settle(args.settle)
+        settled = service.memory()
         log = service.log()
     if args.keep_log:
         Path(args.keep_log).write_text(log)
@@ -381,6 +399,7 @@ def main() -> int:
         print(f"  unreadable: {sample!r}")
     print(show_memory("RSS before", before))
     print(show_memory("RSS after ", after))
+    print(show_memory(f"RSS settled ({waited:.0f} s later)", settled))
     ended = len(re.findall(r"worker \d+ ended", log))
     print(f"service log: {log.count('no answer for a frame')} 'no answer for a frame', "
           f"{log.count('Traceback')} tracebacks, {ended} workers ended, "
