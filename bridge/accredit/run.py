@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -33,21 +34,26 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from bridge import certs
 from bridge.accredit.message import test_message
 from bridge.accredit.report import report_markdown
-from bridge.service import stages as stage_fns
-from bridge.mapping.analysis import analyse
-from bridge.publish.plan import content_hash, decide, pending_row
 from bridge.errors import BridgeError, ConfigError, ValidationFailed
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult, problem_name
 from bridge.gateway.identifiers import new_submission_id, repository_id
+from bridge.journal import ArtifactName, ArtifactStage, DocumentState, Received
+from bridge.journal.sqlite import SqliteStore
+from bridge.mapping.analysis import analyse
+from bridge.model import AckCode, Action, DocumentType
+from bridge.outcome import Outcome
+from bridge.publish.context import gateway_url
+from bridge.publish.metadata import FIELDS, apply_settings
+from bridge.publish.plan import content_hash, decide, pending_row
 from bridge.publish.record import answer_fields, gateway_record, outcome_of
 from bridge.publish.recovery import settled_published
 from bridge.publish.submission import build_submission, submission_record
-from bridge.journal import ArtifactName, ArtifactStage, DocumentState, Received
-from bridge.model import AckCode, Action, DocumentType
-from bridge.outcome import Outcome
+from bridge.service import stages as stage_fns
+from bridge.service.stages import Stages
 
 #: RT §6: the stage test fiscal codes. The run publishes for these only.
 TEST_FISCAL_CODES = ("RMSLSO31M04Z404R", "MNTMRA03M71C615V", "MNZLSN99E05F205J",
@@ -185,10 +191,6 @@ def check_gateway(url: str, *, production: bool) -> None:
 
 def check_options(config, options: Options) -> tuple[str, DocumentType, str]:
     """(test CF, type, gateway URL) of a run, or ConfigError before anything is sent."""
-    from bridge.publish.context import gateway_url
-
-    from bridge.publish.metadata import FIELDS
-
     fiscal_code = check_fiscal_code(options.fiscal_code)
     doc_type = _doc_type(options.doc_type)
     for setting in options.metadata_settings:
@@ -366,7 +368,6 @@ class _Run:
         return result.published
 
     async def metadata(self, step: Step) -> bool:
-        from bridge.publish.metadata import apply_settings
         plan = self.plan(Action.METADATA)
         if plan.action is not Action.METADATA:
             raise BridgeError(f"nothing to update: {plan.reason}")
@@ -412,8 +413,6 @@ class _Run:
 
     def save_request(self, step: Step, body: dict | None, *, pdf: bytes | None = None) -> None:
         """What the call sends, without the tokens: operation, URL, path id, body, file hash."""
-        import hashlib
-
         method = {"create": "POST", "replace": "PUT", "metadata": "PUT", "delete": "DELETE"}[step.operation]
         template = getattr(self.client.paths, step.operation)
         record = {"operation": step.operation, "method": method,
@@ -446,10 +445,6 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
     Raises ConfigError before anything is sent: a CF outside RT §6's list, a production gateway
     without *options.production*, an unsupported type. Steps stop at the first not OK.
     """
-    from bridge import certs
-    from bridge.journal.sqlite import SqliteStore
-    from bridge.service.stages import Stages
-
     fiscal_code, doc_type, url = check_options(config, options)
 
     started = now()
