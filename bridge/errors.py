@@ -19,8 +19,10 @@
 
 ExitCode: the exit status of every `fse-bridge` command (README, "Exit status").
 
-`pipeline.process` is the one place that turns these into ACKs; anything that
-is not a BridgeError there becomes AR 207 with the traceback logged.
+`bridge.publish.record.classify` is the one place that turns these (and gateway
+results) into an Outcome, the ACK's data; anything that is not a BridgeError
+becomes AR 207 (InternalError), its traceback logged by the caller. `temporary`
+marks a failure that may pass by itself (tried again when already acknowledged).
 Exception texts must never carry patient data: they reach logs and ACKs.
 """
 
@@ -33,6 +35,8 @@ class BridgeError(Exception):
     ack_code = "AR"
     err_code = "207"
     severity = "E"
+    #: The failure may pass by itself (bridge.service.retry tries an acknowledged message again).
+    temporary = False
 
     def __init__(self, message: str, *, location: str = "", code: str | None = None):
         super().__init__(message)
@@ -73,6 +77,12 @@ class DuplicateControlId(MessageError):
 class ValidationFailed(MessageError):
     err_code = "207"
 
+    def __init__(self, message: str, *, findings: tuple[str, ...] = (), summary: str = "", **kwargs):
+        super().__init__(message, **kwargs)
+        #: One text per finding, rule id first: each becomes an ERR (bridge.publish.record.classify).
+        self.findings = tuple(findings)
+        self.summary = summary
+
 
 class GatewayRejected(MessageError):
     err_code = "207"
@@ -105,6 +115,7 @@ class InternalError(NotProcessable):
 
 class GatewayUnavailable(NotProcessable):
     err_code = "207"
+    temporary = True
 
     def __init__(self, message: str, *, location: str = "", code: str | None = None,
                  operator_alert: bool = False):

@@ -1,7 +1,7 @@
 """What a processed message came to: the data an ACK is built from.
 
-Stages raise :class:`~bridge.errors.BridgeError`; ``pipeline.process`` turns
-results and errors into an :class:`Outcome`; ``answer.build_ack`` turns the
+Stages raise :class:`~bridge.errors.BridgeError`; ``bridge.publish.record.classify``
+turns errors and gateway results into an :class:`Outcome`; ``answer.build_ack`` turns the
 outcome into bytes. The journal stores outcomes so a resend gets the same ACK.
 """
 

@@ -49,7 +49,7 @@ from bridge.outcome import Outcome
 from bridge.publish.context import gateway_url
 from bridge.publish.metadata import FIELDS, apply_settings
 from bridge.publish.plan import content_hash, decide, pending_row
-from bridge.publish.record import answer_fields, gateway_record, outcome_of
+from bridge.publish.record import answer_fields, classify, gateway_record
 from bridge.publish.recovery import settled_published
 from bridge.publish.submission import build_submission, submission_record
 from bridge.service import stages as stage_fns
@@ -275,8 +275,8 @@ class _Run:
                 self.store.gateway_call_answered(call_id, **answer_fields(attempt))
             self.store.add_artifact(self.entry_id, ArtifactStage.SUBMIT, ArtifactName.GATEWAY,
                                     gateway_record(result, step.operation, step.document_id).to_json())
-            self.store.finish(self.entry_id, outcome_of(result, document_id=step.document_id,
-                                                        operation=step.operation))
+            self.store.finish(self.entry_id, classify(result, document_id=step.document_id,
+                                                      operation=step.operation))
         self.transaction(work)
 
     # -- files -------------------------------------------------------------
@@ -489,7 +489,7 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
             except BridgeError as exc:
                 step.outcome, step.error, ok = "local-error", str(exc), False
                 if run.entry_id is not None and step.journal_entry == run.entry_id:
-                    run.transaction(store.finish, run.entry_id, Outcome.from_error(exc, operation=operation))
+                    run.transaction(store.finish, run.entry_id, classify(exc, operation=operation))
             step.ended_at = _iso(now())
             if not ok:
                 break

@@ -42,7 +42,7 @@ from bridge.alerts import Kind as AlertKind, raise_alert
 from bridge.publish.metadata import APPLIED_STAGE, NotCurrentVersion, UnknownTarget, apply_settings, check_settings
 from bridge.publish.recovery import (WRONG_PATIENT, settle_earlier, settled_deleted, settled_published,
                                      was_sent)
-from bridge.publish.record import (ACCEPTED, GatewayRecord, alert_for, answer_fields, gateway_record, outcome_of,
+from bridge.publish.record import (ACCEPTED, GatewayRecord, alert_for, answer_fields, classify, gateway_record,
                                    published_outcome)
 from bridge.publish.submission import (build_submission, current_submission, keep_hidden, person_code,
                                        submission_record)
@@ -205,7 +205,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     result = await _submit(ctx, entry, operation, plan.ids.document_id, call)
 
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return outcome_of(result, document_id=plan.ids.document_id, operation=operation)
+        return classify(result, document_id=plan.ids.document_id, operation=operation)
     if plan.resumed is not None and result.reconciled and plan.resumed.content_hash != digest:
         # The earlier attempt landed with its own content: record it, then replace it with ours.
         await journal.put_document(dataclasses.replace(document, state=DocumentState.PUBLISHED))
@@ -216,7 +216,7 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
                                                    message_id=entry.id))
     if plan.target is not None:
         await journal.put_document(dataclasses.replace(plan.target, state=DocumentState.REPLACED))
-    published = outcome_of(result, document_id=plan.ids.document_id, operation=operation)
+    published = classify(result, document_id=plan.ids.document_id, operation=operation)
     # What the mapping left out (deleted results, attachments not carried) is said in the ACK.
     notices = tuple(ErrItem(code=n.code, text=n.text, location=n.location, severity=n.severity)
                     for n in report.notices)
@@ -240,7 +240,7 @@ async def _resend_as_sent(ctx, pub: Publisher, entry: Entry, uncertain: Document
         operation, call = "replace", pub.client.replace(previous.document_id, sub, pdf, resend=True)
     result = await _submit(ctx, entry, operation, uncertain.document_id, call)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return outcome_of(result, document_id=uncertain.document_id, operation=operation)
+        return classify(result, document_id=uncertain.document_id, operation=operation)
     await _record_rows(journal, settled_published(uncertain, documents))
     return None
 
@@ -279,7 +279,7 @@ async def _delete_wrong_patient(ctx, pub: Publisher, entry: Entry, plan: Plan) -
         "plan": WRONG_PATIENT, "delete": old.document_id, "create": plan.ids.document_id}))
     result = await _send_delete(ctx, pub, entry, old, plan_name=WRONG_PATIENT)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return outcome_of(result, document_id=old.document_id, operation="delete")
+        return classify(result, document_id=old.document_id, operation="delete")
     await journal.put_document(dataclasses.replace(old, state=DocumentState.DELETED, message_id=entry.id))
     return None
 
@@ -315,10 +315,10 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     target = plan.target
     result = await _send_delete(ctx, pub, entry, target)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return outcome_of(result, document_id=target.document_id, operation="delete")
+        return classify(result, document_id=target.document_id, operation="delete")
     # The deleting message is recorded: the registry row was last changed by it.
     await journal.put_document(dataclasses.replace(target, state=DocumentState.DELETED, message_id=entry.id))
-    return outcome_of(result, document_id=target.document_id, operation="delete")
+    return classify(result, document_id=target.document_id, operation="delete")
 
 
 async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
@@ -346,15 +346,15 @@ async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Docume
     previous = previous_of(uncertain, documents)
     result = await _send_delete(ctx, pub, entry, uncertain, resend=True)
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return outcome_of(result, document_id=uncertain.document_id, operation="delete")
+        return classify(result, document_id=uncertain.document_id, operation="delete")
     target = uncertain
     if result.reconciled and previous is not None and previous.state == DocumentState.PUBLISHED:
         target = previous
         result = await _send_delete(ctx, pub, entry, previous)
         if result.outcome_class is not OutcomeClass.PUBLISHED:
-            return outcome_of(result, document_id=previous.document_id, operation="delete")
+            return classify(result, document_id=previous.document_id, operation="delete")
     await _record_rows(journal, settled_deleted(entry.id, uncertain, previous, previous_deleted=target is previous))
-    return outcome_of(result, document_id=target.document_id, operation="delete")
+    return classify(result, document_id=target.document_id, operation="delete")
 
 
 async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
@@ -364,9 +364,9 @@ async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settin
     await journal.add_artifact(entry.id, ArtifactStage.SUBMIT, ArtifactName.SUBMISSION, _json(submission_record(sub)))
     result = await _submit(ctx, entry, "metadata", target.document_id, pub.client.metadata(sub))
     if result.outcome_class is not OutcomeClass.PUBLISHED:
-        return outcome_of(result, document_id=target.document_id, operation="metadata")
+        return classify(result, document_id=target.document_id, operation="metadata")
     await _metadata_applied(journal, target, sub)
-    return outcome_of(result, document_id=target.document_id, operation="metadata")
+    return classify(result, document_id=target.document_id, operation="metadata")
 
 
 async def _metadata_applied(journal, document: Document, sub: Submission) -> None:
@@ -478,11 +478,9 @@ async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: Doc
     if report.ok:
         return None
     errors = report.errors
-    error = ValidationFailed(f"local validation failed: {errors[0].rule_id or 'XSD'}")
-    # interface.md: every finding (up to the limit) is an ERR; ERR-8 starts with the rule id.
-    return Outcome(code=AckCode(error.ack_code), text=error.message, details={"validation": report.summary()},
-                   errors=tuple(ErrItem(code=error.err_code, text=f"{i.rule_id}: {i.message}" if i.rule_id
-                                        else i.message) for i in errors[:MAX_ERR_SEGMENTS]))
+    return classify(ValidationFailed(
+        f"local validation failed: {errors[0].rule_id or 'XSD'}", summary=report.summary(),
+        findings=tuple(f"{i.rule_id}: {i.message}" if i.rule_id else i.message for i in errors[:MAX_ERR_SEGMENTS])))
 
 
 async def journal_note(ctx, entry: Entry, stage: str, text: str) -> None:

@@ -1,9 +1,11 @@
-"""Recording a gateway call's answers, and the Outcome (the ACK's data) a call comes to.
+"""Recording a gateway call's answers, and :func:`classify`: the one place that turns a
+processing failure or a gateway call's result into an Outcome (the ACK's data).
 
-Written once for every caller: the pipeline (bridge.publish.pipeline), the
-operator's in-process metadata update (bridge.commands.journal) and the
-accreditation run (bridge.accredit.run). interface.md, ACK contract: any ACK
-that follows a gateway call has MSA-3 ``X-Cart-id <uuid>`` and the reason in ERR.
+Written once for every caller: the Receiver (bridge.service.receiver), the pipeline
+(bridge.publish.pipeline), the operator's in-process metadata update
+(bridge.commands.journal) and the accreditation run (bridge.accredit.run).
+interface.md, ACK contract: any ACK that follows a gateway call has MSA-3
+``X-Cart-id <uuid>`` and the reason in ERR.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from dataclasses import dataclass
 
 from bridge.alerts import Kind as AlertKind, raise_alert
+from bridge.errors import BridgeError, InternalError, ValidationFailed
 from bridge.gateway.client import Attempt, GatewayResult, OutcomeClass
 from bridge.model import AckCode
 from bridge.outcome import ErrItem, Outcome
@@ -86,7 +89,37 @@ def alert_for(result: GatewayResult, what: str) -> None:
         raise_alert(kind, f"{what}: {result.alert or 'check the gateway'} ({result.summary()})")
 
 
-def outcome_of(result: GatewayResult, *, document_id: str, operation: str) -> Outcome:
+def classify(failure: BaseException | GatewayResult, *, document_id: str | None = None,
+             operation: str | None = None) -> Outcome:
+    """The one classifier: the Outcome a failure or a gateway call's result comes to.
+
+    A :class:`GatewayResult`: AA when published, else the AE or AR its class gives. A
+    :class:`~bridge.errors.BridgeError`: the ACK code, ERR code and location it knows
+    (ValidationFailed: one ERR per finding). Anything else is a bug: AR 207
+    (:class:`~bridge.errors.InternalError`); the caller logs its traceback.
+    """
+    if isinstance(failure, GatewayResult):
+        return _call_outcome(failure, document_id=document_id, operation=operation)
+    extra = {"document_id": document_id} if document_id else {}
+    extra |= {"operation": operation} if operation else {}
+    if isinstance(failure, ValidationFailed) and failure.findings:
+        # interface.md: every finding (up to the limit) is an ERR; ERR-8 starts with the rule id.
+        return Outcome(code=AckCode(failure.ack_code), text=failure.message,
+                       errors=tuple(ErrItem(code=failure.err_code, text=f) for f in failure.findings),
+                       details={"validation": failure.summary}, **extra)
+    if not isinstance(failure, BridgeError):
+        failure = InternalError()
+    return Outcome.from_error(failure, **extra)
+
+
+def temporary(failure: BaseException | None, outcome: Outcome) -> bool:
+    """Whether the failure behind *outcome* may pass by itself (retry.after_processing's
+    *temporary*): an error that says so (the gateway unreachable, a worker lost), or an
+    AR the gateway gave (it was called: operation set), its "not now"."""
+    return bool(getattr(failure, "temporary", False)) or (outcome.code is AckCode.AR and bool(outcome.operation))
+
+
+def _call_outcome(result: GatewayResult, *, document_id: str, operation: str) -> Outcome:
     """The Outcome of a call: AA when published, else the AE or AR its class gives."""
     if result.published:
         return published_outcome(document_id, operation, x_cart_id=result.x_cart_id, trace_id=result.trace_id,

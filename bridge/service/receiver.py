@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from bridge.alerts import Kind as AlertKind, raise_alert
-from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge, GatewayUnavailable, InternalError
+from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge, InternalError
 from bridge.hl7 import ack as answer
 from bridge.hl7.message import Header, default_header, read_header, split_batch
 from bridge.journal import Admit, Entry, Received, State
@@ -30,9 +30,10 @@ from bridge.mapping.analysis import Analysis, unsupported
 from bridge.model import AckCode
 from bridge.outcome import Outcome
 from bridge.publish import pipeline
+from bridge.publish.record import classify, temporary
 from bridge.service import retry
 from bridge.service.context import Handler, ServiceContext
-from bridge.service.workers import WorkerFailed, WorkerLost
+from bridge.service.workers import WorkerFailed
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def route_message(ctx: ServiceContext, entry: Entry, analysis: Analysis) -> Defe
     """The default handler: supported types go to :func:`bridge.publish.pipeline.process`, others get AR."""
     refusal = unsupported(analysis)
     if refusal is not None:
-        return defer.succeed(Outcome.from_error(refusal))
+        return defer.succeed(classify(refusal))
     return pipeline.process(ctx, entry, analysis)
 
 
@@ -107,7 +108,7 @@ class Receiver:
         """AR 207 for a frame over ``mllp.max_message_bytes``, echoing its header if one can be read."""
         header = _header_or_none(head, self._default_charset) or default_header()
         error = FrameTooLarge(f"message over {self.ctx.config.mllp.max_message_bytes} bytes refused")
-        return answer.build_ack(header, Outcome.from_error(error), now=self._stamp())
+        return answer.build_ack(header, classify(error), now=self._stamp())
 
     def handle_message(self, raw: bytes, peer: str) -> Deferred:
         """The ACK for one message; in flight (a stop waits for it) from its arrival on.
@@ -163,7 +164,7 @@ class Receiver:
                                        location="MSH^1^10")
         if error is not None:
             log.info("message %s (entry %d) refused: %s", header.control_id or "(no MSH-10)", entry.id, error)
-            outcome = Outcome.from_error(error)
+            outcome = classify(error)
             ack = answer.build_ack(header, outcome, now=self._stamp())
             yield self.ctx.journal.finish(entry.id, outcome, ack)
             return ack
@@ -212,7 +213,7 @@ class Receiver:
         journal = self.ctx.journal
         # No "processing" state here: the stages record their own (routed, rendered...),
         # and "received" without an outcome already means "to be processed".
-        temporary = False
+        failure = None
         try:
             outcome = yield defer.maybeDeferred(self.handler, self.ctx, entry, analysis)
         except (defer.CancelledError, asyncio.CancelledError):
@@ -221,17 +222,13 @@ class Receiver:
             log.info("entry %d (control id %s): stopped while waiting for the gateway; left for "
                      "recovery at the next start", entry.id, entry.msh10)
             return entry.ack
-        except BridgeError as exc:
-            outcome = Outcome.from_error(exc)
-            temporary = isinstance(exc, (GatewayUnavailable, WorkerLost))
-        except Exception:  # the one broad catch: anything unexpected is AR 207, logged
-            log.exception("processing entry %d (control id %s) failed", entry.id, entry.msh10)
-            outcome = Outcome.from_error(InternalError())
-        # An AR the gateway gave (it was called: operation set) is its "not now".
-        temporary = temporary or (outcome.code is AckCode.AR and bool(outcome.operation))
+        except Exception as exc:  # the one broad catch: classified; anything unexpected is AR 207, logged
+            if not isinstance(exc, BridgeError):
+                log.exception("processing entry %d (control id %s) failed", entry.id, entry.msh10)
+            failure, outcome = exc, classify(exc)
         attempt = self._attempts.get(entry.id, 0) + 1
         decision = retry.after_processing(
-            outcome, acknowledged=entry.ack is not None, temporary=temporary, attempt=attempt,
+            outcome, acknowledged=entry.ack is not None, temporary=temporary(failure, outcome), attempt=attempt,
             previous_failure=self._failures.get(entry.id), requeue_s=self.ctx.config.gateway.requeue_s,
             requeue_max_s=self.ctx.config.gateway.requeue_max_s)
         if decision.next is retry.Next.RETRY:
@@ -346,7 +343,7 @@ class Receiver:
                 reason = f"{type(exc).__name__}: {exc}"
                 log.error("resuming entry %d failed (attempt %d): %s", entry.id, attempt, reason,
                           exc_info=(type(exc), exc, exc.__traceback__))
-        yield self._set_aside(entry, Outcome.from_error(InternalError()), f"recovery failed twice: {reason}")
+        yield self._set_aside(entry, classify(InternalError()), f"recovery failed twice: {reason}")
 
     @inlineCallbacks
     def _again(self, entry: Entry, *, conflicts_before: int | None):
@@ -364,7 +361,7 @@ class Receiver:
                 error = DuplicateControlId("control id already received with different content",
                                            location="MSH^1^10")
         if error is not None:
-            outcome = Outcome.from_error(error)
+            outcome = classify(error)
             yield self.ctx.journal.finish(entry.id, outcome, answer.build_ack(header, outcome, now=self._stamp()))
             return
         yield self.process(entry, analysis, header)

@@ -50,6 +50,8 @@ _STOP_GRACE_S = 5.0
 class WorkerLost(NotProcessable):
     """The worker process running a call ended before answering (twice)."""
 
+    temporary = True
+
 
 class WorkerFailed(Exception):
     """An unexpected error inside a worker (its traceback is in the worker's log)."""
