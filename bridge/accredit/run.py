@@ -9,7 +9,8 @@ first step that is not OK (each depends on the one before).
 The document is made the way the service makes documents: an HL7 v2 ORU^R01
 built from the type's template (:mod:`bridge.accredit.message`) goes through
 :func:`bridge.mapping.analysis.analyse`, :func:`bridge.publish.plan.decide`, the render,
-validate and package stages of :mod:`bridge.service.stages` and the gateway client,
+validate and package sequence of :func:`bridge.publish.version.make_version` (the
+pipeline's own) and the gateway client,
 with the request bodies of :func:`bridge.publish.submission.build_submission`. The
 patient is always one of RT §6's stage test fiscal codes, so the run can
 never publish for a real citizen; a production gateway is refused unless
@@ -37,7 +38,7 @@ from urllib.parse import urlparse
 from bridge import certs
 from bridge.accredit.message import test_message
 from bridge.accredit.report import report_markdown
-from bridge.errors import BridgeError, ConfigError, ValidationFailed
+from bridge.errors import BridgeError, ConfigError
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult, problem_name
 from bridge.gateway.identifiers import new_submission_id, repository_id
@@ -48,11 +49,11 @@ from bridge.model import AckCode, Action, DocumentType
 from bridge.outcome import Outcome
 from bridge.publish.context import gateway_url
 from bridge.publish.metadata import FIELDS, apply_settings
-from bridge.publish.plan import content_hash, decide, pending_row
+from bridge.publish.plan import decide, pending_row
 from bridge.publish.record import answer_fields, classify, gateway_record
 from bridge.publish.recovery import settled_published
 from bridge.publish.submission import build_submission, submission_record
-from bridge.service import stages as stage_fns
+from bridge.publish.version import make_version, validation_record
 from bridge.service.stages import Stages
 
 #: RT §6: the stage test fiscal codes. The run publishes for these only.
@@ -298,6 +299,10 @@ class _Run:
                            corrected_value=corrected)
         return raw, control_id
 
+    def run_stage(self, fn, *args):
+        """A stage of bridge.service.stages in a thread (the run's event loop goes on meanwhile)."""
+        return asyncio.to_thread(fn, self.stages, *args)
+
     def key(self) -> tuple[str, str, str]:
         return (self.config.structure.fiscal_code, self.result.doc_type, self.result.accession)
 
@@ -322,23 +327,15 @@ class _Run:
             raise BridgeError(f"the registry plans {plan.action.value} for version {version}, not "
                               f"{expected.value}")
         step.document_id = plan.ids.document_id
-        cda = await asyncio.to_thread(stage_fns.render, self.stages, report, plan.ids)
-        self.save(f"cda-v{version}.xml", cda)
-        if self.result.local_validation:
-            validation = await asyncio.to_thread(stage_fns.validate, self.stages, cda, routed.doc_type)
-            self.save(f"validation-v{version}.json", {"summary": validation.summary(), "findings": [
-                {"rule": i.rule_id, "message": i.message, "location": i.location, "severity": i.severity}
-                for i in (*validation.xsd_errors, *validation.schematron_errors, *validation.warnings)]})
-            if not validation.ok:
-                raise ValidationFailed(f"local validation failed: {validation.summary()}")
-        pdf = await asyncio.to_thread(stage_fns.package, self.stages, cda)
-        self.save(f"document-v{version}.pdf", pdf)
+        made = await make_version(self.run_stage, _SavedSteps(self, version), report, plan.ids, routed.doc_type,
+                                  validate=self.result.local_validation)
+        cda, pdf = made.cda, made.pdf
 
         self.entry_id = self.open_entry(raw, control_id, step)
         step.journal_entry = self.entry_id
         structure, doc_type, accession = self.key()
         document = pending_row(plan, structure=structure, doc_type=doc_type, accession=accession,
-                               content_hash=content_hash(cda), message_id=self.entry_id)
+                               content_hash=made.digest, message_id=self.entry_id)
         sub = build_submission(report, plan.ids.document_id, self.config, new_submission_id())
 
         def journal_version():
@@ -499,6 +496,28 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
         result.ended_at = _iso(now())
         write_report(result)
     return result
+
+
+@dataclass
+class _SavedSteps:
+    """A version's stages as the report folder keeps them (bridge.publish.version.Steps): the
+    journal gets the version once its entry is opened, just before the call."""
+
+    run: _Run
+    version: int
+
+    async def rendered(self, cda: bytes, digest: str) -> None:
+        self.run.save(f"cda-v{self.version}.xml", cda)
+
+    async def validated(self, validation) -> None:
+        if validation is not None:
+            self.run.save(f"validation-v{self.version}.json", validation_record(validation))
+
+    async def packaging(self, digest: str) -> None:
+        pass
+
+    async def packaged(self, pdf: bytes) -> None:
+        self.run.save(f"document-v{self.version}.pdf", pdf)
 
 
 # --------------------------------------------------------------------------- the report

@@ -3,8 +3,8 @@
 architecture.md, "The way a message travels", steps 3 to 8. Each stage is a
 plain function of the previous one's output; this module calls them in
 order (parse, route and map come done: bridge.mapping.analysis), sends the CPU-heavy
-ones (render, validate, package: bridge.service.stages) to a worker process
-(``ctx.run_stage``),
+ones (render, validate, package: bridge.publish.version, the sequence accredit shares)
+to a worker process (``ctx.run_stage``),
 journals every stage's result so any message can be explained afterwards,
 and turns the gateway's answer into the :class:`~bridge.outcome.Outcome`
 the ACK is built from (interface.md, ACK contract).
@@ -44,24 +44,21 @@ from bridge.publish.recovery import (WRONG_PATIENT, settle_earlier, settled_dele
                                      was_sent)
 from bridge.publish.record import (ACCEPTED, GatewayRecord, alert_for, answer_fields, classify, gateway_record,
                                    published_outcome)
+from bridge.publish.version import make_version, validation_record
 from bridge.publish.submission import (build_submission, current_submission, keep_hidden, person_code,
                                        submission_record)
-from bridge.service import stages
-from bridge.publish.plan import Plan, content_hash, current, decide, pending_row, previous_of
+from bridge.publish.plan import Plan, current, decide, pending_row, previous_of
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
 from bridge.gateway.identifiers import new_submission_id
 from bridge.journal import ArtifactName, ArtifactStage, Document, DocumentState, Entry, State
 from bridge.mapping.mapper import Mappings
-from bridge.model import AckCode, Action, DocumentType, Report
+from bridge.model import AckCode, Action, Report
 from bridge.outcome import ErrItem, Outcome
 from bridge.mapping.route import Route, RoutingRules
 
 log = logging.getLogger(__name__)
-
-#: At most this many validation findings become ERR segments (the journal keeps them all).
-MAX_ERR_SEGMENTS = 10
 
 
 @dataclass(kw_only=True)
@@ -172,25 +169,15 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
         if refusal is not None:
             return refusal
 
-    cda: bytes = await ctx.run_stage(stages.render, report, plan.ids)
-    digest = content_hash(cda)
-    await journal.add_artifact(entry.id, ArtifactStage.RENDER, ArtifactName.CDA, cda)
-    await journal.set_state(entry.id, State.RENDERED, plan.ids.document_id)
-    if plan.action is Action.REPLACE and plan.resumed is None and digest == plan.target.content_hash:
-        return Outcome(code=AckCode.AA, text="already published: identical to the published version",
-                       document_id=plan.target.document_id, operation="ignore")
-    refusal = await _validate(ctx, pub, entry, cda, routed.doc_type)
-    if refusal is not None:
-        return refusal
-
-    document = pending_row(plan, structure=key[0], doc_type=key[1], accession=key[2], content_hash=digest,
-                           message_id=entry.id)
-    await journal.put_document(document)
-    pdf: bytes = await ctx.run_stage(stages.package, cda)
-    await journal.add_artifact(entry.id, ArtifactStage.PACKAGE, ArtifactName.PDF, pdf)
-    await journal.add_artifact(entry.id, ArtifactStage.PACKAGE, ArtifactName.PDF_SHA256,
-                               hashlib.sha256(pdf).hexdigest().encode())
-    await journal.set_state(entry.id, State.PACKAGED, plan.ids.document_id)
+    steps = _JournalSteps(journal, entry, plan, key)
+    try:
+        made = await make_version(ctx.run_stage, steps, report, plan.ids, routed.doc_type,
+                                  validate=pub.rules is not None)
+    except ValidationFailed as exc:
+        return classify(exc)
+    if isinstance(made, Outcome):
+        return made
+    digest, pdf, document = made.digest, made.pdf, steps.document
 
     sub = build_submission(report, plan.ids.document_id, pub.config, pub.submission_ids())
     if plan.target is not None:
@@ -464,27 +451,50 @@ async def _document_named(journal, config, target: str) -> tuple[str, tuple[str,
         raise UnknownTarget(f"entry {entry.id}: its recorded route does not name an accession") from None
 
 
-async def _validate(ctx, pub: Publisher, entry: Entry, cda: bytes, doc_type: DocumentType) -> Outcome | None:
-    """Local XSD + schematron; the AE to answer when the CDA fails (one ERR per finding, rule id first)."""
-    if pub.rules is None:
-        await journal_note(ctx, entry, ArtifactStage.VALIDATE, "local validation OFF: no rules installed")
+@dataclass
+class _JournalSteps:
+    """The journal's record of each stage of a version (bridge.publish.version.Steps): the
+    CDA, the validation, the pending registry row before packaging, the PDF."""
+
+    journal: Any
+    entry: Entry
+    plan: Plan
+    key: tuple[str, str, str]
+    document: Document | None = None
+    """The version's pending registry row, once written."""
+
+    async def rendered(self, cda: bytes, digest: str) -> Outcome | None:
+        await self.journal.add_artifact(self.entry.id, ArtifactStage.RENDER, ArtifactName.CDA, cda)
+        await self.journal.set_state(self.entry.id, State.RENDERED, self.plan.ids.document_id)
+        plan = self.plan
+        if plan.action is Action.REPLACE and plan.resumed is None and digest == plan.target.content_hash:
+            return Outcome(code=AckCode.AA, text="already published: identical to the published version",
+                           document_id=plan.target.document_id, operation="ignore")
         return None
-    report = await ctx.run_stage(stages.validate, cda, doc_type)
-    findings = [{"rule": i.rule_id, "message": i.message, "location": i.location, "severity": i.severity}
-                for i in (*report.xsd_errors, *report.schematron_errors, *report.warnings)]
-    await ctx.journal.add_artifact(entry.id, ArtifactStage.VALIDATE, ArtifactName.VALIDATION,
-                                   _json({"summary": report.summary(), "findings": findings}))
-    await ctx.journal.set_state(entry.id, State.VALIDATED, report.summary())
-    if report.ok:
-        return None
-    errors = report.errors
-    return classify(ValidationFailed(
-        f"local validation failed: {errors[0].rule_id or 'XSD'}", summary=report.summary(),
-        findings=tuple(f"{i.rule_id}: {i.message}" if i.rule_id else i.message for i in errors[:MAX_ERR_SEGMENTS])))
+
+    async def validated(self, validation) -> None:
+        if validation is None:
+            await journal_note(self.journal, self.entry, ArtifactStage.VALIDATE,
+                               "local validation OFF: no rules installed")
+            return
+        await self.journal.add_artifact(self.entry.id, ArtifactStage.VALIDATE, ArtifactName.VALIDATION,
+                                        _json(validation_record(validation)))
+        await self.journal.set_state(self.entry.id, State.VALIDATED, validation.summary())
+
+    async def packaging(self, digest: str) -> None:
+        self.document = pending_row(self.plan, structure=self.key[0], doc_type=self.key[1],
+                                    accession=self.key[2], content_hash=digest, message_id=self.entry.id)
+        await self.journal.put_document(self.document)
+
+    async def packaged(self, pdf: bytes) -> None:
+        await self.journal.add_artifact(self.entry.id, ArtifactStage.PACKAGE, ArtifactName.PDF, pdf)
+        await self.journal.add_artifact(self.entry.id, ArtifactStage.PACKAGE, ArtifactName.PDF_SHA256,
+                                        hashlib.sha256(pdf).hexdigest().encode())
+        await self.journal.set_state(self.entry.id, State.PACKAGED, self.plan.ids.document_id)
 
 
-async def journal_note(ctx, entry: Entry, stage: str, text: str) -> None:
-    await ctx.journal.add_artifact(entry.id, stage, ArtifactName.NOTE, text.encode())
+async def journal_note(journal, entry: Entry, stage: str, text: str) -> None:
+    await journal.add_artifact(entry.id, stage, ArtifactName.NOTE, text.encode())
 
 
 async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
