@@ -20,11 +20,11 @@ from bridge.commands._common import load_config
 from bridge.errors import ExitCode, MessageError, NotProcessable
 from bridge.hl7.message import parse_message
 from bridge.gateway.identifiers import document_ids
-from bridge.mapping.mapper import load_mappings, map_report
+from bridge.mapping.mapper import map_report
 from bridge.model import Action
-from bridge.cda.render import make_environment, render_cda
 from bridge.cda.validate import load_rules, no_rules_message, validate_cda
-from bridge.mapping.route import load_routing, route
+from bridge.mapping.route import route
+from bridge.service.stages import Stages, render
 
 
 def add_arguments(parser) -> None:
@@ -53,18 +53,16 @@ def run(args) -> int:
     except OSError as exc:
         print(f"fse-bridge render: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return ExitCode.USAGE
-    rules_for_routing = load_routing(config.mapping.dir)
-    mappings = load_mappings(config.mapping.dir, config.mapping.practitioners)
-    env = make_environment(config.mapping.templates)
+    stages = Stages(config)
     try:
         parsed = parse_message(raw, config.mllp.default_charset)
-        routed = route(parsed, rules_for_routing)
+        routed = route(parsed, stages.routing)
         print(f"document type: {routed.doc_type.name}")
         print(f"action: {routed.action.value} ({routed.reason})")
         if routed.action is not Action.PUBLISH:
             # Deletions and non-final reports produce no document.
             return 0
-        report = map_report(parsed, routed, mappings, config.structure)
+        report = map_report(parsed, routed, stages.mappings, config.structure)
     except (MessageError, NotProcessable) as exc:
         print(f"fse-bridge render: mapping failed at {exc.location or '?'} "
               f"(HL7 error {exc.err_code}): {exc.message}", file=sys.stderr)
@@ -73,7 +71,7 @@ def run(args) -> int:
     ids = document_ids(structure.fiscal_code, routed.doc_type.name, structure.repository, routed.accession,
                        repository_index=structure.repository_index, previous_id=args.previous_id,
                        previous_version=args.previous_version)
-    xml = render_cda(report, env, ids)
+    xml = render(stages, report, ids)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{safe_name(ids.document_id)}.xml"

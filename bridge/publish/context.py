@@ -18,13 +18,9 @@ from twisted.application import service
 from twisted.internet import defer
 
 from bridge import certs
-from bridge.cda import validate
 from bridge.gateway.client import GatewayClient, reactor_sleep
-from bridge.mapping.mapper import load_mappings
 from bridge.publish.pipeline import Publisher
-from bridge.cda.render import make_environment
-from bridge.mapping.route import load_routing
-from bridge.pdf.sign import PdfSigner
+from bridge.service.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +50,10 @@ def embedded_simulator_config(config, pki: certs.DevPki):
     return dataclasses.replace(config, simulator=sim)
 
 
-def load_stages(config):
-    """Routing rules, mappings, templates and validation rules (None: validation OFF)."""
-    routing = load_routing(config.mapping.dir)
-    mappings = load_mappings(config.mapping.dir, config.mapping.practitioners)
-    env = make_environment(config.mapping.templates)
-    rules = validate.load_rules(config.validation.rules_dir)
-    if rules is None:
-        log.warning("%s", validate.no_rules_message(config.validation.rules_dir))
-    else:
-        rules.warm()
-        log.info("local validation ON: CDA XSD and schematrons from %s", config.validation.rules_dir)
-    return routing, mappings, env, rules
-
-
 class PublishingService(service.Service):
     """Builds the Publisher (and the embedded simulator) on start; closes them on stop."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         self.simulator = None
 
@@ -82,7 +64,7 @@ class PublishingService(service.Service):
         pki = certs.ensure_development_certificates(config)
         if pki is not None:
             log.info("development certificates in %s", pki.ca_cert.parent)
-        routing, mappings, env, rules = load_stages(config)
+        stages = self.ctx.stages.load()
         _, sign = certs.load_credentials(config)
         base_url = None
         if config.embedded_gateway:
@@ -91,7 +73,7 @@ class PublishingService(service.Service):
             if pki is None:
                 pki = certs.development_pki_paths(config)
             self.simulator = start_simulator(embedded_simulator_config(config, pki), reactor,
-                                             rules=rules or False)
+                                             rules=stages.rules or False)
             base_url = self.simulator.url
             url_file = config.state_dir / GATEWAY_URL_FILE
             url_file.parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +81,7 @@ class PublishingService(service.Service):
             log.info("embedded gateway simulator at %s (registry %s)", base_url, config.simulator.registry)
         client = GatewayClient.from_config(config, sleep=reactor_sleep(reactor), base_url=base_url,
                                            sign_credential=sign)
-        self.ctx.publisher = Publisher(config=config, routing=routing, mappings=mappings, env=env,
-                                       rules=rules, signer=PdfSigner.from_credential(sign), client=client)
+        self.ctx.publisher = Publisher(stages=stages, client=client)
         log.info("gateway %s as %s", base_url or config.gateway.base_url, sign.cn)
 
     def stopService(self):

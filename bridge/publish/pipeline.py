@@ -48,39 +48,40 @@ from bridge.publish.version import make_version, validation_record
 from bridge.publish.submission import (build_submission, current_submission, keep_hidden, person_code,
                                        submission_record)
 from bridge.publish.plan import Plan, current, decide, pending_row, previous_of
+from bridge.cda.validate import Rules
+from bridge.config import Config
 from bridge.errors import GatewayUnavailable, ValidationFailed
 from bridge.gateway.bodies import Submission
 from bridge.gateway.client import GatewayClient, GatewayResult, OutcomeClass
 from bridge.gateway.identifiers import new_submission_id
 from bridge.journal import ArtifactName, ArtifactStage, Document, DocumentState, Entry, State
-from bridge.mapping.mapper import Mappings
 from bridge.model import AckCode, Action, Report
 from bridge.outcome import ErrItem, Outcome
-from bridge.mapping.route import Route, RoutingRules
+from bridge.mapping.route import Route
+from bridge.service.stages import Stages
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
 class Publisher:
-    """What the pipeline needs, built once at start (bridge.publish.context.PublishingService).
+    """What the pipeline needs, built once at start (bridge.publish.context.PublishingService):
+    the loaded stages, the gateway client and the accessions' locks."""
 
-    Without worker processes it is also the *stages* of bridge.service.stages' calls (same attributes).
-    """
-
-    config: Any
-    routing: RoutingRules
-    mappings: Mappings
-    env: Any
-    """The Jinja2 environment of the CDA templates."""
-    rules: Any | None
-    """bridge.cda.validate.Rules, or None: local validation OFF."""
-    signer: Any
-    """bridge.pdf.sign.Signer for the PAdES signature."""
+    stages: Stages
     client: GatewayClient
     locks: dict = field(default_factory=dict)
     submission_ids: Callable[[], str] = new_submission_id
     """identificativoSottomissione for each call (gateway.md section 5: fresh, random)."""
+
+    @property
+    def config(self) -> Config:
+        return self.stages.config
+
+    @property
+    def rules(self) -> Rules | None:
+        """The validation rules; None: local validation OFF."""
+        return self.stages.rules
 
     def lock(self, key) -> defer.DeferredLock:
         return self.locks.setdefault(key, defer.DeferredLock())

@@ -15,6 +15,8 @@ from twisted.internet.defer import Deferred
 from bridge.config import Config
 from bridge.journal import Entry, Journal
 from bridge.mapping.analysis import Analysis
+from bridge.publish.pipeline import Publisher
+from bridge.service.stages import Stages
 from bridge.service.workers import WorkerPool
 
 
@@ -34,10 +36,18 @@ class ServiceContext:
     analyse: Callable[[bytes], Deferred] | None = None
     """``analyse(raw)``: a Deferred of the message's :class:`~bridge.mapping.analysis.Analysis`, made by
     ``run_stage`` (None: parsed in line, for tests of the service alone)."""
-    publisher: Any = None
-    """The pipeline's loaded stages and gateway client (bridge.publish.pipeline.Publisher), set on start."""
+    stages: Stages | None = None
+    """What the stages read (routing, mappings, templates, rules, signer): made from the
+    configuration when not given, loaded at start (bridge.publish.context)."""
+    publisher: Publisher | None = None
+    """The pipeline's loaded stages and gateway client, set on start."""
     workers: WorkerPool | None = None
     """The worker processes behind ``run_stage`` (None: the stages run in threads)."""
+
+
+    def __post_init__(self):
+        if self.stages is None:
+            self.stages = Stages(self.config)
 
 
 Handler = Callable[[ServiceContext, Entry, Analysis], Deferred]

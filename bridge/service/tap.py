@@ -29,7 +29,6 @@ from bridge.publish.context import PublishingService
 from bridge.service.context import Handler, ServiceContext
 from bridge.service.parts import BridgeService, JournalService, MllpService, WorkerPoolService
 from bridge.service.receiver import Receiver, route_message
-from bridge.service.stages import Stages
 from bridge.service.workers import WorkerPool
 from bridge.web.site import WebService
 
@@ -102,9 +101,8 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
         ctx.run_stage = processes.call
     else:
         # No worker processes: the same stages in threads (sharing the reactor's CPU), with
-        # what the Publisher loaded at start (the parse alone needs only the configuration).
-        fallback = Stages(config)
-        ctx.run_stage = lambda fn, *args: pool.run_blocking(fn, ctx.publisher or fallback, *args)
+        # the service's own, loaded at start.
+        ctx.run_stage = lambda fn, *args: pool.run_blocking(fn, ctx.stages, *args)
     analyser = analysis_module.analyse if handler is route_message else analysis_module.summarise
     ctx.analyse = functools.partial(ctx.run_stage, analyser)
     if handler is route_message:

@@ -36,6 +36,7 @@ from twisted.application import service
 from twisted.internet import defer, protocol
 
 from bridge.errors import BridgeError, NotProcessable
+from bridge.service.stages import Stages
 
 log = logging.getLogger("bridge.service.workers")
 
@@ -327,8 +328,6 @@ def _read_frame(stream) -> bytes | None:
 
 def serve(stdin, stdout) -> None:
     """Answer calls from *stdin* on *stdout* until the service closes *stdin*."""
-    from bridge.service.stages import Stages
-
     payload = _read_frame(stdin)
     if payload is None:
         return
