@@ -10,7 +10,6 @@ service context; it stops the gateway client and the simulator on stop.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
@@ -18,6 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 
 from bridge import certs
+from bridge.aio import as_deferred
 from bridge.gateway.client import GatewayClient, reactor_sleep
 from bridge.publish.pipeline import Publisher
 from bridge.service.context import ServiceContext
@@ -89,7 +89,7 @@ class PublishingService(service.Service):
         publisher = getattr(self.ctx, "publisher", None)
         d = defer.succeed(None)
         if publisher is not None:
-            d = defer.Deferred.fromFuture(asyncio.ensure_future(publisher.client.aclose()))
+            d = as_deferred(publisher.client.aclose())
         if self.simulator is not None:
             d.addBoth(lambda _: self.simulator.stop())
         return d

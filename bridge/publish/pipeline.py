@@ -28,16 +28,16 @@ loads it and records what they decide.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
 
+from bridge.aio import as_deferred
 from bridge.alerts import Kind as AlertKind, raise_alert
 from bridge.publish.metadata import APPLIED_STAGE, NotCurrentVersion, UnknownTarget, apply_settings, check_settings
 from bridge.publish.recovery import (WRONG_PATIENT, settle_earlier, settled_deleted, settled_published,
@@ -59,6 +59,9 @@ from bridge.model import AckCode, Action, Report
 from bridge.outcome import ErrItem, Outcome
 from bridge.mapping.route import Route
 from bridge.service.stages import Stages
+
+if TYPE_CHECKING:  # the service's context holds the Publisher: imported for the annotations only
+    from bridge.service.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +95,13 @@ class Publisher:
             del self.locks[key]
 
 
-def process(ctx, entry: Entry, analysis) -> defer.Deferred:
+def process(ctx: ServiceContext, entry: Entry, analysis) -> defer.Deferred:
     """Process one journaled message (its :class:`~bridge.mapping.analysis.Analysis`); a Deferred of
     its :class:`Outcome`."""
     return defer.ensureDeferred(_process(ctx, entry, analysis))
 
 
-async def _process(ctx, entry: Entry, analysis) -> Outcome:
+async def _process(ctx: ServiceContext, entry: Entry, analysis) -> Outcome:
     pub: Publisher = ctx.publisher
     journal = ctx.journal
     routed = analysis.routed()
@@ -135,7 +138,8 @@ async def _process(ctx, entry: Entry, analysis) -> Outcome:
         pub.forget_lock(key, lock)
 
 
-async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Route, key) -> Outcome | None:
+async def _publish_once(ctx: ServiceContext, pub: Publisher, entry: Entry, analysis, routed: Route,
+                        key) -> Outcome | None:
     journal = ctx.journal
     structure = pub.config.structure
     documents = await journal.documents_for(*key)
@@ -211,7 +215,8 @@ async def _publish_once(ctx, pub: Publisher, entry: Entry, analysis, routed: Rou
     return dataclasses.replace(published, errors=published.errors + notices)
 
 
-async def _resend_as_sent(ctx, pub: Publisher, entry: Entry, uncertain: Document, documents) -> Outcome | None:
+async def _resend_as_sent(ctx: ServiceContext, pub: Publisher, entry: Entry, uncertain: Document,
+                          documents) -> Outcome | None:
     """Send an uncertain version again exactly as it was sent (its journaled PDF and
     submission, the same ids), so the registry is certain; None once it is recorded as
     landed (the caller decides again), else the AE or AR to answer."""
@@ -249,7 +254,7 @@ async def _patient_of(journal, document: Document) -> str | None:
         return None
 
 
-async def _delete_wrong_patient(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome | None:
+async def _delete_wrong_patient(ctx: ServiceContext, pub: Publisher, entry: Entry, plan: Plan) -> Outcome | None:
     """The first step of the wrong-patient plan: delete the live version (another patient's).
 
     Its call is journaled with the plan's name, so the message's ACK names it and a
@@ -298,7 +303,7 @@ async def _with_plan(journal, entry: Entry, outcome: Outcome) -> Outcome:
                                    "create_x_cart_id": outcome.x_cart_id}})
 
 
-async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
+async def _delete(ctx: ServiceContext, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     journal = ctx.journal
     target = plan.target
     result = await _send_delete(ctx, pub, entry, target)
@@ -309,7 +314,7 @@ async def _delete(ctx, pub: Publisher, entry: Entry, plan: Plan) -> Outcome:
     return classify(result, document_id=target.document_id, operation="delete")
 
 
-async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
+async def _send_delete(ctx: ServiceContext, pub: Publisher, entry: Entry, document: Document, *,
                        resend: bool | None = None, plan_name: str | None = None) -> GatewayResult:
     """DELETE *document* with the submission that published it; *resend* defaults to
     whether this message already sent that call (it may have landed)."""
@@ -322,7 +327,8 @@ async def _send_delete(ctx, pub: Publisher, entry: Entry, document: Document, *,
                          plan_name=plan_name)
 
 
-async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Document, documents) -> Outcome:
+async def _delete_uncertain(ctx: ServiceContext, pub: Publisher, entry: Entry, uncertain: Document,
+                            documents) -> Outcome:
     """A cancellation while a version's publication is uncertain (its call left without a final
     answer, e.g. after an AR): that version is deleted if it landed; if it did not (the
     resent delete's 404), the version it was to replace is the live one and is deleted.
@@ -345,7 +351,7 @@ async def _delete_uncertain(ctx, pub: Publisher, entry: Entry, uncertain: Docume
     return classify(result, document_id=target.document_id, operation="delete")
 
 
-async def _update_metadata(ctx, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
+async def _update_metadata(ctx: ServiceContext, pub: Publisher, entry: Entry, plan: Plan, settings) -> Outcome:
     journal = ctx.journal
     target = plan.target
     sub = await _metadata_submission(journal, target, settings, pub.submission_ids())
@@ -380,7 +386,7 @@ class MetadataCall:
     result: GatewayResult
 
 
-def update_metadata(ctx, target: str, settings) -> defer.Deferred:
+def update_metadata(ctx: ServiceContext, target: str, settings) -> defer.Deferred:
     """An operator's metadata update (``journal update-metadata``, through the status page's
     operator endpoint); a Deferred of a :class:`MetadataCall`.
 
@@ -397,7 +403,7 @@ def update_metadata(ctx, target: str, settings) -> defer.Deferred:
     return defer.ensureDeferred(_operator_metadata(ctx, target, tuple(settings)))
 
 
-async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> MetadataCall:
+async def _operator_metadata(ctx: ServiceContext, target: str, settings: tuple[str, ...]) -> MetadataCall:
     pub: Publisher = ctx.publisher
     journal = ctx.journal
     check_settings(settings)   # a mistyped key is refused before waiting for any lock
@@ -420,7 +426,7 @@ async def _operator_metadata(ctx, target: str, settings: tuple[str, ...]) -> Met
         await journal.add_artifact(entry_id, ArtifactStage.METADATA, ArtifactName.METADATA_REQUEST,
                                    _json(submission_record(sub)))
         call = pub.client.metadata(sub)
-        result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
+        result: GatewayResult = await as_deferred(call)
         await _record_answers(journal, entry_id, "metadata", document_id, call_id, result)
         if result.outcome_class is OutcomeClass.PUBLISHED:
             await _metadata_applied(journal, live, sub)
@@ -498,13 +504,13 @@ async def journal_note(journal, entry: Entry, stage: str, text: str) -> None:
     await journal.add_artifact(entry.id, stage, ArtifactName.NOTE, text.encode())
 
 
-async def _submit(ctx, entry: Entry, operation: str, document_id: str, call, *,
+async def _submit(ctx: ServiceContext, entry: Entry, operation: str, document_id: str, call, *,
                   plan_name: str | None = None) -> GatewayResult:
     """Journal the call as sent (it may land even if no answer comes), await it, journal every answer."""
     journal = ctx.journal
     call_id = await journal.gateway_call_sent(entry.id, operation, document_id)
     await journal.set_state(entry.id, State.SUBMITTING, f"{operation} {document_id}")
-    result: GatewayResult = await defer.Deferred.fromFuture(asyncio.ensure_future(call))
+    result: GatewayResult = await as_deferred(call)
     await _record_answers(journal, entry.id, operation, document_id, call_id, result)
     await journal.add_artifact(entry.id, ArtifactStage.SUBMIT, ArtifactName.GATEWAY,
                                gateway_record(result, operation, document_id, plan_name=plan_name).to_json())

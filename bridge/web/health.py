@@ -15,6 +15,7 @@ from bridge import __version__
 from bridge.alerts import ALERTS
 from bridge.cda import validate
 from bridge.journal import State
+from bridge.service.context import ServiceContext
 from bridge.web.answer import JSON, answer, to_json
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Health:
 
 
 @defer.inlineCallbacks
-def health(ctx, listener=None):
+def health(ctx: ServiceContext, listener=None):
     """The service's :class:`Health`. *listener*: the MLLP service, for its bound port."""
     config = ctx.config
     journal_open, unfinished, by_state, set_aside = False, None, {}, None
@@ -149,7 +150,7 @@ def listening_port(listener) -> int | None:
 class HealthResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, ctx, listener):
+    def __init__(self, ctx: ServiceContext, listener):
         super().__init__()
         self.ctx, self.listener = ctx, listener
 

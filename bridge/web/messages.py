@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.web import pages, resource
 
+from bridge.service.context import ServiceContext
 from bridge.web.answer import JSON, answer, to_json
 from bridge.web.operator import TOKEN_FILE, OperatorEndpoint
 from bridge.web.redact import redact
@@ -93,7 +94,7 @@ def message_detail(journal, key: str, *, operator: bool = False):
 class MessageResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, ctx, key: str, operator: OperatorEndpoint | None = None):
+    def __init__(self, ctx: ServiceContext, key: str, operator: OperatorEndpoint | None = None):
         super().__init__()
         self.ctx, self.key, self.operator = ctx, key, operator
 
@@ -108,7 +109,7 @@ class MessageResource(resource.Resource):
 
 
 class MessagesResource(resource.Resource):
-    def __init__(self, ctx, operator: OperatorEndpoint | None = None):
+    def __init__(self, ctx: ServiceContext, operator: OperatorEndpoint | None = None):
         super().__init__()
         self.ctx, self.operator = ctx, operator
 

@@ -16,6 +16,7 @@ from bridge import __version__
 from bridge.alerts import ALERTS, KINDS as ALERT_KINDS
 from bridge.cda import validate
 from bridge.journal import State, metrics
+from bridge.service.context import ServiceContext
 from bridge.web.answer import answer
 from bridge.web.health import JOURNAL_PROBE_TIMEOUT_S, listening_port
 
@@ -28,7 +29,7 @@ PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 @defer.inlineCallbacks
-def journal_counts(ctx, timeout_s: float = METRICS_TIMEOUT_S, finished=None):
+def journal_counts(ctx: ServiceContext, timeout_s: float = METRICS_TIMEOUT_S, finished=None):
     """``(counts, None)``: :func:`bridge.journal.metrics.snapshot` of the service's journal, run
     in the thread pool (never on the reactor) within *timeout_s*; ``(None, why)`` when it
     cannot be read. *finished*: called on the reactor once the pool's thread is done with
@@ -66,7 +67,7 @@ def journal_counts(ctx, timeout_s: float = METRICS_TIMEOUT_S, finished=None):
 
 
 @defer.inlineCallbacks
-def journal_answers(ctx):
+def journal_answers(ctx: ServiceContext):
     """Whether the service's own journal answers (a closed or stuck one does not)."""
     if ctx.journal is None:
         return False
@@ -79,7 +80,7 @@ def journal_answers(ctx):
     return True
 
 
-def metric_families(ctx, listener, counts: dict | None, journal_open: bool) -> list[tuple]:
+def metric_families(ctx: ServiceContext, listener, counts: dict | None, journal_open: bool) -> list[tuple]:
     """``(name, type, help, [(labels, value)])`` for each metric: the journal's *counts*
     (left out when None) and what the running service knows."""
     families = []
@@ -155,7 +156,7 @@ class MetricsResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx, listener, timeout_s: float = METRICS_TIMEOUT_S):
+    def __init__(self, ctx: ServiceContext, listener, timeout_s: float = METRICS_TIMEOUT_S):
         super().__init__()
         self.ctx, self.listener, self.timeout_s = ctx, listener, timeout_s
         self._waiting: list[defer.Deferred] = []

@@ -16,6 +16,7 @@ from twisted.web import resource
 from bridge.errors import BridgeError, InvalidValue
 from bridge.publish import pipeline
 from bridge.publish.metadata import UnknownTarget
+from bridge.service.context import ServiceContext
 from bridge.web.answer import JSON, answer, to_json
 from bridge.web.redact import redact
 
@@ -134,7 +135,7 @@ class OperatorResource(resource.Resource):
     what = "/operator"
     """The resource, as the log names it."""
 
-    def __init__(self, ctx, operator: OperatorEndpoint):
+    def __init__(self, ctx: ServiceContext, operator: OperatorEndpoint):
         super().__init__()
         self.ctx, self.operator = ctx, operator
 
@@ -191,7 +192,7 @@ class ResubmitResource(OperatorResource):
 
     what = "/operator/resubmit"
 
-    def __init__(self, ctx, operator: OperatorEndpoint, listener):
+    def __init__(self, ctx: ServiceContext, operator: OperatorEndpoint, listener):
         super().__init__(ctx, operator)
         self.listener = listener
 

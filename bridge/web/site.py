@@ -30,6 +30,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.web import pages, resource, server
 
+from bridge.service.context import ServiceContext
 from bridge.web.answer import answer
 from bridge.web.health import HealthResource
 from bridge.web.messages import MessagesResource
@@ -45,7 +46,7 @@ class StatusPage(resource.Resource):
     """``/``: the HTML page; children ``healthz``, ``messages``, ``metrics`` and, given an *operator*
     endpoint, ``operator/metadata`` and ``operator/resubmit``."""
 
-    def __init__(self, ctx, listener=None, operator: OperatorEndpoint | None = None):
+    def __init__(self, ctx: ServiceContext, listener=None, operator: OperatorEndpoint | None = None):
         super().__init__()
         self.ctx, self.listener = ctx, listener
         self.putChild(b"healthz", HealthResource(ctx, listener))
@@ -122,7 +123,7 @@ class WebService(service.Service):
     In makeService, after the MLLP listener: ``WebService(ctx, top.listener).setServiceParent(top)``.
     """
 
-    def __init__(self, ctx, listener=None):
+    def __init__(self, ctx: ServiceContext, listener=None):
         self.ctx = ctx
         self.listener = listener
         self.port = None

@@ -7,6 +7,7 @@ import jinja2
 from twisted.internet import defer
 
 from bridge.alerts import ALERTS
+from bridge.service.context import ServiceContext
 from bridge.web.health import Health, health
 
 #: Messages listed on the page (newest first).
@@ -25,7 +26,7 @@ def render_page(status: Health, entries: list) -> bytes:
 
 
 @defer.inlineCallbacks
-def status_page(ctx, listener, before: int | None):
+def status_page(ctx: ServiceContext, listener, before: int | None):
     """``(200, content type, page)``: the page of the *before* older messages (newest first)."""
     status = yield health(ctx, listener)
     entries = []
