@@ -375,7 +375,7 @@ class _Run:
         raw, control_id = self.message(step.number, "C", corrected=True)
         self.entry_id = self.open_entry(raw, control_id, step)
         step.journal_entry = self.entry_id
-        self.transaction(self.store.add_artifact, self.entry_id, "submit", "submission.json",
+        self.transaction(self.store.add_artifact, self.entry_id, ArtifactStage.SUBMIT, ArtifactName.SUBMISSION,
                     _json(submission_record(sub)))
         self.save_request(step, bodies.metadata_body(sub))
         result = await self.client.metadata(sub)
@@ -398,7 +398,7 @@ class _Run:
         sub = self.submissions[target.document_id]
         self.entry_id = self.open_entry(raw, control_id, step)
         step.journal_entry = self.entry_id
-        self.transaction(self.store.add_artifact, self.entry_id, "submit", "submission.json",
+        self.transaction(self.store.add_artifact, self.entry_id, ArtifactStage.SUBMIT, ArtifactName.SUBMISSION,
                     _json(submission_record(sub)))
         self.save_request(step, None)
         result = await self.client.delete(sub)

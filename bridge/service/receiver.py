@@ -390,9 +390,8 @@ class Receiver:
     def stop_gateway_waits(self) -> None:
         """On stop: a gateway call waiting between attempts is not waited for; it stops
         waiting and its message is left for recovery (GatewayClient.stop_waiting)."""
-        publisher = getattr(self.ctx, "publisher", None)
-        if publisher is not None:
-            publisher.client.stop_waiting()
+        if self.ctx.publisher is not None:
+            self.ctx.publisher.client.stop_waiting()
 
     def cancel_retries(self) -> None:
         """On stop: the scheduled retries' entries stay unfinished; the next start resumes them."""
