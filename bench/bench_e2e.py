@@ -399,7 +399,8 @@ def cpu_per_document(templates: list[Template], rules_dir: Path | None, workdir:
     from bridge.cda import validate
     from bridge.publish.plan import decide
     from bridge.hl7.message import parse_message
-    from bridge.mapping.mapper import load_mappings, map_report
+    from bridge.mapping.mapper import map_report
+    from bridge.mapping.tables import load_mappings
     from bridge.model import Action
     from bridge.pdf.package import build_unsigned_pdf
     from bridge.cda.render import make_environment, render_cda

@@ -24,7 +24,7 @@ from bridge.cda.render import make_environment, render_cda
 from bridge.cda.validate import Rules, RulesError, ValidationReport, load_rules, no_rules_message, validate_cda
 from bridge.config import Config
 from bridge.gateway.identifiers import DocumentIds
-from bridge.mapping.mapper import Mappings, load_mappings
+from bridge.mapping.tables import Mappings, load_mappings
 from bridge.mapping.route import RoutingRules, load_routing
 from bridge.model import DocumentType, Report
 from bridge.pdf.package import package_pdf

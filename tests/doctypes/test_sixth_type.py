@@ -28,7 +28,8 @@ from bridge.gateway.bodies import create_body
 from bridge.gateway.identifiers import document_ids, new_submission_id
 from bridge.hl7.message import parse_message
 from bridge.mapping import doctypes
-from bridge.mapping.mapper import load_mappings, map_report
+from bridge.mapping.mapper import map_report
+from bridge.mapping.tables import load_mappings
 from bridge.mapping.route import load_routing, route
 from bridge.pdf.package import build_unsigned_pdf
 from bridge.publish.submission import build_submission

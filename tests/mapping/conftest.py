@@ -8,7 +8,8 @@ import pytest
 
 from bridge.config import StructureSettings
 from bridge.hl7.message import parse_message
-from bridge.mapping.mapper import load_mappings, map_report
+from bridge.mapping.mapper import map_report
+from bridge.mapping.tables import load_mappings
 from bridge.mapping.route import load_routing, route
 
 CHECKOUT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,8 @@ import pytest
 from bridge.config import StructureSettings
 from bridge.errors import ConfigError, InvalidValue, MissingField, UnknownCode
 from bridge.hl7.message import parse_message
-from bridge.mapping.mapper import load_mappings, map_report
+from bridge.mapping.mapper import map_report
+from bridge.mapping.tables import load_mappings
 from bridge.mapping.route import route
 from bridge.mapping.text import paragraphs, text_lines
 from bridge.model import Action

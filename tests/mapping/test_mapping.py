@@ -6,7 +6,8 @@ import pytest
 
 from bridge.config import StructureSettings
 from bridge.errors import ConfigError, InvalidValue, MissingField, UnknownCode
-from bridge.mapping.mapper import load_mappings, load_practitioners, local_ts, normalize_ts
+from bridge.mapping.tables import load_mappings, load_practitioners
+from bridge.mapping.values import local_ts, normalize_ts
 from bridge.model import DocumentType
 
 from .conftest import MAPPINGS, drop, example, patch

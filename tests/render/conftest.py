@@ -9,7 +9,8 @@ import pytest
 from bridge.config import StructureSettings
 from bridge.hl7.message import parse_message
 from bridge.gateway.identifiers import document_ids
-from bridge.mapping.mapper import load_mappings, map_report
+from bridge.mapping.mapper import map_report
+from bridge.mapping.tables import load_mappings
 from bridge.cda.render import make_environment, render_cda
 from bridge.mapping.route import load_routing, route
 

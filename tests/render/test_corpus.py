@@ -31,7 +31,8 @@ from bridge.errors import BridgeError
 from bridge.gateway.identifiers import document_ids
 from bridge.hl7.message import parse_message
 from bridge.mapping.analysis import unsupported
-from bridge.mapping.mapper import load_mappings, map_report
+from bridge.mapping.mapper import map_report
+from bridge.mapping.tables import load_mappings
 from bridge.mapping.route import SenderDefault, load_routing, route
 from bridge.model import Action, DocumentType
 from bridge.cda.render import make_environment, render_cda
