@@ -15,10 +15,12 @@ import json
 import sys
 from pathlib import Path
 
+from bridge import certs
 from bridge.commands._common import load_config
 from bridge.errors import ConfigError, ExitCode
-from bridge.gateway import valuesets
+from bridge.gateway import GatewayClient, Submission, identifiers, valuesets
 from bridge.model import DocumentType
+from bridge.simulator import cdaread, pdfcheck
 
 
 def add_arguments(parser) -> None:
@@ -61,8 +63,6 @@ def _fail(message: str) -> int:
 
 
 def _cda_facts(pdf: bytes):
-    from bridge.simulator import cdaread, pdfcheck
-
     try:
         return cdaread.read_cda(pdfcheck.extract_cda(pdf))
     except (pdfcheck.PdfProblem, cdaread.CdaProblem):
@@ -104,10 +104,6 @@ def run(args) -> int:
     if url == "embedded":
         raise ConfigError("gateway.base_url is 'embedded': start `fse-bridge simulator` and pass --url",
                           file=str(config.source or ""), key="gateway.base_url")
-
-    from bridge import certs
-    from bridge.gateway import identifiers
-    from bridge.gateway import GatewayClient, Submission
 
     structure = config.structure
     sub = Submission(

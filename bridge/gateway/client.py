@@ -21,7 +21,9 @@ import email.utils
 import inspect
 import json
 import logging
+import secrets
 import ssl
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,10 @@ from typing import Awaitable, Callable
 from urllib.parse import quote
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from twisted.internet import task
 
+from bridge import certs
 from bridge.config import GatewayPaths
 from bridge.errors import BridgeError, ConfigError, GatewayRejected, GatewayUnavailable
 from bridge.gateway import bodies, tokens
@@ -259,13 +264,6 @@ def build_ssl_context(*, auth_cert, auth_key=None, passphrase: bytes | None = No
 def _load_pkcs12(context: ssl.SSLContext, path: Path, passphrase: bytes | None) -> None:
     """ssl reads only PEM files: write the chain and the key, encrypted with a one-time
     password, to a private temporary folder, load them, delete them."""
-    import secrets
-    import tempfile
-
-    from cryptography.hazmat.primitives import serialization
-
-    from bridge import certs
-
     credential = certs.load_credential(path, None, passphrase)
     one_time = secrets.token_bytes(32).hex().encode()
     key_pem = credential.private_key.private_bytes(
@@ -315,8 +313,6 @@ class GatewayClient:
     def from_config(cls, config, *, sleep: Sleep, base_url: str | None = None,
                     sign_credential=None, **kwargs) -> "GatewayClient":
         """Build from ``[gateway]`` and ``[certificates]``; *base_url* overrides (the embedded simulator's)."""
-        from bridge import certs
-
         if sign_credential is None:
             _, sign_credential = certs.load_credentials(config)
         url = base_url or config.gateway.base_url
@@ -532,8 +528,6 @@ def _str(value) -> str | None:
 
 def reactor_sleep(reactor) -> Sleep:
     """A ``sleep`` that waits on the reactor's clock (for the service)."""
-    from twisted.internet import task
-
     async def sleep(seconds: float) -> None:
         await task.deferLater(reactor, seconds, lambda: None).asFuture(_loop_of(reactor))
 
@@ -541,6 +535,4 @@ def reactor_sleep(reactor) -> Sleep:
 
 
 def _loop_of(reactor):
-    import asyncio
-
     return getattr(reactor, "_asyncioEventloop", None) or asyncio.get_event_loop()

@@ -27,7 +27,8 @@ import logging
 from collections import Counter, deque
 from typing import Callable, Iterator
 
-from twisted.internet import protocol
+from OpenSSL import crypto
+from twisted.internet import protocol, ssl
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
@@ -346,9 +347,6 @@ def _reactor():
 
 def tls_options(cert_path, key_path, client_ca_path=None):
     """Twisted TLS server options for MLLPS; with *client_ca_path*, client certificates are required."""
-    from OpenSSL import crypto
-    from twisted.internet import ssl
-
     key_pem = key_path.read_bytes()
     cert_pem = cert_path.read_bytes()
     key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)

@@ -18,9 +18,11 @@ from twisted.internet import defer
 
 from bridge import certs
 from bridge.aio import as_deferred
+from bridge.errors import GatewayUnavailable
 from bridge.gateway.client import GatewayClient, reactor_sleep
 from bridge.publish.pipeline import Publisher
 from bridge.service.context import ServiceContext
+from bridge.simulator.server import start_simulator
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,6 @@ def gateway_url(config) -> str:
     try:
         return path.read_text().strip()
     except OSError:
-        from bridge.errors import GatewayUnavailable
         raise GatewayUnavailable(f"the embedded gateway runs inside `fse-bridge serve`: start it first "
                                  f"(no {path})") from None
 
@@ -68,8 +69,6 @@ class PublishingService(service.Service):
         _, sign = certs.load_credentials(config)
         base_url = None
         if config.embedded_gateway:
-            from bridge.simulator.server import start_simulator
-
             if pki is None:
                 pki = certs.development_pki_paths(config)
             self.simulator = start_simulator(embedded_simulator_config(config, pki), reactor,

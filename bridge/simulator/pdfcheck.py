@@ -18,6 +18,9 @@ from __future__ import annotations
 import io
 
 import pikepdf
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.fields import enumerate_sig_fields
+from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 
 CDA_NAME = "cda.xml"
 
@@ -65,10 +68,6 @@ def extract_cda(pdf: bytes) -> bytes:
 
 def check_pades(pdf: bytes) -> None:
     """PdfProblem unless every signature field holds a valid CMS signature with /M."""
-    from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.fields import enumerate_sig_fields
-    from pyhanko.sign.validation.generic_cms import validate_sig_integrity
-
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         signatures = reader.embedded_signatures

@@ -32,11 +32,15 @@ from dataclasses import dataclass, fields
 from urllib.parse import unquote
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
 from zope.interface import implementer
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.web import resource, server
 
+from bridge.cda import validate
 from bridge.simulator import checks, contract
 from bridge.simulator.problems import Problem
 from bridge.simulator.registry import Registry
@@ -335,10 +339,6 @@ class _ServerTls:
     """
 
     def __init__(self, settings):
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-        from OpenSSL import SSL
-
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         context.use_certificate(x509.load_pem_x509_certificate(settings.tls_cert.read_bytes()))
@@ -351,8 +351,6 @@ class _ServerTls:
         self._context = context
 
     def serverConnectionForTLS(self, tls_protocol):
-        from OpenSSL import SSL
-
         return SSL.Connection(self._context, None)
 
 
@@ -373,8 +371,6 @@ def start_simulator(config, reactor, *, rules=None, faults=(), base_path: str = 
     simulator's verdicts included. A second translator here would only copy the
     first one's reading of the same files.
     """
-    from bridge.cda import validate
-
     settings = config.simulator
     if rules is None:
         rules = validate.load_rules(config.validation.rules_dir)
