@@ -7,6 +7,7 @@ embedded ``cda.xml`` and the signature are added by :mod:`bridge.pdf.package`.
 from __future__ import annotations
 
 import io
+import threading
 from xml.sax.saxutils import escape
 
 from reportlab.pdfgen.canvas import Canvas
@@ -19,6 +20,11 @@ from bridge.pdf.view import CdaView
 from bridge.pdf.flowables import KeepWithStart
 from bridge.pdf.layout import Layout, Styles, make_styles, register_fonts
 from bridge.pdf.narrative import NarrativeRenderer
+
+#: reportlab's registered TrueType faces are shared and not thread-safe: subsetting one for two
+#: documents at once (the stages on threads, ``workers.processes = 0``) reads the font file
+#: through one shared position and fails now and then. One build at a time per process.
+_BUILD_LOCK = threading.Lock()
 
 
 class ReportLayoutError(BridgeError):
@@ -155,7 +161,8 @@ def render_report(view: CdaView, *, signer_name: str | None = None,
         initialFontName=layout.font)
     decor = _PageDecor(layout, view, signer_name)
     try:
-        doc.build(story, canvasmaker=lambda *a, **kw: _CountingCanvas(*a, decor=decor, **kw))
+        with _BUILD_LOCK:
+            doc.build(story, canvasmaker=lambda *a, **kw: _CountingCanvas(*a, decor=decor, **kw))
     except LayoutError:
         # reportlab's message quotes the content: keep patient data out of logs
         raise ReportLayoutError("the CDA narrative cannot be laid out on A4 pages") from None
