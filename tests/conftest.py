@@ -94,6 +94,27 @@ def to_toml(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.fixture(scope="session")
+def rules():
+    """The official validation rules of ../shared/reference, loaded once for the session
+    (missing or unreadable rules fail the tests that need them: never a silent skip)."""
+    from bridge.cda.validate import load_rules
+
+    loaded = load_rules(REFERENCE)
+    assert loaded is not None, f"no validation rules could be loaded from {REFERENCE}"
+    return loaded
+
+
+@pytest.fixture
+def fresh_alerts():
+    """The process's operator alerts, empty before and after the test."""
+    from bridge.alerts import ALERTS
+
+    ALERTS.clear()
+    yield ALERTS
+    ALERTS.clear()
+
+
 @pytest.fixture
 def test_config(tmp_path):
     """A Config for in-process tests (journal in tmp_path)."""

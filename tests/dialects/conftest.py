@@ -23,7 +23,7 @@ from bridge.mapping.tables import load_mappings
 from bridge.mapping.route import load_routing, route
 from bridge.cda.render import make_environment, render_cda
 
-from fse_helpers import CHECKOUT, REFERENCE, VALIDATOR
+from fse_helpers import CHECKOUT, REFERENCE, VALIDATOR  # noqa: F401 (REFERENCE re-exported to the dialect tests)
 from fse_helpers import DIALECTS as CORPUS
 
 MAPPINGS = CHECKOUT / "mappings"
@@ -35,16 +35,6 @@ def corpus_file(prefix: str) -> Path:
     if not found:
         pytest.skip(f"dialect corpus message {prefix} not found in {CORPUS}")
     return found[0]
-
-
-@pytest.fixture(scope="session")
-def rules():
-    from bridge.cda.validate import load_rules
-
-    loaded = load_rules(REFERENCE)
-    if loaded is None:
-        pytest.skip("official rules not found in ../shared/reference")
-    return loaded
 
 
 @pytest.fixture(scope="session")

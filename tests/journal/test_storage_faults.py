@@ -46,11 +46,7 @@ def free_the_disk(journal: SqliteJournal) -> None:
     journal._store.db.execute("PRAGMA max_page_count = 1073741823")
 
 
-@pytest.fixture(autouse=True)
-def fresh_alerts():
-    ALERTS.clear()
-    yield
-    ALERTS.clear()
+pytestmark = pytest.mark.usefixtures("fresh_alerts")
 
 
 @pytest.fixture

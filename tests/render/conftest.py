@@ -14,21 +14,11 @@ from bridge.mapping.tables import load_mappings
 from bridge.cda.render import make_environment, render_cda
 from bridge.mapping.route import load_routing, route
 
-from fse_helpers import CHECKOUT, REFERENCE
+from fse_helpers import CHECKOUT, REFERENCE  # noqa: F401 (re-exported to the render tests)
 
 FIXTURES = CHECKOUT / "tests" / "fixtures" / "hl7"
 EXAMPLES = CHECKOUT / "examples"
 STRUCTURE = StructureSettings()
-
-
-@pytest.fixture(scope="session")
-def rules():
-    from bridge.cda.validate import load_rules
-
-    loaded = load_rules(REFERENCE)
-    if loaded is None:
-        pytest.skip("official rules not found in ../shared/reference")
-    return loaded
 
 
 @pytest.fixture(scope="session")

@@ -29,11 +29,7 @@ def reactor():
     return reactor
 
 
-@pytest.fixture(autouse=True)
-def fresh_alerts():
-    ALERTS.clear()
-    yield
-    ALERTS.clear()
+pytestmark = pytest.mark.usefixtures("fresh_alerts")
 
 
 @pytest.fixture

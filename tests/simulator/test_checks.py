@@ -11,11 +11,10 @@ import pytest_twisted
 from stdnum.it import codicefiscale
 
 from bridge import certs
-from bridge.cda import validate
 from bridge.gateway import OutcomeClass, classify
 from bridge.simulator import Fault
 
-from gateway_kit import (OTHER_PATIENT, PATIENT, REFERENCE, aio, build_pdf, doc_id, make_cda, registry_rows,
+from gateway_kit import (OTHER_PATIENT, PATIENT, aio, build_pdf, doc_id, make_cda, registry_rows,
                          sign_pdf, start)
 from oracles import openapi
 from sim_requests import RawSender, under_base
@@ -55,13 +54,6 @@ def pdfs(pki, package):
         "xsd": sign_pdf(build_pdf(cda.replace(b"<title>", b"<titolo>").replace(b"</title>", b"</titolo>")), pki),
         "schematron": sign_pdf(build_pdf(cda.replace(b'<realmCode code="IT"/>', b"")), pki),
     }
-
-
-@pytest.fixture(scope="session")
-def rules():
-    loaded = validate.load_rules(REFERENCE)
-    assert loaded is not None
-    return loaded
 
 
 @pytest.fixture
