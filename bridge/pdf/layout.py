@@ -2,9 +2,11 @@
 
 Change the report's appearance here; rendering code reads only this.
 pdf.md section 6: A4, embedded fonts covering Italian letters, text as text,
-at least 7.5 pt in tables. The fonts are the Bitstream Vera TrueType files
-shipped inside reportlab, so no system font is needed and PDF/A finds every
-font embedded.
+at least 7.5 pt in tables. The font is Lato 2 (OFL), installed as the
+fontpkg-lato package, so no system font is needed and PDF/A finds every font
+embedded: it draws every Latin letter a resident's name may carry (Romanian,
+Polish, Czech, Hungarian, Turkish, Vietnamese...), Greek and Cyrillic, where
+the Latin-1 faces shipped inside reportlab left those letters blank.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import reportlab
+import fontpkg_lato
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
@@ -21,10 +23,9 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 
-FONT_DIR = Path(reportlab.__file__).resolve().parent / "fonts"
-
-#: Family name -> (regular, bold, italic, bold italic) files in FONT_DIR.
-FONT_FILES = {"Vera": ("Vera.ttf", "VeraBd.ttf", "VeraIt.ttf", "VeraBI.ttf")}
+#: Family name -> its (regular, bold, italic, bold italic) TrueType files.
+FONT_FILES = {"Lato": tuple(Path(fontpkg_lato.ROOT, "files", f"Lato-{face}.ttf")
+                            for face in ("Regular", "Bold", "Italic", "BoldItalic"))}
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Layout:
     margin_right: float = 18 * mm
     margin_top: float = 16 * mm
     margin_bottom: float = 22 * mm
-    font: str = "Vera"
+    font: str = "Lato"
     body_size: float = 9.5
     table_size: float = 7.5
     title_size: float = 15
@@ -70,6 +71,8 @@ class Layout:
     rule: colors.Color = colors.HexColor("#9DB3C8")
     header_fill: colors.Color = colors.HexColor("#E4ECF4")
     labels: Labels = field(default_factory=Labels)
+    missing_glyph: str = "\u25a1"
+    """Printed for a character the font has no glyph for (a white square, as screens show one)."""
 
     frame_padding: float = 6
     """reportlab's frame keeps this much inside the margins on every side."""
@@ -94,7 +97,7 @@ def register_fonts(layout: Layout) -> None:
             return
         # faces first, the plain name last: it is what the check above looks for
         for name, file in reversed(list(zip(names, FONT_FILES[family]))):
-            pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / file)))
+            pdfmetrics.registerFont(TTFont(name, str(file)))
         # the family lets <b> and <i> in paragraphs pick the embedded faces
         pdfmetrics.registerFontFamily(family, normal=names[0], bold=names[1], italic=names[2],
                                       boldItalic=names[3])

@@ -21,6 +21,7 @@ from pikepdf.pdfa import prepare, resolve_save_kwargs
 from bridge.errors import ParseError
 from bridge.pdf.view import parse_cda, read_view
 from bridge.pdf.layout import Layout
+from bridge.pdf.glyphs import Glyphs
 from bridge.pdf.render import render_report
 from bridge.pdf.sign import Signer
 
@@ -35,7 +36,9 @@ def _pdf_date(when: dt.datetime) -> str:
 
 def render(cda: bytes, *, signer_name: str | None = None, layout: Layout | None = None) -> bytes:
     """The report rendered from *cda* (ParseError when it is not a CDA)."""
-    return render_report(read_view(parse_cda(cda)), signer_name=signer_name, layout=layout)
+    layout = layout or Layout()
+    root = Glyphs(layout).tree(parse_cda(cda))
+    return render_report(read_view(root), signer_name=signer_name, layout=layout)
 
 
 def make_pdfa(pdf: pikepdf.Pdf, *, when: dt.datetime | None = None) -> None:

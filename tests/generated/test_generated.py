@@ -24,13 +24,6 @@ from .corruptions import misjudged, refused_messages
 from .pipeline import run, validate_independently
 from .strategies import CHARSETS, TYPES, WIDE_NAMES, Dimensions, escape, messages, people
 
-# Every dimension is on but those a product bug being fixed still fails; each one
-# off has a strict xfail below that passes, and so fails, once it is fixed.
-CI_DIMENSIONS = Dimensions().without("wide_names")
-
-# Letters of WIDE_NAMES the PDF's font (reportlab's Bitstream Vera) has no glyph for.
-GLYPHS_MISSING = {"Ștefănescu": "ă Ș", "Țurcanu": "Ț", "Wiśniewska": "ś", "Dvořák": "ř", "Němcová": "ě",
-                  "Szőke": "ő", "Nguyễn": "ơ ư ễ ị"}
 
 
 @pytest.mark.parametrize("doc_type", TYPES)
@@ -38,7 +31,7 @@ def test_generated_reports_are_published(doc_type, stages):
     published = []
 
     @settings(settings.get_profile(PROFILE))
-    @given(messages(types=(doc_type,), dims=CI_DIMENSIONS))
+    @given(messages(types=(doc_type,)))
     def publish(generated):
         outcome = run(stages, generated)
         assert outcome.ok, (f"{generated.describe()}\n{outcome.stage}: {outcome.detail}\n"
@@ -84,12 +77,7 @@ def test_a_broken_field_is_refused_naming_it(doc_type, stages):
     refuse()
 
 
-@pytest.mark.parametrize("family, given_name", [
-    pytest.param(family, given_name, id=family, marks=[pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason=f"issue 13: the PDF font has no glyph for {GLYPHS_MISSING[family]}: the name prints as blanks")]
-        if family in GLYPHS_MISSING else [])
-    for family, given_name in WIDE_NAMES])
+@pytest.mark.parametrize("family, given_name", [pytest.param(f, g, id=f) for f, g in WIDE_NAMES])
 def test_wide_names_are_readable_in_the_pdf(family, given_name, stages):
     """A patient born abroad: the name in the CDA and on page 1 of the PDF as written (dimension wide_names)."""
     @settings(settings.get_profile(PROFILE), max_examples=1, database=None)

@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape
 
 from pypdf import PdfReader
 from reportlab import rl_config
+from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from bridge.pdf.layout import Labels, Layout, register_fonts
@@ -133,8 +134,10 @@ def page_texts(pdf: bytes) -> list[str]:
     return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
 
 
-_FACES = {"BitstreamVeraSans-Roman": "Vera", "BitstreamVeraSans-Bold": "Vera-Bold",
-          "BitstreamVeraSans-Oblique": "Vera-Italic", "BitstreamVeraSans-BoldOb": "Vera-BoldItalic"}
+def _faces(layout: Layout) -> dict[str, str]:
+    """The PDF's font names (the TrueType faces' PostScript names) -> reportlab's registered names."""
+    names = (layout.font, f"{layout.font}-Bold", f"{layout.font}-Italic", f"{layout.font}-BoldItalic")
+    return {pdfmetrics.getFont(n).face.name.decode(): n for n in names}
 
 
 @dataclass
@@ -151,6 +154,7 @@ class Pages:
 
 def read_pages(pdf: bytes, cda: bytes, signer_name: str | None, layout: Layout = Layout()) -> Pages:
     register_fonts(layout)
+    faces = _faces(layout)
     left, right = layout.margin_left, layout.page_size[0] - layout.margin_right
     pages = PdfReader(io.BytesIO(pdf)).pages
     body, overflowing, lines = [], [], []
@@ -162,7 +166,7 @@ def read_pages(pdf: bytes, cda: bytes, signer_name: str | None, layout: Layout =
             text = text.rstrip("\n")
             if not text.strip() or font is None:
                 return
-            face = _FACES.get(str(font.get("/BaseFont", "")).split("+")[-1], "Vera")
+            face = faces.get(str(font.get("/BaseFont", "")).split("+")[-1].lstrip("/"), layout.font)
             x = cm[4] + tm[4] * cm[0]
             # reportlab fits a line by shrinking its spaces up to spaceShrinkage (drawn with a
             # negative word spacing that text extraction does not report)
