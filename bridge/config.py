@@ -31,6 +31,11 @@ PLACEHOLDER = "CHANGE-ME"
 PRODUCTION_GATEWAY_HOSTS = frozenset({"fse20gw.regione.toscana.it", "modipa.fse.salute.gov.it"})
 
 
+def is_production_gateway(url: str) -> bool:
+    """*url* is a production gateway's (compared by host): real citizens' records."""
+    return (urlsplit(url).hostname or "").lower() in PRODUCTION_GATEWAY_HOSTS
+
+
 def _path(*, must_exist: bool = False, relative_to: str = "config") -> dict:
     return {"path": True, "must_exist": must_exist, "relative_to": relative_to}
 
@@ -211,7 +216,7 @@ class Config:
     @property
     def production_gateway(self) -> bool:
         """The gateway is a production one (compared by host): real citizens' records."""
-        return (urlsplit(self.gateway.base_url).hostname or "").lower() in PRODUCTION_GATEWAY_HOSTS
+        return is_production_gateway(self.gateway.base_url)
 
     def passphrase(self, which: str) -> bytes | None:
         """The passphrase of the ``auth`` or ``sign`` key, from its env variable or file."""

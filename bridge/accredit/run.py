@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 from bridge import certs
 from bridge.accredit.message import test_message
 from bridge.accredit.report import report_markdown
+from bridge.config import is_production_gateway
 from bridge.errors import BridgeError, ConfigError
 from bridge.gateway import bodies
 from bridge.gateway.client import CallInfo, GatewayClient, GatewayResult, problem_name
@@ -59,8 +60,6 @@ from bridge.service.stages import Stages
 #: RT §6: the stage test fiscal codes. The run publishes for these only.
 TEST_FISCAL_CODES = ("RMSLSO31M04Z404R", "MNTMRA03M71C615V", "MNZLSN99E05F205J",
                      "DRCGNN12A46A326K", "BRGLRZ80D58H501Q")
-#: gateway.md section 1: production hosts (CART and the national gateway).
-PRODUCTION_HOSTS = ("fse20gw.regione.toscana.it", "modipa.fse.salute.gov.it")
 #: Types the built-in test message is written for (bridge/accredit/templates/message/<TYPE>.hl7.j2).
 SUPPORTED_TYPES = ("LAB", "RAD", "RSA", "RAP", "LDO")
 STEPS = ("create", "replace", "metadata", "delete")
@@ -177,14 +176,10 @@ def check_fiscal_code(fiscal_code: str | None) -> str:
     return cf
 
 
-def _is_production(url: str) -> bool:
-    return (urlparse(url).hostname or "").lower() in PRODUCTION_HOSTS
-
-
 def check_gateway(url: str, *, production: bool) -> None:
     """Refuse a production gateway (compared by host) unless *production* is given."""
     host = (urlparse(url).hostname or "").lower()
-    if _is_production(url) and not production:
+    if is_production_gateway(url) and not production:
         raise ConfigError(f"the gateway {host} is the production one: the accreditation run is for "
                           f"stage; pass --production to run it there anyway (test fiscal codes only)",
                           key="gateway.base_url")
@@ -468,7 +463,7 @@ async def run_accreditation(config, options: Options = Options(), *, sleep=async
         gateway_url=url, fiscal_code=fiscal_code, doc_type=doc_type.name,
         accession=f"ACCR-{started.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2).upper()}",
         local_validation=stages.rules is not None, paths=dataclasses.asdict(config.gateway.paths),
-        production=_is_production(url))
+        production=is_production_gateway(url))
 
     store = SqliteStore(config.journal.path)
     client = GatewayClient.from_config(config, sleep=sleep, base_url=url, sign_credential=sign)
