@@ -8,10 +8,9 @@ import signal
 
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-from bridge import certs
 from bridge.commands._common import describe_failure, load_config
 from bridge.errors import ExitCode
-from bridge.service.tap import install_asyncio_reactor, makeService
+from bridge.service.tap import check_identities, install_asyncio_reactor, makeService
 
 log = logging.getLogger("bridge.serve")
 
@@ -25,7 +24,7 @@ def run(args) -> int:
     config = load_config(args)
     if not getattr(args, "debug", False):
         logging.getLogger().setLevel(config.logging.level)
-    _check_identities(config)
+    check_identities(config)
     reactor = install_asyncio_reactor()
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
 
@@ -50,16 +49,6 @@ def run(args) -> int:
     reactor.run()
     log.info("stopped")
     return failed[0] if failed else ExitCode.DONE
-
-
-def _check_identities(config) -> None:
-    """The A1/S1 certificates must be the structure's: refused against the production gateway
-    (bridge.certs.bind_identities), said loudly anywhere else."""
-    auth, sign = certs.load_credentials(config, check=False)
-    for problem in certs.bind_identities(config, auth, sign):
-        log.warning("CERTIFICATES DO NOT MATCH THE STRUCTURE: %s; the gateway files documents under the "
-                    "certificates' structure or refuses them (against the production gateway the service "
-                    "would not start)", problem)
 
 
 def _stop_on_signals(reactor) -> None:

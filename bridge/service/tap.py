@@ -20,8 +20,10 @@ from twisted.application import service
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 
+from bridge import certs
 from bridge import config as config_module
 from bridge.config import Config
+from bridge.errors import BridgeError, ConfigError, ExitCode
 from bridge.journal import Journal
 from bridge.journal.sqlite import SqliteJournal
 from bridge.mapping import analysis as analysis_module
@@ -31,6 +33,8 @@ from bridge.service.parts import BridgeService, JournalService, MllpService, Wor
 from bridge.service.receiver import Receiver, route_message
 from bridge.service.workers import WorkerPool
 from bridge.web.site import WebService
+
+log = logging.getLogger("bridge.serve")
 
 
 def install_asyncio_reactor():
@@ -50,10 +54,23 @@ def install_asyncio_reactor():
     return reactor
 
 
+def check_identities(config: Config) -> None:
+    """The A1/S1 certificates must be the structure's: refused against the production gateway
+    (ConfigError from bridge.certs.bind_identities), said loudly anywhere else. Before anything
+    starts, under `fse-bridge serve` and `twist fse-bridge` alike."""
+    auth, sign = certs.load_credentials(config, check=False)
+    for problem in certs.bind_identities(config, auth, sign):
+        log.warning("CERTIFICATES DO NOT MATCH THE STRUCTURE: %s; the gateway files documents under the "
+                    "certificates' structure or refuses them (against the production gateway the service "
+                    "would not start)", problem)
+
+
 class Options(usage.Options):
     """``twist fse-bridge`` options."""
 
     optParameters = [["config", "c", None, "configuration file (default: ./etc/bridge.toml, else the checkout's)"]]
+
+    loaded: Config | None = None
 
     def postOptions(self):
         # Before twist installs its default reactor: the bridge runs on asyncio's.
@@ -63,6 +80,16 @@ class Options(usage.Options):
         if not root.handlers:
             root.addHandler(_TwistedLogHandler())
             root.setLevel(logging.INFO)
+        # What `fse-bridge serve` checks before it starts, with its one line and exit status
+        # instead of twist's traceback.
+        try:
+            self.loaded = config_module.load(self["config"])
+            check_identities(self.loaded)
+        except BridgeError as exc:
+            configuration = isinstance(exc, ConfigError)
+            sys.stderr.write(f"fse-bridge: cannot start: {'configuration error: ' if configuration else ''}"
+                             f"{exc}\n")
+            raise SystemExit(ExitCode.USAGE if configuration else ExitCode.FAILED) from None
 
 
 class _TwistedLogHandler(logging.Handler):
@@ -84,7 +111,9 @@ def makeService(config, reactor=None, *, handler: Handler = route_message,
     *config* is a :class:`Config`, or :class:`Options` (whose ``config`` names the file).
     A *handler* other than the pipeline's gets its messages parsed only, not routed and mapped.
     """
-    if not isinstance(config, Config):
+    if isinstance(config, Options) and config.loaded is not None:
+        config = config.loaded
+    elif not isinstance(config, Config):
         config = config_module.load(config.get("config") if config else None)
     if reactor is None:
         from twisted.internet import reactor

@@ -1,7 +1,7 @@
 """The A1 and S1 certificates are the structure's: their CN's P.IVA is [structure] fiscal_code.
 
-`certs check` says so as an error; `serve` refuses the production gateway with certificates of
-another structure and warns loudly anywhere else (issue 11 item 5)."""
+`certs check` says so as an error; `serve` and `twist fse-bridge` refuse the production gateway
+with certificates of another structure and warn loudly anywhere else (issue 11 item 5)."""
 
 import subprocess
 import sys
@@ -88,3 +88,36 @@ def test_serve_elsewhere_starts_and_warns_loudly(tmp_path, write_config, other_p
     _, err = process.communicate(timeout=60)
     assert started and process.returncode == 0, err
     assert f"CERTIFICATES DO NOT MATCH THE STRUCTURE: the auth certificate (A1#090#{OTHER}PIPOHOUSE)" in err
+
+
+def test_twist_refuses_the_production_gateway_with_another_structures_certificates(tmp_path, write_config,
+                                                                                   other_pki):
+    """The same check under `twist fse-bridge` (the Twisted plug-in): it stops, never listens."""
+    path = configure(tmp_path, write_config, other_pki, base_url=PRODUCTION)
+    process = subprocess.run([sys.executable, "-m", "twisted", "--log-format", "text", "fse-bridge",
+                              "--config", str(path)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=60)
+    log = process.stdout + process.stderr
+    assert process.returncode == 2, log
+    assert "Traceback" not in log and "listening on" not in log
+    assert process.stderr.startswith("fse-bridge: cannot start: configuration error: ")
+    assert f"issued to {OTHER}, not to structure.fiscal_code 01386030488" in process.stderr
+    assert "refused against the production gateway" in process.stderr
+
+
+def test_twist_elsewhere_warns_loudly(tmp_path, write_config, other_pki):
+    path = configure(tmp_path, write_config, other_pki)   # the embedded gateway
+    process = subprocess.Popen([sys.executable, "-m", "twisted", "--log-format", "text", "fse-bridge",
+                                "--config", str(path)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "listening on" in line:
+            break
+    process.terminate()   # may come before the reactor's signal handlers: the exit status is not checked
+    lines += process.stdout.readlines()
+    process.wait(60)
+    log = "".join(lines)
+    assert "listening on" in log
+    assert f"CERTIFICATES DO NOT MATCH THE STRUCTURE: the auth certificate (A1#090#{OTHER}PIPOHOUSE)" in log
