@@ -6,6 +6,7 @@
     │   ├── MissingField         101
     │   ├── InvalidValue         102 (e.g. invalid codice fiscale)
     │   ├── UnknownCode          103 (code not in a table, unknown practitioner)
+    │   ├── DocumentTooLarge     207 the signed PDF over the gateway's 1 MB (pdf.md)
     │   ├── DuplicateControlId   205 same control id, different bytes
     │   ├── ValidationFailed     207 local XSD / schematron failure
     │   └── GatewayRejected      207 the gateway refused the content
@@ -68,6 +69,11 @@ class InvalidValue(MessageError):
 
 class UnknownCode(MessageError):
     err_code = "103"
+
+
+class DocumentTooLarge(MessageError):
+    """The signed PDF would be over the gateway's size ceiling (pdf.md section 1)."""
+    err_code = "207"
 
 
 class DuplicateControlId(MessageError):

@@ -18,7 +18,7 @@ import pikepdf
 from pikepdf import Array, Dictionary, Name, String
 from pikepdf.pdfa import prepare, resolve_save_kwargs
 
-from bridge.errors import ParseError
+from bridge.errors import DocumentTooLarge, ParseError
 from bridge.pdf.view import parse_cda, read_view
 from bridge.pdf.layout import Layout
 from bridge.pdf.glyphs import Glyphs
@@ -26,6 +26,8 @@ from bridge.pdf.render import render_report
 from bridge.pdf.sign import Signer
 
 ATTACHMENT_NAME = "cda.xml"
+#: pdf.md section 1: 1 MB (the gateway's upload limit, Spring Boot's default) is the hard ceiling.
+MAX_PDF_BYTES = 1024 * 1024
 PDFA_FLAVOUR = "3b"
 
 
@@ -96,10 +98,19 @@ def build_unsigned_pdf(cda: bytes, *, signer_name: str | None = None,
         return save_pdfa(pdf)
 
 
-def package_pdf(cda: bytes, signer: Signer, *, layout: Layout | None = None) -> bytes:
-    """The complete package: build_unsigned_pdf then the PAdES signature of *signer*."""
+def package_pdf(cda: bytes, signer: Signer, *, layout: Layout | None = None,
+                max_bytes: int = MAX_PDF_BYTES) -> bytes:
+    """The complete package: build_unsigned_pdf then the PAdES signature of *signer*.
+
+    DocumentTooLarge (AE) when the signed PDF is over *max_bytes*: the gateway would refuse it.
+    """
     unsigned = build_unsigned_pdf(cda, signer_name=signer.display_name, layout=layout)
-    return signer.sign(unsigned)
+    signed = signer.sign(unsigned)
+    if len(signed) > max_bytes:
+        raise DocumentTooLarge(f"the signed PDF would be {len(signed):,} bytes, over the gateway's "
+                               f"{max_bytes:,}: send attachments (OBX-5) smaller or fewer, or the "
+                               f"report in parts", location="OBX")
+    return signed
 
 
 def extract_cda(pdf: bytes) -> bytes:

@@ -333,6 +333,9 @@ def step_body(state: State) -> None:
         text = request.body.decode("utf-8", errors="replace")
     else:
         text, body_is_file, state.file, state.file_present = _parse_multipart(request)
+        if state.file is not None and len(state.file) > contract.MAX_FILE_BYTES:
+            raise Problem("generic-error", f"file over {contract.MAX_FILE_BYTES} bytes "
+                          f"(MaxUploadSizeExceededException)", status=413)
         if body_is_file or text is None:
             raise _mandatory("requestBody missing (it must be a plain form field)")
     try:

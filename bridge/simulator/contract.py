@@ -53,6 +53,10 @@ MAX_ITEMS = {"attiCliniciRegoleAccesso": 100, "descriptions": 100, "administrati
 #: Free-text array items (event codes, descriptions) are at most this long.
 ITEM_MAX_LENGTHS = {"attiCliniciRegoleAccesso": 1000, "descriptions": 1000}
 
+#: The largest file part the gateway takes: the dispatcher sets no multipart limit, so Spring
+#: Boot's default max-file-size (1 MB = 1,048,576 bytes) applies (pdf.md section 1).
+MAX_FILE_BYTES = 1024 * 1024
+
 #: The path id (idDoc): 1..256 characters.
 PATH_ID_MAX = 256
 

@@ -7,7 +7,9 @@ problem's type/title and the X-Cart-id; an unreachable gateway is AR.
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 import shutil
 
 import pytest
@@ -175,3 +177,20 @@ def test_cancellation_after_a_correction_left_uncertain(bridge, unique, landed):
     assert ack.code == "AA" and ack.errors[0]["text"] == f"published {third}", ack
     assert [(d["id"], d["status"], d["version"]) for d in chains(bridge.registry(), accession)[-1]] == \
         [(third, "current", 1)]
+
+
+def test_a_document_over_the_gateways_ceiling_is_ae_not_sent(bridge, unique):
+    """pdf.md section 1: the signed PDF must stay under 1 MB. Two attachments, each under the
+    mapping's own limit (700,000 bytes), make one over it: AE naming OBX, no gateway call."""
+    message = document_message("LAB", unique("BIG"), unique("BIG-"))
+    rng = random.Random(7)  # random bytes: the PDF's compression cannot shrink them
+    for n in (1, 2):
+        data = base64.b64encode(rng.randbytes(600_000)).decode()
+        message.segments.append(["OBX", str(20 + n), "ED", "PDF^Referto^L", "", f"^AP^PDF^Base64^{data}",
+                                 "", "", "", "", "", "F"])
+    seen = len(bridge.requests())
+    ack = bridge.exchange(message)
+    assert ack.code == "AE", ack
+    [error] = ack.errors
+    assert error["location"] == "OBX" and "over the gateway's 1,048,576" in error["text"], ack
+    assert len(bridge.requests()) == seen

@@ -207,6 +207,9 @@ CASES = [
     ("file-missing", "create", attr("send_file", False), 400, "/msg/generic-error", REFUSED),
     ("file-empty", "create", both(attr("pdf", b""), claim("sig", "attachment_hash", "e3b0c442")), 400,
      "/msg/empty-file", REFUSED),
+    # pdf.md section 1: Spring Boot's 1 MB multipart default; the client never sends one (DocumentTooLarge)
+    ("file-over-1-mb", "create", attr("pdf", b"%PDF-1.7\n" + b"0" * (1024 * 1024)), 413, "/msg/generic-error",
+     REFUSED),
     ("file-not-pdf-create", "create", attr("pdf", b"<ClinicalDocument/>"), 415, "/msg/document-type", REFUSED),
     ("file-not-pdf-replace", "replace", attr("pdf", b"<ClinicalDocument/>"), 400, "/msg/document-type", REFUSED),
     ("attachment-hash", "create", claim("sig", "attachment_hash", "0" * 64), 400, "/msg/document-hash", REFUSED),
