@@ -210,7 +210,6 @@ class Receiver:
 
     @inlineCallbacks
     def _process(self, entry: Entry, analysis: Analysis, header: Header):
-        journal = self.ctx.journal
         # No "processing" state here: the stages record their own (routed, rendered...),
         # and "received" without an outcome already means "to be processed".
         failure = None

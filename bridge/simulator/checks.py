@@ -469,7 +469,7 @@ def _path_wif(path_id: str, ctx: Context) -> str:
 
 
 def step_register(state: State) -> Accepted:
-    request, ctx, body = state.request, state.ctx, state.body
+    request, body = state.request, state.body
     op = request.operation
     if op in ("create", "replace"):
         if not valuesets.TOSCANA_REPOSITORY_ID.match(body["identificativoRep"]):
