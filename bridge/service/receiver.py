@@ -68,7 +68,10 @@ class Receiver:
         """Attempts of acknowledged messages that did not succeed yet, by entry id."""
         self._failures: dict[int, str] = {}
         """The reason of each such message's last failure (the same twice: set aside)."""
-        self._retries: dict[int, Any] = {}
+        self._publish_retries: dict[int, Any] = {}
+        """The scheduled next attempt of each acknowledged message not published yet."""
+        self._record_retries: dict[int, Any] = {}
+        """The scheduled next write of each outcome in _unrecorded."""
         self._commit_mode = ctx.config.ack.mode == "commit"
         self._default_charset = ctx.config.mllp.default_charset
         self._waiters: dict[int, list[Deferred]] = {}
@@ -266,10 +269,10 @@ class Receiver:
                         f"still not published after {attempt} attempts: {decision.reason[:200]}")
 
         def again():
-            self._retries.pop(entry.id, None)
+            self._publish_retries.pop(entry.id, None)
             self.process(entry, analysis, header)
 
-        self._retries[entry.id] = self._clock.callLater(delay, again)
+        self._publish_retries[entry.id] = self._clock.callLater(delay, again)
 
     @inlineCallbacks
     def _set_aside(self, entry: Entry, outcome: Outcome, reason: str):
@@ -300,13 +303,13 @@ class Receiver:
         for waiter in self._waiters.pop(entry_id, []):
             waiter.errback(failure)
         self._unrecorded[entry_id] = (outcome, ack)
-        if entry_id not in self._retries:
+        if entry_id not in self._record_retries:
             def again():
-                self._retries.pop(entry_id, None)
+                self._record_retries.pop(entry_id, None)
                 if self.ctx.journal is not None and entry_id in self._unrecorded:
                     self._record(entry_id, *self._unrecorded.pop(entry_id))
 
-            self._retries[entry_id] = self._clock.callLater(RECORD_RETRY_S, again)
+            self._record_retries[entry_id] = self._clock.callLater(RECORD_RETRY_S, again)
 
     @inlineCallbacks
     def _wait_for(self, entry_id: int):
@@ -394,10 +397,11 @@ class Receiver:
 
     def cancel_retries(self) -> None:
         """On stop: the scheduled retries' entries stay unfinished; the next start resumes them."""
-        for call in self._retries.values():
-            if call.active():
-                call.cancel()
-        self._retries.clear()
+        for retries in (self._publish_retries, self._record_retries):
+            for call in retries.values():
+                if call.active():
+                    call.cancel()
+            retries.clear()
 
     def drain(self, timeout: float = STOP_GRACE_S) -> Deferred:
         """Fires when in-flight processing is over, or after *timeout* seconds."""
