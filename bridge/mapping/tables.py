@@ -1,8 +1,8 @@
 """Loading mappings/: header.toml, one <TYPE>.toml per document type, the CSV code tables
 and the practitioners, checked once at start (a bad file names itself and the key).
 
-What the files mean is the mapper's (bridge.mapping.mapper); this module only reads and
-checks them.
+What the files mean is the mapper's (bridge.mapping.mapper and the modules it calls); this
+module only reads and checks them.
 """
 
 from __future__ import annotations
