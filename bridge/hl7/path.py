@@ -71,7 +71,9 @@ class Reader:
         self.parsed = parsed
         enc = parsed.encoding_characters
         self.fs = parsed.field_separator
-        self.cs, self.rs = enc[0], enc[1]
+        # MSH-2 may declare fewer than four (1 to 5 are accepted): HL7's defaults for the rest,
+        # as python-hl7 and the ACK's Header read them
+        self.cs, self.rs = enc[0:1] or "^", enc[1:2] or "~"
         self.es = enc[2] if len(enc) > 2 else "\\"
         self.ss = enc[3] if len(enc) > 3 else "&"
         self.segments = [s for s in parsed.text.split("\r") if s]
