@@ -35,6 +35,8 @@ class Glyphs:
         # white space and controls are laid out by reportlab, never drawn
         if ord(ch) in self._drawn or ch.isspace() or unicodedata.category(ch) == "Cc":
             return ch
+        if unicodedata.category(ch) == "Cf":
+            return ""  # invisible by definition (a BOM, a zero-width joiner): nothing to show
         self.replaced += 1
         return self._missing
 

@@ -62,6 +62,14 @@ def test_a_script_the_font_lacks_prints_boxes_never_blanks(caplog):
     assert "3 character" in record.getMessage() and "王" not in record.getMessage()
 
 
+def test_invisible_format_characters_print_as_nothing(caplog):
+    # word joiner, Arabic letter mark, a language tag: format characters Lato has no glyph for
+    cda = with_patient("Rossi\u2060", "Ma\u061crio\U000e0001")
+    with caplog.at_level(logging.WARNING, logger="bridge.pdf.glyphs"):
+        text = first_page(package.build_unsigned_pdf(cda))
+    assert "Mario Rossi" in text and BOX not in text and not caplog.records
+
+
 _XML_CHARS = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff")
 
 
