@@ -137,6 +137,27 @@ def test_lab_status_and_values(pipeline):
     assert ranges and all(r.find(f"{H}interpretationCode").get("code") == "N" for r in ranges)
 
 
+def test_lab_tests_keep_the_laboratorys_own_name(pipeline):
+    """issue 13 item 2: LOINC's code, the lab's name as originalText (a reference to its cell in the
+    results table) and its local code as a translation carrying the same name."""
+    report, _, xml = pipeline(EXAMPLES / "lab.hl7")
+    root = etree.fromstring(xml)
+    cells = {td.get("ID"): "".join(td.itertext()) for td in root.iter(H + "td") if td.get("ID")}
+    named = [o for s in report.sections for e in s.exams for o in e.observations if o.name]
+    codes = [c for c in root.iter(H + "code") if c.find(H + "originalText") is not None]
+    assert named and len(codes) == len(named)
+    for code, observation in zip(codes, named):
+        reference = code.find(f"{H}originalText/{H}reference").get("value")
+        assert cells[reference.lstrip("#")] == observation.name
+        # the local code: a translation of LOINC's, or the code itself when the lab has no LOINC
+        local = code.findall(H + "translation") or [code]
+        assert local[0].get("displayName") == observation.name
+        # originalText comes first in a CD (CDA R2 data types)
+        assert [child.tag for child in code][:1] == [H + "originalText"]
+    glucose = codes[0]
+    assert (glucose.get("code"), cells["obs1-name"]) == ("2345-7", "Glucosio")
+
+
 def test_long_text_kept_exactly_in_the_value(pipeline):
     _, _, xml = pipeline(FIXTURES / "LAB" / "v28-corrected-long.hl7")
     root = etree.fromstring(xml)
