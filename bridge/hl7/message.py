@@ -167,6 +167,13 @@ def _delimiter(ch: str) -> bool:
     return len(ch) == 1 and "!" <= ch <= "~" and not ch.isalnum()
 
 
+def delimiters(encoding_characters: str) -> tuple[str, str, str]:
+    """MSH-2's component, repetition and subcomponent separators, HL7's defaults (``^ ~ &``) for
+    those it leaves out (1 to 5 characters are accepted), as python-hl7 reads them too."""
+    chars = encoding_characters
+    return chars[0:1] or "^", chars[1:2] or "~", chars[3:4] or "&"
+
+
 def _encoding_characters(chars: str, separator: str) -> bool:
     """MSH-2 as seen in the field: 1 to 5 distinct delimiters, none the field separator."""
     return (1 <= len(chars) <= 5 and all(_delimiter(c) for c in chars) and separator not in chars
@@ -272,11 +279,11 @@ class Header:
 
     @property
     def component(self) -> str:
-        return self.encoding_characters[0:1] or "^"
+        return delimiters(self.encoding_characters)[0]
 
     @property
     def repetition(self) -> str:
-        return self.encoding_characters[1:2] or "~"
+        return delimiters(self.encoding_characters)[1]
 
     @property
     def escape(self) -> str:
@@ -286,8 +293,7 @@ class Header:
 
     @property
     def subcomponent(self) -> str:
-        chars = self.encoding_characters
-        return chars[3] if len(chars) >= 4 else "&"
+        return delimiters(self.encoding_characters)[2]
 
     @property
     def control_id(self) -> str:

@@ -16,7 +16,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from bridge.hl7.message import ParsedMessage
+from bridge.hl7.message import ParsedMessage, delimiters
 
 HIGHLIGHT = "\ue000"
 """Start of highlighted text (``\\H\\``): a private-use character, never in a message's text."""
@@ -71,11 +71,8 @@ class Reader:
         self.parsed = parsed
         enc = parsed.encoding_characters
         self.fs = parsed.field_separator
-        # MSH-2 may declare fewer than four (1 to 5 are accepted): HL7's defaults for the rest,
-        # as python-hl7 and the ACK's Header read them
-        self.cs, self.rs = enc[0:1] or "^", enc[1:2] or "~"
+        self.cs, self.rs, self.ss = delimiters(enc)
         self.es = enc[2] if len(enc) > 2 else "\\"
-        self.ss = enc[3] if len(enc) > 3 else "&"
         self.segments = [s for s in parsed.text.split("\r") if s]
         self._escape = re.compile(re.escape(self.es) + r"(.*?)" + re.escape(self.es), re.S)
 

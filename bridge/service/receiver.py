@@ -24,6 +24,7 @@ from bridge.alerts import Kind as AlertKind, raise_alert
 from bridge.errors import BridgeError, DuplicateControlId, FrameTooLarge, InternalError
 from bridge.hl7 import ack as answer
 from bridge.hl7.message import Header, default_header, read_header, split_batch
+from bridge.inflight import InFlight
 from bridge.journal import Admit, Entry, Received, State
 from bridge.mapping import analysis as analysis_module
 from bridge.mapping.analysis import Analysis, unsupported
@@ -75,7 +76,7 @@ class Receiver:
         self._commit_mode = ctx.config.ack.mode == "commit"
         self._default_charset = ctx.config.mllp.default_charset
         self._waiters: dict[int, list[Deferred]] = {}
-        self._in_flight: set[Deferred] = set()
+        self._in_flight = InFlight()
         self._analyse = ctx.analyse or (lambda raw: defer.maybeDeferred(analysis_module.summarise, ctx, raw))
 
     # -- frames --------------------------------------------------------------
@@ -120,7 +121,7 @@ class Receiver:
         answered AR 207; an entry journaled before it stays unfinished, so a restart
         resumes it.
         """
-        d = self._track(self._handle_message(raw, peer))
+        d = self._in_flight.track(self._handle_message(raw, peer))
         return d.addErrback(self._answer_failure, raw, peer)
 
     def _answer_failure(self, failure, raw: bytes, peer: str) -> bytes:
@@ -199,17 +200,7 @@ class Receiver:
 
     def process(self, entry: Entry, analysis: Analysis, header: Header) -> Deferred:
         """Run the handler for a journaled entry; a Deferred of the ACK a resend would get."""
-        return self._track(self._process(entry, analysis, header))
-
-    def _track(self, d: Deferred) -> Deferred:
-        """*d* is work in flight until it fires: a stop waits for it (:meth:`drain`)."""
-        self._in_flight.add(d)
-        d.addBoth(self._done, d)
-        return d
-
-    def _done(self, result, d):
-        self._in_flight.discard(d)
-        return result
+        return self._in_flight.track(self._process(entry, analysis, header))
 
     @inlineCallbacks
     def _process(self, entry: Entry, analysis: Analysis, header: Header):
@@ -376,7 +367,7 @@ class Receiver:
         In flight from the call on, so a stop waits for it. Fails with KeyError (no such entry)
         or ValueError (its message was purged) before anything is journaled.
         """
-        return self._track(self._resubmit(entry_id))
+        return self._in_flight.track(self._resubmit(entry_id))
 
     @inlineCallbacks
     def _resubmit(self, entry_id: int):
@@ -405,13 +396,9 @@ class Receiver:
 
     def drain(self, timeout: float = STOP_GRACE_S) -> Deferred:
         """Fires when in-flight processing is over, or after *timeout* seconds."""
-        pending = list(self._in_flight)
-        if not pending:
-            return defer.succeed(None)
-        log.info("waiting up to %ss for %d message(s) in processing", timeout, len(pending))
-        d = defer.DeferredList(pending, consumeErrors=True)
-        d.addTimeout(timeout, self.ctx.reactor, onTimeoutCancel=lambda *_: None)
-        return d
+        if self._in_flight:
+            log.info("waiting up to %ss for %d message(s) in processing", timeout, len(self._in_flight))
+        return self._in_flight.drain(self.ctx.reactor, timeout)
 
     def _stamp(self):
         return self._now() if self._now else None

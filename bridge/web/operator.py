@@ -13,6 +13,7 @@ import logging
 from twisted.internet import defer
 from twisted.web import resource
 
+from bridge.inflight import InFlight
 from bridge.errors import BridgeError, InvalidValue
 from bridge.publish import pipeline
 from bridge.publish.metadata import UnknownTarget
@@ -36,7 +37,7 @@ class OperatorEndpoint:
 
     def __init__(self, token: str):
         self.token = token
-        self.in_flight: set[defer.Deferred] = set()
+        self.in_flight = InFlight()
 
     def authorised(self, request) -> bool:
         given = request.getHeader("authorization") or ""
@@ -50,21 +51,10 @@ class OperatorEndpoint:
         return same_host(client, getattr(request.getHost(), "host", "")) and self.authorised(request)
 
     def track(self, d: defer.Deferred) -> defer.Deferred:
-        self.in_flight.add(d)
-        d.addBoth(self._done, d)
-        return d
-
-    def _done(self, result, d):
-        self.in_flight.discard(d)
-        return result
+        return self.in_flight.track(d)
 
     def drain(self, reactor, timeout: float = OPERATOR_GRACE_S) -> defer.Deferred:
-        pending = list(self.in_flight)
-        if not pending:
-            return defer.succeed(None)
-        d = defer.DeferredList(pending, consumeErrors=True)
-        d.addTimeout(timeout, reactor, onTimeoutCancel=lambda *_: None)
-        return d
+        return self.in_flight.drain(reactor, timeout)
 
 
 def read_operator_body(body: bytes, content_type: str | None, fields: tuple[str, ...]) -> dict:

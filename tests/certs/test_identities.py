@@ -5,6 +5,7 @@ with certificates of another structure and warn loudly anywhere else (issue 11 i
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -111,13 +112,18 @@ def test_twist_elsewhere_warns_loudly(tmp_path, write_config, other_pki):
                                 "--config", str(path)], cwd=tmp_path, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "listening on" in line:
-            break
-    process.terminate()   # may come before the reactor's signal handlers: the exit status is not checked
-    lines += process.stdout.readlines()
-    process.wait(60)
+    deadline = threading.Timer(90, process.kill)   # a service that never listens fails, not hangs
+    deadline.start()
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                break
+        process.terminate()   # may come before the reactor's signal handlers: the exit status is not checked
+        lines += process.stdout.readlines()
+        process.wait(60)
+    finally:
+        deadline.cancel()
     log = "".join(lines)
     assert "listening on" in log
     assert f"CERTIFICATES DO NOT MATCH THE STRUCTURE: the auth certificate (A1#090#{OTHER}PIPOHOUSE)" in log
